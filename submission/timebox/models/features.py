@@ -1,0 +1,56 @@
+"""Run a frozen feature extractor over cached uint8 images, batch by batch, stoppable.
+
+Example::
+
+    feats = extract_features(extractor, cache.images, order, should_stop=budget.expired)
+    feats.done            # how many of ``order`` were extracted before a stop
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import keras
+import numpy as np
+
+
+@dataclass
+class Features:
+    values: np.ndarray  # float32 (done, D): features of indices[:done]
+    done: int
+
+
+def extract_features(
+    extractor: keras.Model,
+    images: np.ndarray,
+    indices: np.ndarray,
+    batch_size: int = 32,
+    should_stop: Callable[[], bool] | None = None,
+    on_batch: Callable[[int], None] | None = None,
+    flip: bool = False,
+) -> Features:
+    """Features of ``images[indices]`` in order; stops early (between batches) when ``should_stop()``.
+
+    Batches are padded to ``batch_size`` so the compiled graph is traced once. ``flip`` mirrors
+    the images left-right first (a test-time or feature-augmentation view).
+    """
+    dim = extractor.output_shape[-1]
+    out = np.empty((len(indices), dim), dtype=np.float32)
+    done = 0
+    while done < len(indices):
+        if should_stop is not None and should_stop():
+            break
+        idx = np.sort(indices[done : done + batch_size])
+        order = np.argsort(np.argsort(indices[done : done + batch_size]))
+        batch = np.asarray(images[idx])[order]
+        if flip:
+            batch = batch[:, :, ::-1]
+        n = len(batch)
+        if n < batch_size:
+            batch = np.concatenate([batch, np.zeros((batch_size - n, *batch.shape[1:]), batch.dtype)])
+        out[done : done + n] = keras.ops.convert_to_numpy(extractor.predict_on_batch(batch))[:n]
+        done += n
+        if on_batch is not None:
+            on_batch(done)
+    return Features(out[:done], done)

@@ -1,0 +1,131 @@
+"""One registry over the backbones timebox can train: EfficientNet-Lite, ``keras.applications``
+and the ``efficientnet`` PyPI package. Every backbone is wrapped so the model takes raw uint8
+RGB images (its own scaling is a :class:`Preprocess` layer) and returns pooled features.
+
+Example::
+
+    spec = get_backbone("efficientnet-lite0")
+    extractor = build_feature_extractor(spec, size=224, weights="imagenet")
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import keras
+
+from ..errors import UsageError
+from .efficientnet_lite import LITE_PARAMS, efficientnet_lite, load_lite_weights
+from .preprocessing import Preprocess
+from .torch_weights import read_legacy_state_dict
+from .weights import fetch_weights, resolve_weights
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """How to build one backbone: ``build(input_shape)`` gives pooled features of scaled input."""
+
+    name: str
+    source: str  # "lite" | "keras" | "efficientnet"
+    preprocess: str  # a mode of timebox.models.preprocessing.MODES
+    default_size: int
+    build: Callable[..., keras.Model]  # build(input_shape, weights=None); weights only when fetching
+
+
+def _keras_app(cls_name: str) -> Callable[..., keras.Model]:
+    def build(shape, weights=None):
+        return getattr(keras.applications, cls_name)(include_top=False, weights=weights, input_shape=shape, pooling="avg")
+
+    return build
+
+
+def _efn(cls_name: str) -> Callable[..., keras.Model]:
+    def build(shape, weights=None):
+        import efficientnet.tfkeras as efn  # registers its custom objects (swish, FixedDropout)
+
+        return getattr(efn, cls_name)(include_top=False, weights=weights, input_shape=shape, pooling="avg")
+
+    return build
+
+
+def _lite(variant: int) -> Callable[..., keras.Model]:
+    return lambda shape, weights=None: efficientnet_lite(variant, input_shape=shape)
+
+
+_KERAS_APPS = {
+    # class name: (preprocessing, default input size)
+    **{f"EfficientNetB{i}": ("raw", s) for i, s in enumerate((224, 240, 260, 300, 380, 456, 528, 600))},
+    **{f"EfficientNetV2{v}": ("raw", s) for v, s in zip(("B0", "B1", "B2", "B3", "S", "M", "L"), (224, 240, 260, 300, 384, 480, 480))},
+    **{f"ResNet{d}": ("caffe", 224) for d in (50, 101, 152)},
+    **{f"ResNet{d}V2": ("tf", 224) for d in (50, 101, 152)},
+    "Xception": ("tf", 299),
+    "InceptionV3": ("tf", 299),
+    "InceptionResNetV2": ("tf", 299),
+    "NASNetMobile": ("tf", 224),
+    "NASNetLarge": ("tf", 331),
+    "VGG16": ("caffe", 224),
+    "VGG19": ("caffe", 224),
+    **{f"DenseNet{d}": ("torch", 224) for d in (121, 169, 201)},
+    "MobileNetV2": ("tf", 224),
+    "MobileNetV3Small": ("raw", 224),
+    "MobileNetV3Large": ("raw", 224),
+    **{f"ConvNeXt{v}": ("raw", 224) for v in ("Tiny", "Small", "Base", "Large", "XLarge")},
+}
+_EFN_SIZES = (224, 240, 260, 300, 380, 456, 528, 600)
+
+BACKBONES: dict[str, BackboneSpec] = {
+    **{f"efficientnet-lite{v}": BackboneSpec(f"efficientnet-lite{v}", "lite", "lite", p[2], _lite(v)) for v, p in LITE_PARAMS.items()},
+    **{n: BackboneSpec(n, "keras", pre, size, _keras_app(n)) for n, (pre, size) in _KERAS_APPS.items()},
+    **{f"efn-b{i}": BackboneSpec(f"efn-b{i}", "efficientnet", "torch", s, _efn(f"EfficientNetB{i}")) for i, s in enumerate(_EFN_SIZES)},
+}
+
+
+def get_backbone(name: str) -> BackboneSpec:
+    """Look a backbone up by name, case-insensitively."""
+    by_lower = {k.lower(): v for k, v in BACKBONES.items()}
+    if name.lower() not in by_lower:
+        raise UsageError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}")
+    return by_lower[name.lower()]
+
+
+def build_feature_extractor(spec: BackboneSpec, size: int, weights: str = "imagenet") -> keras.Model:
+    """uint8 (size, size, 3) images -> pooled backbone features, with ``weights`` loaded.
+
+    ``weights`` is ``none``, ``imagenet`` (or another named set) resolved from local files
+    only, or a path to a weights file.
+    """
+    path = resolve_weights(spec.name, spec.source, weights)
+    backbone = spec.build((size, size, 3))
+    if path is not None:
+        _load_weights(backbone, spec, path)
+    inputs = keras.Input((size, size, 3), dtype="uint8", name="image")
+    features = backbone(Preprocess(spec.preprocess, name="preprocess")(inputs))
+    return keras.Model(inputs, features, name=f"{spec.name}_features")
+
+
+def _load_weights(backbone: keras.Model, spec: BackboneSpec, path: Path) -> None:
+    try:
+        if spec.source == "lite" and path.suffix == ".pth":
+            state = read_legacy_state_dict(path)
+            load_lite_weights(backbone, state)
+        else:
+            backbone.load_weights(str(path), skip_mismatch=False)
+    except (ValueError, OSError) as exc:
+        raise UsageError(f"{path}: cannot load these weights into {spec.name} ({exc}); is it the right file?") from exc
+
+
+def load_model(path: str | Path) -> keras.Model:
+    """Load a saved timebox model in a fresh process (custom objects registered first)."""
+    try:
+        import efficientnet.tfkeras  # noqa: F401  (registers swish and FixedDropout)
+    except ImportError:
+        pass
+    return keras.models.load_model(path, compile=False)
+
+
+def fetch(spec: BackboneSpec, weight_set: str = "imagenet") -> Path:
+    """Download a backbone's weights (needs network) into the local weights folder."""
+    size = spec.default_size
+    return fetch_weights(spec.name, spec.source, weight_set, lambda ws: spec.build((size, size, 3), ws))

@@ -1,0 +1,56 @@
+"""Score a predictions CSV against a labels CSV (both ``filename,label``): accuracy and per class."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UsageError
+
+
+@dataclass
+class Score:
+    accuracy: float
+    correct: int
+    total: int
+    missing: int  # labelled files without a prediction row (counted wrong)
+    per_class: dict[str, tuple[int, int]]  # label -> (correct, total)
+
+    def lines(self) -> list[str]:
+        out = [f"accuracy: {100 * self.accuracy:.2f}% ({self.correct}/{self.total})"]
+        if self.missing:
+            out.append(f"missing predictions: {self.missing} (counted wrong)")
+        for label, (ok, n) in sorted(self.per_class.items(), key=lambda kv: _sort_key(kv[0])):
+            out.append(f"  class {label}: {100 * ok / n:.2f}% ({ok}/{n})")
+        return out
+
+
+def _sort_key(label: str):
+    return (0, int(label), "") if label.isdigit() else (1, 0, label)
+
+
+def _read(path: Path) -> dict[str, str]:
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: file not found")
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or not {"filename", "label"} <= set(reader.fieldnames):
+            raise UsageError(f"{path}: line 1 must be a header with the columns filename,label")
+        return {row["filename"].strip(): (row["label"] or "").strip() for row in reader}
+
+
+def score(pred_csv: Path, labels_csv: Path) -> Score:
+    """Compare predictions with labels, file by file."""
+    pred, truth = _read(pred_csv), _read(labels_csv)
+    if not truth:
+        raise UsageError(f"{labels_csv}: no labelled rows")
+    per_class: dict[str, list[int]] = {}
+    for name, label in truth.items():
+        stats = per_class.setdefault(label, [0, 0])
+        stats[0] += pred.get(name) == label
+        stats[1] += 1
+    correct = sum(ok for ok, _ in per_class.values())
+    return Score(correct / len(truth), correct, len(truth), sum(n not in pred for n in truth),
+                 {k: (ok, n) for k, (ok, n) in per_class.items()})

@@ -1,0 +1,54 @@
+"""Keras callbacks of the training loop: one small class per concern.
+
+Example::
+
+    best = BestValAccuracy(val_x, val_y)
+    model.fit(x, y, epochs=50, callbacks=[DeadlineStop(budget.expired), best])
+    model.set_weights(best.best_weights)
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import keras
+import numpy as np
+
+from ..metrics import accuracy, log_loss
+
+
+class DeadlineStop(keras.callbacks.Callback):
+    """Stops training after the batch during which ``expired()`` became true."""
+
+    def __init__(self, expired: Callable[[], bool]):
+        super().__init__()
+        self.expired = expired
+        self.stopped = False
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.expired():
+            self.model.stop_training = self.stopped = True
+
+
+class BestValAccuracy(keras.callbacks.Callback):
+    """After each epoch, scores the model on validation data itself (argmax vs labels) and keeps
+    a copy of the best weights: higher val accuracy wins, ties go to lower val loss."""
+
+    def __init__(self, val_x: np.ndarray, val_y: np.ndarray, batch_size: int = 1024):
+        super().__init__()
+        self.val_x, self.val_y, self.batch_size = val_x, val_y, batch_size
+        self.best_accuracy, self.best_loss, self.best_epoch = -1.0, np.inf, -1
+        self.best_weights: list[np.ndarray] | None = None
+        self.history: list[dict] = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        probs = np.concatenate(
+            [keras.ops.convert_to_numpy(self.model.predict_on_batch(self.val_x[i : i + self.batch_size]))
+             for i in range(0, len(self.val_x), self.batch_size)]
+        )
+        acc, loss = accuracy(probs, self.val_y), log_loss(probs, self.val_y)
+        self.history.append({"epoch": epoch + 1, "train_loss": float((logs or {}).get("loss", np.nan)),
+                             "val_accuracy": acc, "val_loss": loss})
+        if acc > self.best_accuracy or (acc == self.best_accuracy and loss < self.best_loss):
+            self.best_accuracy, self.best_loss, self.best_epoch = acc, loss, epoch + 1
+            self.best_weights = [w.copy() for w in self.model.get_weights()]
