@@ -24,11 +24,12 @@ def parse_duration(text: str) -> float:
     """Seconds in ``90``, ``90s``, ``10m``, ``3h``, ``1h30m`` or ``1.5h``."""
     text = text.strip().lower()
     if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text)
-    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise UsageError(f"cannot read the duration {text!r}; write it like 90s, 10m, 3h or 1h30m")
-    seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+        seconds = float(text)
+    else:
+        parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            raise UsageError(f"cannot read the duration {text!r}; write it like 90s, 10m, 3h or 1h30m")
+        seconds = sum(float(n) * _UNITS[u] for n, u in parts)
     if seconds <= 0:
         raise UsageError(f"the duration {text!r} must be positive")
     return seconds

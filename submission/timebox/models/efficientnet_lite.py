@@ -55,6 +55,44 @@ def block_plan(variant: int) -> list[tuple[int, int, int, int, int]]:
     return plan
 
 
+class _Layers:
+    """Creates named layers (building) or fetches them from ``model`` (replaying a part of it)."""
+
+    def __init__(self, model: keras.Model | None = None):
+        self.model = model
+
+    def __call__(self, name: str, make):
+        return self.model.get_layer(name) if self.model is not None else make(name)
+
+
+def _block(x, get: _Layers, b: int, kernel: int, stride: int, expand: int, c_in: int, c_out: int):
+    shortcut = x
+    if expand != 1:
+        x = get(f"block{b}_expand_conv", lambda n: layers.Conv2D(c_in * expand, 1, use_bias=False, name=n))(x)
+        x = get(f"block{b}_expand_bn", lambda n: layers.BatchNormalization(**_BN, name=n))(x)
+        x = get(f"block{b}_expand_relu", lambda n: layers.ReLU(6.0, name=n))(x)
+    x = get(f"block{b}_dwconv", lambda n: layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False, name=n))(x)
+    x = get(f"block{b}_dw_bn", lambda n: layers.BatchNormalization(**_BN, name=n))(x)
+    x = get(f"block{b}_dw_relu", lambda n: layers.ReLU(6.0, name=n))(x)
+    x = get(f"block{b}_project_conv", lambda n: layers.Conv2D(c_out, 1, use_bias=False, name=n))(x)
+    x = get(f"block{b}_project_bn", lambda n: layers.BatchNormalization(**_BN, name=n))(x)
+    if stride == 1 and c_in == c_out:
+        x = get(f"block{b}_add", lambda n: layers.Add(name=n))([x, shortcut])
+    return x
+
+
+def _top(x, get: _Layers, plan: list, first_block: int, include_top: bool, classes: int):
+    for b in range(first_block, len(plan)):
+        x = _block(x, get, b, *plan[b])
+    x = get("head_conv", lambda n: layers.Conv2D(1280, 1, use_bias=False, name=n))(x)
+    x = get("head_bn", lambda n: layers.BatchNormalization(**_BN, name=n))(x)
+    x = get("head_relu", lambda n: layers.ReLU(6.0, name=n))(x)
+    x = get("avg_pool", lambda n: layers.GlobalAveragePooling2D(name=n))(x)
+    if include_top:
+        x = get("predictions", lambda n: layers.Dense(classes, name=n))(x)
+    return x
+
+
 def efficientnet_lite(
     variant: int = 0,
     input_shape: tuple[int, int, int] = (224, 224, 3),
@@ -64,30 +102,30 @@ def efficientnet_lite(
     """EfficientNet-Lite backbone on pre-scaled input; global-average-pooled features, or logits."""
     if variant not in LITE_PARAMS:
         raise UsageError(f"EfficientNet-Lite{variant} is not available (choose one of {sorted(LITE_PARAMS)})")
+    get = _Layers()
     inputs = keras.Input(input_shape)
-    x = layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(inputs)
-    x = layers.BatchNormalization(**_BN, name="stem_bn")(x)
-    x = layers.ReLU(6.0, name="stem_relu")(x)
-    for b, (kernel, stride, expand, c_in, c_out) in enumerate(block_plan(variant)):
-        shortcut = x
-        if expand != 1:
-            x = layers.Conv2D(c_in * expand, 1, use_bias=False, name=f"block{b}_expand_conv")(x)
-            x = layers.BatchNormalization(**_BN, name=f"block{b}_expand_bn")(x)
-            x = layers.ReLU(6.0, name=f"block{b}_expand_relu")(x)
-        x = layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False, name=f"block{b}_dwconv")(x)
-        x = layers.BatchNormalization(**_BN, name=f"block{b}_dw_bn")(x)
-        x = layers.ReLU(6.0, name=f"block{b}_dw_relu")(x)
-        x = layers.Conv2D(c_out, 1, use_bias=False, name=f"block{b}_project_conv")(x)
-        x = layers.BatchNormalization(**_BN, name=f"block{b}_project_bn")(x)
-        if stride == 1 and c_in == c_out:
-            x = layers.Add(name=f"block{b}_add")([x, shortcut])
-    x = layers.Conv2D(1280, 1, use_bias=False, name="head_conv")(x)
-    x = layers.BatchNormalization(**_BN, name="head_bn")(x)
-    x = layers.ReLU(6.0, name="head_relu")(x)
-    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    if include_top:
-        x = layers.Dense(classes, name="predictions")(x)
-    return keras.Model(inputs, x, name=f"efficientnet_lite{variant}")
+    x = get("stem_conv", lambda n: layers.Conv2D(32, 3, strides=2, padding="same", use_bias=False, name=n))(inputs)
+    x = get("stem_bn", lambda n: layers.BatchNormalization(**_BN, name=n))(x)
+    x = get("stem_relu", lambda n: layers.ReLU(6.0, name=n))(x)
+    outputs = _top(x, get, block_plan(variant), 0, include_top, classes)
+    return keras.Model(inputs, outputs, name=f"efficientnet_lite{variant}")
+
+
+def split_lite(model: keras.Model, variant: int, cut: int) -> tuple[keras.Model, keras.Model]:
+    """(bottom, top) of a Lite backbone at block ``cut``, sharing ``model``'s layers and weights.
+
+    ``bottom`` maps the backbone's input to the activations entering block ``cut``; ``top`` maps
+    those to pooled features, so training ``top`` trains the last blocks of ``model`` itself.
+    """
+    plan = block_plan(variant)
+    if not 0 < cut < len(plan):
+        raise UsageError(f"cut must be between 1 and {len(plan) - 1} for EfficientNet-Lite{variant}, got {cut}")
+    last = cut - 1
+    name = f"block{last}_add" if any(l.name == f"block{last}_add" for l in model.layers) else f"block{last}_project_bn"
+    bottom = keras.Model(model.input, model.get_layer(name).output, name=f"{model.name}_bottom{cut}")
+    inputs = keras.Input(bottom.output.shape[1:])
+    top = keras.Model(inputs, _top(inputs, _Layers(model), plan, cut, False, 0), name=f"{model.name}_top{cut}")
+    return bottom, top
 
 
 def _torch_layer_names(b: int) -> dict[str, str]:

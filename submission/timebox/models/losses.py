@@ -30,12 +30,16 @@ def select_loss(labels: np.ndarray, num_classes: int, requested: str | None = No
     raise UsageError(f"labels of shape {labels.shape} fit neither class ids nor {num_classes}-class one-hot/soft labels")
 
 
+@keras.saving.register_keras_serializable(package="timebox")
 class _SmoothedSparse(keras.losses.Loss):
     """Sparse categorical cross-entropy with label smoothing (ids one-hot encoded on the fly)."""
 
-    def __init__(self, num_classes: int, label_smoothing: float):
-        super().__init__(name="smoothed_sparse_categorical_crossentropy")
+    def __init__(self, num_classes: int, label_smoothing: float, name: str = "smoothed_sparse_categorical_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
         self.num_classes, self.label_smoothing = num_classes, label_smoothing
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "num_classes": self.num_classes, "label_smoothing": self.label_smoothing}
 
     def call(self, y_true, y_pred):
         y_true = keras.ops.one_hot(keras.ops.reshape(keras.ops.cast(y_true, "int32"), (-1,)), self.num_classes)

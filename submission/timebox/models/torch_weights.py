@@ -96,7 +96,7 @@ def read_legacy_state_dict(path: str | Path) -> dict[str, np.ndarray]:
                 if len(raw) != numel * tensor_dtype.itemsize:
                     raise UsageError(f"{path}: truncated weights file (storage {key}); reinstall its package")
                 storages[key] = np.frombuffer(raw, dtype=tensor_dtype)
-    except (pickle.UnpicklingError, EOFError, struct.error) as exc:
+    except (pickle.UnpicklingError, EOFError, struct.error, ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
         raise UsageError(f"{path}: unreadable weights file ({exc}); reinstall or re-download it") from exc
     return {name: _materialise(ref, storages) for name, ref in state.items() if isinstance(ref, _TensorRef)}
 
@@ -114,4 +114,4 @@ def _materialise(ref: _TensorRef, storages: dict[str, np.ndarray]) -> np.ndarray
     view = np.lib.stride_tricks.as_strided(
         flat[ref.offset :], shape=ref.size, strides=tuple(s * item for s in ref.stride), writeable=False
     )
-    return np.ascontiguousarray(view)
+    return view.copy()

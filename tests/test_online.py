@@ -1,0 +1,164 @@
+"""End to end: `online` on the synthetic dataset with real EfficientNet-Lite0 ImageNet weights (at 64 px
+for speed), bad files included, then the saved model predicting again; and inputs that must end in a
+clear exit 2 instead of a crash.
+
+One successful run (module-scoped) serves most assertions: it has a zero-byte .jpg and a text file
+named .jpg both in a training class folder and in the test folder.
+"""
+
+import csv
+import json
+import os
+import time
+
+import pytest
+
+from timebox.cli import main
+from timebox.data.synthetic import make_synthetic
+from timebox.online import OnlineConfig, run_online
+from timebox.predict import LABELS_FILE, MODEL_FILE, LabelMap, predict_dir
+from timebox.score import score
+
+BUDGET_S = 90.0
+SIZE = 64
+BAD_FILES = {"empty.jpg": b"", "notes.jpg": b"these are my notes, not a JPEG\n"}
+
+
+def _add_bad_files(folder):
+    for name, content in BAD_FILES.items():
+        (folder / name).write_bytes(content)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One online run on synthetic data with bad files in train/circle/ and test/."""
+    root = make_synthetic(tmp_path_factory.mktemp("data"), n_per_class=12, n_test_per_class=4, size=64)
+    _add_bad_files(root / "train" / "circle")
+    _add_bad_files(root / "test")
+    out = tmp_path_factory.mktemp("out")
+    cfg = OnlineConfig(root / "train", root / "test", out, BUDGET_S, backbone="efficientnet-lite0",
+                       weights="imagenet", size=SIZE, cache_dir=tmp_path_factory.mktemp("cache"), workers=1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("TIMEBOX_START", raising=False)  # `./run.sh test` exports it: count from now instead
+        start = time.time()
+        result = run_online(cfg)
+        outer_wall = time.time() - start
+    return {"root": root, "out": out, "cfg": cfg, "result": result, "outer_wall": outer_wall}
+
+
+def _rows(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.reader(f))
+
+
+def test_predictions_csv_has_one_row_per_test_file(run):
+    rows = _rows(run["out"] / "predictions.csv")
+    assert rows[0] == ["filename", "label", "name", "confidence"]
+    test_files = sorted(p.name for p in (run["root"] / "test").iterdir())
+    assert sorted(r[0] for r in rows[1:]) == test_files
+    assert run["result"].test_rows == len(test_files) == len(rows) - 1
+    names = ["circle", "square", "stripes", "triangle"]
+    for filename, label, name, confidence in rows[1:]:
+        assert names[int(label)] == name
+        assert 0.0 <= float(confidence) <= 1.0
+
+
+def test_unreadable_test_files_get_a_row_with_confidence_0(run):
+    rows = {r[0]: r for r in _rows(run["out"] / "predictions.csv")[1:]}
+    for name in BAD_FILES:
+        assert float(rows[name][3]) == 0.0
+    # ...and the readable ones were actually predicted
+    assert all(float(r[3]) > 0 for n, r in rows.items() if n not in BAD_FILES)
+    unreadable = json.loads((run["out"] / "report" / "unreadable_test_files.json").read_text())
+    assert sorted(os.path.basename(e["file"]) for e in unreadable) == sorted(BAD_FILES)
+
+
+def test_report_files_are_written(run):
+    report = run["out"] / "report"
+    for name in ("config.json", "environment.json", "history.json", "quarantine.json", "summary.json",
+                 "confusion_val.csv"):
+        assert (report / name).is_file(), name
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["budget_s"] == BUDGET_S
+    assert summary["val_accuracy"] == pytest.approx(run["result"].val_accuracy)
+    config = json.loads((report / "config.json").read_text())
+    assert config["backbone"] == "efficientnet-lite0" and config["input_size"] == SIZE
+    history = json.loads((report / "history.json").read_text())
+    assert history["head"] and 1 <= history["best_epoch"] <= len(history["head"])
+    confusion = _rows(report / "confusion_val.csv")
+    assert confusion[0] == ["true\\predicted", "circle", "square", "stripes", "triangle"]
+    assert sum(int(v) for row in confusion[1:] for v in row[1:]) == summary["val_images"]
+
+
+def test_bad_training_files_are_quarantined_with_a_reason(run):
+    quarantine = json.loads((run["out"] / "report" / "quarantine.json").read_text())
+    by_name = {os.path.basename(e["file"]): e["reason"] for e in quarantine}
+    assert set(by_name) == set(BAD_FILES)
+    assert all(isinstance(reason, str) and reason for reason in by_name.values())
+    assert by_name["empty.jpg"] == "zero-byte file"
+
+
+def test_test_accuracy_on_synthetic_data(run):
+    result = score(run["out"] / "predictions.csv", run["root"] / "test_labels.csv")
+    assert result.total == 16 and result.missing == 0
+    assert result.accuracy >= 0.75, "\n".join(result.lines())
+
+
+def test_run_finishes_within_its_budget(run):
+    assert run["result"].wall_s < BUDGET_S
+    assert run["outer_wall"] < BUDGET_S
+
+
+def test_saved_model_folder_reproduces_the_predictions(run, tmp_path):
+    """model/ (model.keras + labels.json) reloads and predicts the same labels (flip TTA aside)."""
+    model_dir = run["result"].model_dir
+    assert (model_dir / MODEL_FILE).is_file() and (model_dir / LABELS_FILE).is_file()
+    labels = LabelMap.load(model_dir / LABELS_FILE)
+    assert labels.input_size == SIZE and labels.class_names == ["circle", "square", "stripes", "triangle"]
+    out_csv = tmp_path / "again.csv"
+    n = predict_dir(model_dir, run["root"] / "test", out_csv, run["cfg"].cache_dir)
+    first = {r[0]: r for r in _rows(run["out"] / "predictions.csv")[1:]}
+    again = {r[0]: r for r in _rows(out_csv)[1:]}
+    assert n == len(first) and set(again) == set(first)
+    same = sum(first[k][1] == again[k][1] for k in first)
+    assert same >= 0.9 * len(first), f"{same}/{len(first)} labels agree"
+    for name in BAD_FILES:  # unreadable files fall back to the same prior class, confidence 0
+        assert again[name][1:] == first[name][1:]
+
+
+# --- inputs that must end in exit 2 ------------------------------------------------------------------
+
+
+def _online_argv(train, test, out, budget="60s"):
+    return ["online", "--train-dir", str(train), "--test-dir", str(test), "--out", str(out),
+            "--budget", budget, "--size", str(SIZE)]
+
+
+def test_empty_train_dir_returns_2_naming_it(tmp_path, capsys):
+    train, test = tmp_path / "empty_train", tmp_path / "test"
+    train.mkdir()
+    test.mkdir()
+    (test / "a.jpg").write_bytes(b"")
+    assert main(_online_argv(train, test, tmp_path / "out")) == 2
+    err = capsys.readouterr().err
+    assert "empty_train" in err and "Traceback" not in err
+
+
+def test_empty_test_dir_returns_2_naming_it(run, tmp_path, capsys):
+    test = tmp_path / "empty_test"
+    test.mkdir()
+    assert main(_online_argv(run["root"] / "train", test, tmp_path / "out")) == 2
+    err = capsys.readouterr().err
+    assert "empty_test" in err and "Traceback" not in err
+
+
+def test_class_with_only_unreadable_images_returns_2_naming_it(tmp_path, capsys):
+    root = make_synthetic(tmp_path / "data", n_per_class=3, n_test_per_class=1, size=32,
+                          classes=("circle", "square"))
+    for f in (root / "train" / "square").iterdir():
+        f.write_bytes(b"")
+    argv = _online_argv(root / "train", root / "test", tmp_path / "out") + ["--cache-dir", str(tmp_path / "c"),
+                                                                           "--workers", "1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "square" in err and "Traceback" not in err
