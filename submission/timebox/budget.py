@@ -50,6 +50,11 @@ class Budget:
         self.total_s = float(total_s)
         self.start = command_start() if start is None else start
         self.deadline = self.start + self.total_s
+        self.interrupted = False
+
+    def interrupt(self) -> None:
+        """End the run early (SIGTERM, Ctrl-C): from now on :meth:`expired` is true."""
+        self.interrupted = True
 
     def elapsed(self) -> float:
         return time.time() - self.start
@@ -58,5 +63,5 @@ class Budget:
         return self.deadline - time.time()
 
     def expired(self, reserve_s: float = 0.0) -> bool:
-        """True once less than ``reserve_s`` seconds are left."""
-        return self.remaining() <= reserve_s
+        """True once less than ``reserve_s`` seconds are left, or after :meth:`interrupt`."""
+        return self.interrupted or self.remaining() <= reserve_s

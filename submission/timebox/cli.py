@@ -111,10 +111,10 @@ def _demo(args) -> int:
 
 
 def _predict(args) -> int:
-    from .online import _default_cache_dir
+    from .online import default_cache_dir
     from .predict import predict_dir
 
-    n = predict_dir(args.model, args.images, args.out, args.cache_dir or _default_cache_dir())
+    n = predict_dir(args.model, args.images, args.out, args.cache_dir or default_cache_dir())
     print(f"predictions: {args.out} ({n} rows)")
     return 0
 

@@ -111,6 +111,12 @@ def efficientnet_lite(
     return keras.Model(inputs, outputs, name=f"efficientnet_lite{variant}")
 
 
+def default_cut(variant: int) -> int:
+    """The block after the first block of the last stride-2 stage: what fine-tuning trains from."""
+    plan = block_plan(variant)
+    return max(b for b, (_, stride, *_rest) in enumerate(plan) if stride == 2) + 1
+
+
 def split_lite(model: keras.Model, variant: int, cut: int) -> tuple[keras.Model, keras.Model]:
     """(bottom, top) of a Lite backbone at block ``cut``, sharing ``model``'s layers and weights.
 

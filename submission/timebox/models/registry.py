@@ -17,7 +17,7 @@ from typing import Callable
 import keras
 
 from ..errors import UsageError
-from .efficientnet_lite import LITE_PARAMS, efficientnet_lite, load_lite_weights
+from .efficientnet_lite import LITE_PARAMS, default_cut, efficientnet_lite, load_lite_weights, split_lite
 from .preprocessing import Preprocess
 from .torch_weights import read_legacy_state_dict
 from .weights import fetch_weights, resolve_weights
@@ -32,6 +32,21 @@ class BackboneSpec:
     preprocess: str  # a mode of timebox.models.preprocessing.MODES
     default_size: int
     build: Callable[..., keras.Model]  # build(input_shape, weights=None); weights only when fetching
+    split: Callable[[keras.Model], tuple[keras.Model, keras.Model]] | None = None  # (bottom, top) sharing layers
+
+
+@dataclass(frozen=True)
+class Extractor:
+    """A backbone in the three shapes training needs, all sharing one set of weights.
+
+    ``full``: uint8 image -> pooled features (what is saved with the head). ``bottom``: uint8
+    image -> the activations that are cached. ``top``: activations -> pooled features, the part
+    fine-tuning trains; None when the backbone cannot be split (``bottom`` is then ``full``).
+    """
+
+    full: keras.Model
+    bottom: keras.Model
+    top: keras.Model | None
 
 
 def _keras_app(cls_name: str) -> Callable[..., keras.Model]:
@@ -76,7 +91,9 @@ _KERAS_APPS = {
 _EFN_SIZES = (224, 240, 260, 300, 380, 456, 528, 600)
 
 BACKBONES: dict[str, BackboneSpec] = {
-    **{f"efficientnet-lite{v}": BackboneSpec(f"efficientnet-lite{v}", "lite", "lite", p[2], _lite(v)) for v, p in LITE_PARAMS.items()},
+    **{f"efficientnet-lite{v}": BackboneSpec(f"efficientnet-lite{v}", "lite", "lite", p[2], _lite(v),
+                                             lambda m, v=v: split_lite(m, v, default_cut(v)))
+       for v, p in LITE_PARAMS.items()},
     **{n: BackboneSpec(n, "keras", pre, size, _keras_app(n)) for n, (pre, size) in _KERAS_APPS.items()},
     **{f"efn-b{i}": BackboneSpec(f"efn-b{i}", "efficientnet", "torch", s, _efn(f"EfficientNetB{i}")) for i, s in enumerate(_EFN_SIZES)},
 }
@@ -90,8 +107,8 @@ def get_backbone(name: str) -> BackboneSpec:
     return by_lower[name.lower()]
 
 
-def build_feature_extractor(spec: BackboneSpec, size: int, weights: str = "imagenet") -> keras.Model:
-    """uint8 (size, size, 3) images -> pooled backbone features, with ``weights`` loaded.
+def build_extractor(spec: BackboneSpec, size: int, weights: str = "imagenet") -> Extractor:
+    """The backbone at ``size`` px with ``weights`` loaded, as full / bottom / top models.
 
     ``weights`` is ``none``, ``imagenet`` (or another named set) resolved from local files
     only, or a path to a weights file.
@@ -101,8 +118,17 @@ def build_feature_extractor(spec: BackboneSpec, size: int, weights: str = "image
     if path is not None:
         _load_weights(backbone, spec, path)
     inputs = keras.Input((size, size, 3), dtype="uint8", name="image")
-    features = backbone(Preprocess(spec.preprocess, name="preprocess")(inputs))
-    return keras.Model(inputs, features, name=f"{spec.name}_features")
+    scaled = Preprocess(spec.preprocess, name="preprocess")(inputs)
+    full = keras.Model(inputs, backbone(scaled), name=f"{spec.name}_features")
+    if spec.split is None:
+        return Extractor(full, full, None)
+    bottom, top = spec.split(backbone)
+    return Extractor(full, keras.Model(inputs, bottom(scaled), name=f"{spec.name}_bottom"), top)
+
+
+def build_feature_extractor(spec: BackboneSpec, size: int, weights: str = "imagenet") -> keras.Model:
+    """uint8 (size, size, 3) images -> pooled backbone features, with ``weights`` loaded."""
+    return build_extractor(spec, size, weights).full
 
 
 def _load_weights(backbone: keras.Model, spec: BackboneSpec, path: Path) -> None:
