@@ -84,7 +84,7 @@ def test_report_files_are_written(run):
     config = json.loads((report / "config.json").read_text())
     assert config["backbone"] == "efficientnet-lite0" and config["input_size"] == SIZE
     history = json.loads((report / "history.json").read_text())
-    assert history["head"] and 1 <= history["head_best_epoch"] <= len(history["head"])
+    assert history["head"] and 1 <= history["head_chosen_epoch"] <= len(history["head"])
     assert history["checkpoints"], "at least the head is checkpointed"
     confusion = _rows(report / "confusion_val.csv")
     assert confusion[0] == ["true\\predicted", "circle", "square", "stripes", "triangle"]

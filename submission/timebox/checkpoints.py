@@ -59,15 +59,19 @@ class CheckpointManager:
         """Save through ``save(path)`` if these scores enter the top k; returns the file or None."""
         if not self.would_keep(val_accuracy, val_loss):
             return None
-        if not self._make_room():
+        if not self._make_room(val_accuracy, val_loss):
             return None
         name = f"{model}-{phase}-e{epoch:04d}-s{step:07d}{self.suffix}"
         final = self.folder / name
         tmp = self.folder / f".tmp-{os.getpid()}-{name}"
-        save(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
+        try:
+            save(tmp)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         self._last_size = final.stat().st_size
         entry = {"file": name, "model": model, "phase": phase, "epoch": epoch, "step": step,
                  "val_accuracy": float(val_accuracy), "val_loss": float(val_loss), "time": time.time(),
@@ -79,11 +83,13 @@ class CheckpointManager:
             (self.folder / e["file"]).unlink(missing_ok=True)
         return final
 
-    def _make_room(self) -> bool:
-        """Check free disk for one more file; drop the worst checkpoints rather than fail."""
+    def _make_room(self, val_accuracy: float, val_loss: float) -> bool:
+        """Check free disk for one more file; drop checkpoints worse than the new one rather than
+        fail, never a better one (False if no room can be made that way)."""
         need = 2 * self._last_size + (16 << 20)
+        new = _rank({"val_accuracy": val_accuracy, "val_loss": val_loss})
         while psutil.disk_usage(str(self.folder)).free < need:
-            if not self.entries:
+            if not self.entries or _rank(self.entries[-1]) <= new:
                 return False
             worst = self.entries.pop()
             (self.folder / worst["file"]).unlink(missing_ok=True)

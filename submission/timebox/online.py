@@ -42,7 +42,7 @@ from .models.heads import compose_classifier
 from .models.registry import build_extractor, get_backbone
 from .predict import LABELS_FILE, MODEL_FILE, LabelMap, prediction_rows, write_predictions
 from .progress import Progress
-from .report import environment, write_report
+from .report import environment, timeline_png, write_report
 from .train.finetune import fine_tune, freeze_batch_norm
 from .train.head import fit_head
 from .watchdog import Watchdog
@@ -193,6 +193,11 @@ def _train_and_predict(cfg, budget, log, ds, test_files, spec, size, labels, out
     train, n_train = acts(train_cache, train_idx, head_s + final_s)
     log(f"activations: {n_val}/{len(val_idx)} val, {n_test}/{len(test_idx)} test, {n_train}/{len(train_idx)} train "
         f"({rate:.1f} img/s)")
+    if budget.interrupted and (n_val < len(val_idx) or n_train == 0):
+        outputs.ensure_exists()
+        log(f"interrupted before any model existed: wrote {outputs.path} with the most frequent class")
+        return OnlineResult(outputs.path, out / "model", 0.0, False, len(test_files), budget.elapsed(),
+                            ["interrupted before any model existed"])
     if n_val < len(val_idx) or n_train == 0:
         raise UsageError(f"the budget of {cfg.budget_s:.0f}s is too short to extract features for {spec.name} "
                          f"at {size}px; give a larger --budget or a smaller --size")
@@ -230,16 +235,18 @@ def _train_and_predict(cfg, budget, log, ds, test_files, spec, size, labels, out
         pooled_train, pooled_test = pool(views_train), pool(views_test)
     else:
         pooled_val, pooled_train, pooled_test, top_rate = views_val, views_train, views_test, None
+    head_time = min(head_s, budget.remaining() - final_s)
+    head_end = time.time() + head_time
     head = fit_head(np.concatenate(pooled_train), np.tile(y_train, len(pooled_train)), pooled_val[0], y_val,
-                    num_classes, time_s=min(head_s, budget.remaining() - final_s),
-                    expired=lambda: budget.expired(final_s), seed=cfg.seed)
+                    num_classes, time_s=head_time, expired=lambda: budget.expired(final_s) or time.time() > head_end,
+                    seed=cfg.seed)
     val_single = _predict(head.model, pooled_val[:1])
     val_tta = _predict(head.model, pooled_val)
     tta = len(pooled_val) > 1 and accuracy(val_tta, y_val) >= accuracy(val_single, y_val)
     n_views = len(pooled_val) if tta else 1
     val_probs = val_tta if tta else val_single
-    phase("head", t, head_s, epochs=head.epochs_run, best_epoch=head.best_epoch)
-    log(f"head: val accuracy {accuracy(val_probs, y_val):.4f} (epoch {head.best_epoch}/{head.epochs_run}), "
+    phase("head", t, head_s, epochs=head.epochs_run, chosen_epoch=head.chosen_epoch)
+    log(f"head: val accuracy {accuracy(val_probs, y_val):.4f} (epoch {head.chosen_epoch}/{head.epochs_run}), "
         f"flip TTA {'on' if tta else 'off'}")
 
     # the model that is checkpointed, fine-tuned and scored from here on: activations -> probabilities
@@ -256,7 +263,7 @@ def _train_and_predict(cfg, budget, log, ds, test_files, spec, size, labels, out
         acc, loss = accuracy(probs, y_val), log_loss(probs, y_val)
         checkpoints.consider(lambda p: scored.save_weights(str(p)), model=spec.name, phase=phase_name,
                              epoch=epoch, step=step, val_accuracy=acc, val_loss=loss)
-        if acc > best["val_accuracy"] and not budget.expired(final_s):
+        if acc > best["val_accuracy"] and (best["source"] is None or not budget.expired(final_s)):
             best.update(val_accuracy=acc, source=f"{phase_name} epoch {epoch}")
             outputs.write(_test_probs(), usable, best["source"])
 
@@ -266,7 +273,7 @@ def _train_and_predict(cfg, budget, log, ds, test_files, spec, size, labels, out
             probs[:n_test] = _predict(scored, views_test[:n_views])
         return probs
 
-    score("head", head.best_epoch, head.epochs_run, val_probs)
+    score("head", head.chosen_epoch, head.epochs_run, val_probs)
     log(f"wrote {outputs.path} (from the head, val accuracy {best['val_accuracy']:.4f})")
 
     # 3. fine-tune the top blocks and the head on the cached activations
@@ -308,7 +315,7 @@ def _train_and_predict(cfg, budget, log, ds, test_files, spec, size, labels, out
             "config": {**{k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
                        "input_size": size, "cache_dir": str(cache_dir)},
             "environment": environment(),
-            "history": {"head": head.history, "head_best_epoch": head.best_epoch, "finetune": ft_info,
+            "history": {"head": head.history, "head_chosen_epoch": head.chosen_epoch, "finetune": ft_info,
                         "checkpoints": checkpoints.entries},
             "quarantine": quarantine,
             "unreadable_test_files": [{"file": str(f), "reason": e} for f, e in zip(test_files, test_cache.errors) if e],
@@ -321,6 +328,7 @@ def _train_and_predict(cfg, budget, log, ds, test_files, spec, size, labels, out
         confusion_matrix(val_probs.argmax(1), y_val, num_classes),
         ds.class_names,
     )
+    timeline_png(out / "report" / "timeline.png", cfg.budget_s, phases, checkpoints.entries, budget.start)
     log(f"done: val accuracy {val_acc:.4f} (predictions from {outputs.written_by}); outputs in {out}")
     return OnlineResult(outputs.path, model_dir, val_acc, tta, len(test_files), budget.elapsed(), notes)
 

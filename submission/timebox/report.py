@@ -92,3 +92,32 @@ def write_report(folder: Path, sections: dict[str, object], confusion: np.ndarra
         atomic_write_json(folder / f"{name}.json", content)
     if confusion is not None and class_names is not None:
         atomic_write_text(folder / "confusion_val.csv", confusion_csv(confusion, class_names))
+
+
+def timeline_png(path: Path, budget_s: float, phases: list[dict], checkpoints: list[dict], start: float) -> None:
+    """Planned vs actual time per phase (bars) and each checkpoint's val accuracy over time (dots)."""
+    from PIL import Image, ImageDraw
+
+    w, h, left, right = 900, 120 + 28 * len(phases) + 160, 110, 20
+    img = Image.new("RGB", (w, h), "white")
+    d = ImageDraw.Draw(img)
+    x = lambda s: left + (w - left - right) * min(max(s, 0.0), budget_s) / budget_s  # noqa: E731
+    d.text((10, 8), f"budget {budget_s:.0f}s: planned (outline) vs actual (filled) per phase", fill="black")
+    for i, p in enumerate(phases):
+        y = 34 + 28 * i
+        d.text((10, y + 4), p["phase"], fill="black")
+        if p.get("planned_s"):
+            d.rectangle([x(p["start_s"]), y, x(p["start_s"] + p["planned_s"]), y + 20], outline="gray")
+        d.rectangle([x(p["start_s"]), y + 4, x(p["start_s"] + p["actual_s"]), y + 16], fill="steelblue")
+    d.line([x(budget_s), 28, x(budget_s), h - 20], fill="red", width=2)
+    top, bottom = h - 150, h - 30
+    d.text((10, top - 16), "val accuracy of checkpoints over time", fill="black")
+    d.rectangle([left, top, w - right, bottom], outline="gray")
+    for c in checkpoints:
+        cx, cy = x(c["time"] - start), bottom - (bottom - top) * c["val_accuracy"]
+        d.ellipse([cx - 4, cy - 4, cx + 4, cy + 4], fill="darkorange")
+        d.text((cx + 6, cy - 6), f"{c['val_accuracy']:.3f}", fill="black")
+    for frac in (0.0, 0.5, 1.0):
+        d.text((left - 40, bottom - (bottom - top) * frac - 6), f"{frac:.1f}", fill="black")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)

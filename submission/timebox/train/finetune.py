@@ -24,6 +24,34 @@ import numpy as np
 from ..models.losses import select_loss
 
 
+@keras.saving.register_keras_serializable(package="timebox")
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from 10% to ``peak``, then cosine to zero at ``total_steps``.
+
+    ``resize(total_steps)`` changes the end while training, so when the plan changes (more or
+    fewer epochs fit than first measured) training still ends annealed instead of cut mid-curve.
+    """
+
+    def __init__(self, peak: float, warmup_steps: int, total_steps: int):
+        self.peak, self.warmup_steps = float(peak), int(warmup_steps)
+        self.total_steps = keras.Variable(float(total_steps), dtype="float32", trainable=False, name="lr_total_steps")
+
+    def resize(self, total_steps: int) -> None:
+        self.total_steps.assign(float(total_steps))
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        warm = self.peak * (0.1 + 0.9 * step / self.warmup_steps)
+        span = keras.ops.maximum(1.0, self.total_steps - self.warmup_steps)
+        progress = keras.ops.clip((step - self.warmup_steps) / span, 0.0, 1.0)
+        cosine = 0.5 * self.peak * (1.0 + keras.ops.cos(np.pi * progress))
+        return keras.ops.where(step < self.warmup_steps, warm, cosine)
+
+    def get_config(self) -> dict:
+        return {"peak": self.peak, "warmup_steps": self.warmup_steps,
+                "total_steps": float(keras.ops.convert_to_numpy(self.total_steps))}
+
+
 @dataclass
 class FineTuneResult:
     epochs_planned: int
@@ -68,39 +96,43 @@ def fine_tune(
     """Train ``model`` (activations -> probabilities) on ``views`` of the same samples.
 
     ``eval_s`` is the caller's cost of ``on_epoch(epoch, step)``; epochs are planned so that
-    training plus evaluation fill ``time_s``; ``expired()`` is checked after every batch.
+    training plus evaluation fill ``time_s``, re-planned after every epoch from its measured
+    duration (the learning-rate schedule is resized with the plan); ``expired()`` is checked
+    after every batch.
     """
     n = len(labels)
     steps_per_epoch = int(np.ceil(n / batch_size))
     rng = np.random.default_rng(seed)
     loss = select_loss(labels, num_classes, label_smoothing=0.1)
 
-    probe = _batch(views, np.arange(min(batch_size, n)), rng)
-    model.compile(optimizer=keras.optimizers.AdamW(0.0), loss=loss)
-    model.train_on_batch(probe, labels[: len(probe)])  # tracing, not timed
-    t0 = time.perf_counter()
-    for _ in range(3):
-        model.train_on_batch(probe, labels[: len(probe)])
-    step_s = (time.perf_counter() - t0) / 3
-    epochs = int(np.clip(time_s // (steps_per_epoch * step_s + eval_s), 0, max_epochs))
-    if epochs == 0:
-        return FineTuneResult(0, 0, step_s, False)
-
-    total = epochs * steps_per_epoch
-    warmup = steps_per_epoch // 2 + 1
-    schedule = keras.optimizers.schedules.CosineDecay(
-        lr * 0.1, decay_steps=max(1, total - warmup), warmup_target=lr, warmup_steps=warmup
-    )
-    # a fresh optimizer: the probe steps above ran at learning rate 0 and are forgotten
+    # planned from the measured time of steps 2-4 (step 1 traces the graph), re-planned per epoch
+    epochs, step_s = max_epochs, 0.0
+    schedule = WarmupCosine(lr, warmup_steps=steps_per_epoch // 2 + 1, total_steps=epochs * steps_per_epoch)
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4), loss=loss)
-    step = 0
-    for epoch in range(1, epochs + 1):
+    start_time, step, epoch = time.perf_counter(), 0, 0
+    while epoch < epochs:
+        epoch += 1
+        epoch_start = time.perf_counter()
         order = rng.permutation(n)
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
             model.train_on_batch(_batch(views, idx, rng), labels[idx])
             step += 1
+            if step == 1:
+                measure_from = time.perf_counter()
+            elif step == 4:
+                step_s = (time.perf_counter() - measure_from) / 3
+                epochs = int(np.clip(time_s // (steps_per_epoch * step_s + eval_s), 0, max_epochs))
+                if epochs == 0:
+                    return FineTuneResult(0, 0, step_s, False)
+                schedule.resize(epochs * steps_per_epoch)
             if expired():  # the unfinished epoch is not scored: the best checkpoint stands
-                return FineTuneResult(epochs, epoch - 1, step_s, True)
+                return FineTuneResult(epochs if step_s else 0, epoch - 1, step_s, True)
         on_epoch(epoch, step)
+        epoch_s = time.perf_counter() - epoch_start
+        left = time_s - (time.perf_counter() - start_time)
+        replanned = int(np.clip(epoch + left // epoch_s, epoch, max_epochs))
+        if replanned != epochs:
+            epochs = replanned
+            schedule.resize(epochs * steps_per_epoch)
     return FineTuneResult(epochs, epochs, step_s, False)

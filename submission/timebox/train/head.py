@@ -2,7 +2,10 @@
 
 The step time is measured first, the number of epochs is sized to the time given, and the
 learning rate (linear warm-up, then cosine) is sized to exactly those steps, so training ends
-annealed. The best epoch by timebox's own val accuracy is kept.
+annealed: the annealed last epoch is the model returned. Picking the best of a hundred noisy
+epochs by val accuracy would overstate the head on val and let it beat fine-tuned models that
+are better on test; only a run cut short by its deadline falls back to its best epoch. Every
+epoch is scored by timebox's own val accuracy and kept in the history.
 
 Example::
 
@@ -29,7 +32,7 @@ class HeadResult:
     model: keras.Model
     val_accuracy: float
     val_loss: float
-    best_epoch: int
+    chosen_epoch: int
     epochs_planned: int
     epochs_run: int
     stopped_by_deadline: bool
@@ -88,13 +91,16 @@ def fit_head(
     _compile(head, epochs * steps_per_epoch, lr, train_y, num_classes)
     best, stop = BestValAccuracy(val_x, val_y), DeadlineStop(expired)
     head.fit(train_x, train_y, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0, callbacks=[stop, best])
-    if best.best_weights is not None:
+    if stop.stopped and best.best_weights is not None:
         head.set_weights(best.best_weights)
+        chosen = best.history[best.best_epoch - 1]
+    else:
+        chosen = best.history[-1]
     return HeadResult(
         model=head,
-        val_accuracy=best.best_accuracy,
-        val_loss=best.best_loss,
-        best_epoch=best.best_epoch,
+        val_accuracy=chosen["val_accuracy"],
+        val_loss=chosen["val_loss"],
+        chosen_epoch=chosen["epoch"],
         epochs_planned=epochs,
         epochs_run=len(best.history),
         stopped_by_deadline=stop.stopped,

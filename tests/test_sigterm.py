@@ -1,0 +1,131 @@
+"""`python -m timebox online` as a real process: SIGTERM after the first predictions ends it cleanly
+(exit 0, complete predictions, summary says interrupted), and a budget that ends during training
+still leaves complete predictions within the budget.
+
+These start TensorFlow in a subprocess and take about a minute each.
+"""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from timebox.data.synthetic import make_synthetic
+
+SUBMISSION = str(Path(__file__).resolve().parents[1] / "submission")
+
+
+def _env(tmp_path, timebox_start=None):
+    env = {k: v for k, v in os.environ.items() if k != "TIMEBOX_START"}
+    env.update(PYTHONPATH=SUBMISSION, TF_CPP_MIN_LOG_LEVEL="2", TIMEBOX_CACHE_DIR=str(tmp_path / "cache"))
+    if timebox_start is not None:
+        env["TIMEBOX_START"] = repr(timebox_start)
+    return env
+
+
+def _argv(root, out, budget, size=64):
+    return [sys.executable, "-m", "timebox", "online", "--train-dir", str(root / "train"),
+            "--test-dir", str(root / "test"), "--out", str(out), "--budget", budget, "--size", str(size),
+            "--workers", "1"]
+
+
+def _assert_complete_predictions(out, root):
+    with open(out / "predictions.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["filename", "label", "name", "confidence"]
+    assert sorted(r[0] for r in rows[1:]) == sorted(p.name for p in (root / "test").iterdir())
+    names = ["circle", "square", "stripes", "triangle"]
+    for _, label, name, confidence in rows[1:]:
+        assert names[int(label)] == name
+        assert 0.0 <= float(confidence) <= 1.0
+
+
+def _kill(proc):
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def test_sigterm_after_first_predictions_exits_0_with_complete_outputs(tmp_path):
+    root = make_synthetic(tmp_path / "data", n_per_class=24, n_test_per_class=4, size=64)
+    out = tmp_path / "out"
+    log = open(tmp_path / "log.txt", "w+")
+    proc = subprocess.Popen(_argv(root, out, "10m"), env=_env(tmp_path), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "predictions.csv").exists():
+            assert proc.poll() is None, f"exited {proc.returncode} before predictions.csv existed"
+            assert time.monotonic() < deadline, "no predictions.csv within 120 s"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        t_sig = time.monotonic()
+        try:
+            rc = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the process did not exit within 30 s of SIGTERM")
+        after_sig = time.monotonic() - t_sig
+    finally:
+        _kill(proc)
+        log.seek(0)
+        output = log.read()
+        log.close()
+    assert rc == 0, output
+    assert after_sig < 30
+    _assert_complete_predictions(out, root)
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    assert summary["interrupted"] is True, summary
+    assert summary["predictions_from"] not in (None, "prior")
+    assert summary["budget_s"] == 600.0
+    assert summary["wall_s"] < 150.0, "SIGTERM should end the run long before its budget"
+    assert (out / "model").is_dir()
+
+
+def test_budget_ending_during_training_leaves_complete_predictions_within_budget(tmp_path):
+    root = make_synthetic(tmp_path / "data", n_per_class=60, n_test_per_class=10, size=64)
+    out = tmp_path / "out"
+    budget_s = 45.0
+    start = time.time()  # as run.sh does: TIMEBOX_START is the command's start
+    t0 = time.monotonic()
+    proc = subprocess.run(_argv(root, out, "45s"), env=_env(tmp_path, timebox_start=start),
+                          capture_output=True, text=True, timeout=budget_s + 60)
+    wall = time.monotonic() - t0
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert wall <= budget_s + 3.0, f"{wall:.1f}s"
+    _assert_complete_predictions(out, root)
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    assert summary["interrupted"] is False
+    assert summary["predictions_from"] not in (None, "prior")
+    assert summary["wall_s"] <= budget_s and summary["margin_s"] >= 0
+    finetune = json.loads((out / "report" / "history.json").read_text())["finetune"]
+    assert finetune["epochs_run"] < 100  # the budget, not max_epochs, ended training
+    assert "watchdog" not in proc.stderr
+
+
+def test_sigterm_during_head_training_keeps_the_heads_predictions(tmp_path, monkeypatch):
+    import timebox.online as online
+    from timebox.score import score
+
+    root = make_synthetic(tmp_path / "data", n_per_class=12, n_test_per_class=4, size=64)
+    real_fit_head = online.fit_head
+
+    def fit_head_then_sigterm(*args, **kwargs):
+        result = real_fit_head(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)  # handled by run_online: budget.interrupt()
+        return result
+
+    monkeypatch.setattr(online, "fit_head", fit_head_then_sigterm)
+    monkeypatch.delenv("TIMEBOX_START", raising=False)
+    out = tmp_path / "out"
+    online.run_online(online.OnlineConfig(root / "train", root / "test", out, 120.0, size=64,
+                                          cache_dir=tmp_path / "cache", workers=1))
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    assert summary["interrupted"] is True
+    _assert_complete_predictions(out, root)
+    assert summary["predictions_from"] != "prior"
+    assert score(out / "predictions.csv", root / "test_labels.csv").accuracy >= 0.5

@@ -1,0 +1,80 @@
+"""Watchdog: fires on_fire() then exits the process with code 0 at its deadline even while the main
+thread is blocked; once its `with` block is left it never fires."""
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+SUBMISSION = str(Path(__file__).resolve().parents[1] / "submission")
+
+
+def _run(code: str, timeout: float):
+    script = f"import sys; sys.path.insert(0, {SUBMISSION!r})\n" + textwrap.dedent(code)
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=timeout)
+    return proc, time.monotonic() - t0
+
+
+def test_watchdog_fires_while_main_thread_sleeps_and_exits_0(tmp_path):
+    marker = tmp_path / "fired"
+    proc, wall = _run(f"""
+        import time
+        from pathlib import Path
+        from timebox.watchdog import Watchdog
+        with Watchdog(time.time() + 0.5, lambda: Path({str(marker)!r}).write_text("fired")):
+            time.sleep(30)
+        print("main thread finished")
+        sys.exit(3)
+    """, timeout=20)
+    assert proc.returncode == 0, proc.stderr
+    assert wall < 5.0
+    assert marker.read_text() == "fired"
+    assert "main thread finished" not in proc.stdout
+    assert "watchdog" in proc.stderr
+
+
+def test_watchdog_exits_0_even_if_on_fire_raises(tmp_path):
+    proc, wall = _run("""
+        import time
+        from timebox.watchdog import Watchdog
+        def boom():
+            raise RuntimeError("on_fire failed")
+        with Watchdog(time.time() + 0.3, boom):
+            time.sleep(30)
+    """, timeout=20)
+    assert proc.returncode == 0, proc.stderr
+    assert wall < 5.0
+
+
+def test_watchdog_left_before_its_deadline_never_fires(tmp_path):
+    marker = tmp_path / "fired"
+    proc, wall = _run(f"""
+        import time
+        from pathlib import Path
+        from timebox.watchdog import Watchdog
+        with Watchdog(time.time() + 0.5, lambda: Path({str(marker)!r}).write_text("fired")):
+            time.sleep(0.05)
+        time.sleep(1.5)  # well past the fire time
+        print("normal return")
+        sys.exit(7)
+    """, timeout=20)
+    assert proc.returncode == 7, proc.stderr
+    assert "normal return" in proc.stdout
+    assert not marker.exists()
+    assert "watchdog" not in proc.stderr
+
+
+def test_watchdog_with_a_deadline_in_the_past_fires_at_once(tmp_path):
+    marker = tmp_path / "fired"
+    proc, wall = _run(f"""
+        import time
+        from pathlib import Path
+        from timebox.watchdog import Watchdog
+        with Watchdog(time.time() - 10, lambda: Path({str(marker)!r}).write_text("fired")):
+            time.sleep(30)
+    """, timeout=20)
+    assert proc.returncode == 0, proc.stderr
+    assert wall < 5.0
+    assert marker.exists()
