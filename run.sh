@@ -34,6 +34,6 @@ export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 export MALLOC_TRIM_THRESHOLD_="${MALLOC_TRIM_THRESHOLD_:-268435456}" MALLOC_MMAP_THRESHOLD_="${MALLOC_MMAP_THRESHOLD_:-268435456}"
 cd "$ROOT"
 case "${1:-}" in
-  test) shift; exec "$VENV/bin/python" -m pytest -q "$ROOT/tests" "$@" ;;
+  test) shift; unset TIMEBOX_START; exec "$VENV/bin/python" -m pytest -q "$ROOT/tests" "$@" ;;
   *) exec "$VENV/bin/python" -m timebox "$@" ;;
 esac
