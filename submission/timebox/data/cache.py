@@ -23,6 +23,7 @@ import PIL
 
 from timebox.data.decode import decode_image
 from timebox.errors import UsageError
+from timebox.fileio import atomic_write_text
 
 FORMAT_VERSION = 1
 CHUNK = 64
@@ -128,8 +129,8 @@ def _build(
         os.replace(partial, key_dir / IMAGES)
     finally:
         partial.unlink(missing_ok=True)
-    _write_atomic(key_dir / ERRORS, json.dumps(errors))
-    _write_atomic(key_dir / MARKER, json.dumps(_expected_marker(shape)))
+    atomic_write_text(key_dir / ERRORS, json.dumps(errors))
+    atomic_write_text(key_dir / MARKER, json.dumps(_expected_marker(shape)))
     return errors
 
 
@@ -142,15 +143,6 @@ def _allocate(fd: int, nbytes: int) -> None:
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 raise
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    temp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(temp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
 
 
 def _decode_chunks(
