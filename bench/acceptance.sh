@@ -20,5 +20,5 @@ for ds in "${datasets[@]}"; do
   ../shared/judge/judge.sh "$budget" "$data/$ds/test_labels.csv" "$out/predictions.csv" -- \
     ./run.sh online --budget "${budget}s" --train-dir "$train" --test-dir "$test" --out "$out" \
     2> >(grep -E '^\[|error|watchdog' >&2) || true
-  ./run.sh score --pred "$out/predictions.csv" --labels "$data/$ds/test_labels.csv" | head -1
+  ./run.sh score --pred "$out/predictions.csv" --labels "$data/$ds/test_labels.csv" | sed -n 1p
 done

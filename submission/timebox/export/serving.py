@@ -1,0 +1,155 @@
+"""What the judges' exports share: the input a judge feeds, a SavedModel that undoes it, atomic folders.
+
+A :class:`JudgeInput` says what tensor the judge feeds (size, channel order, dtype, value range,
+mean/std). :func:`save_serving` writes a SavedModel whose one signature turns that tensor back
+into the uint8 RGB images the Keras model was trained on (resizing if the sizes differ) and
+returns probabilities in contest-id order: output column ``k`` is the class whose contest id is
+``k`` (ids that no class has get probability 0), so the judge's argmax is the contest id.
+:func:`replace_dir` rewrites an export folder so that a complete one always exists.
+
+Example::
+
+    model, labels = load_classifier(out / "model")
+    judge = JudgeInput(size=224, channels="BGR", mean=(103.9, 116.8, 123.7))
+    replace_dir(dest / "SavedModel", lambda tmp: save_serving(model, labels, judge, tmp, "input_1", "output_1"))
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+import tensorflow as tf
+
+from ..errors import UsageError
+from ..predict import LABELS_FILE, MODEL_FILE, LabelMap
+
+if TYPE_CHECKING:
+    import keras
+
+SIGNATURE = "serving_default"
+
+
+@dataclass(frozen=True)
+class JudgeInput:
+    """The tensor a judge feeds: ``(pixel * value_max / 255 - mean) / std`` per channel, batch of images.
+
+    ``pixel`` is the 0..255 RGB value after the judge's own decode and resize to ``size`` x ``size``;
+    ``channels`` is the order of the last axis; ``dtype`` the tensor's type.
+    """
+
+    size: int = 224
+    channels: str = "RGB"  # "RGB" | "BGR"
+    dtype: str = "float32"  # "float32" | "uint8"
+    value_max: float = 255.0  # 255.0: values 0..255; 1.0: values 0..1
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)  # in `channels` order, in the value range
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    def __post_init__(self):
+        if self.channels not in ("RGB", "BGR"):
+            raise UsageError(f"judge input channels {self.channels!r}: use 'RGB' or 'BGR'")
+        if self.dtype not in ("float32", "uint8"):
+            raise UsageError(f"judge input dtype {self.dtype!r}: use 'float32' or 'uint8'")
+        if self.size < 1 or self.value_max <= 0 or len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise UsageError(f"judge input {self}: size, value_max and std must be positive, mean and std 3 values")
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        """What the judge feeds for uint8 RGB images already at ``size``: the forward transform."""
+        x = np.asarray(images, np.float32) * np.float32(self.value_max / 255.0)
+        if self.channels == "BGR":
+            x = x[..., ::-1]
+        x = (x - np.float32(self.mean)) / np.float32(self.std)
+        return np.rint(x).astype(np.uint8) if self.dtype == "uint8" else x.astype(np.float32)
+
+    def decode(self, x: tf.Tensor) -> tf.Tensor:
+        """The inverse, in TensorFlow: the judge's tensor -> float32 RGB pixels in 0..255."""
+        x = tf.cast(x, tf.float32) * tf.constant(self.std, tf.float32) + tf.constant(self.mean, tf.float32)
+        if self.channels == "BGR":
+            x = tf.reverse(x, axis=[-1])
+        return x * (255.0 / self.value_max)
+
+
+def load_classifier(model_dir: Path) -> tuple["keras.Model", LabelMap]:
+    """(keras model, LabelMap) of a timebox model folder, or a UsageError naming what is missing."""
+    from ..models.registry import load_model
+
+    model_dir = Path(model_dir)
+    for name in (MODEL_FILE, LABELS_FILE):
+        if not (model_dir / name).is_file():
+            raise UsageError(f"{model_dir / name}: missing; pass the model/ folder an `online` run wrote")
+    return load_model(model_dir / MODEL_FILE), LabelMap.load(model_dir / LABELS_FILE)
+
+
+def contest_columns(class_ids: list[int]) -> np.ndarray:
+    """For each contest id 0..max, the internal class index holding it, or len(class_ids) (a zero column)."""
+    if len(set(class_ids)) != len(class_ids) or min(class_ids) < 0:
+        raise UsageError(f"class ids {class_ids}: must be distinct and >= 0; check class_index.txt or the label files")
+    columns = np.full(max(class_ids) + 1, len(class_ids), np.int32)
+    columns[np.asarray(class_ids)] = np.arange(len(class_ids), dtype=np.int32)
+    return columns
+
+
+class ServingModule(tf.Module):
+    """The Keras model behind one signature: judge tensor ``input_name`` -> ``output_name`` probabilities."""
+
+    def __init__(self, model, labels: LabelMap, judge: JudgeInput, input_name: str, output_name: str):
+        super().__init__()
+        self.model = model
+        self.size = int(model.input_shape[1])
+        self.columns = tf.constant(contest_columns(labels.class_ids))
+        self.judge, self.output_name = judge, output_name
+        spec = tf.TensorSpec((None, judge.size, judge.size, 3), judge.dtype, name=input_name)
+        self.serve = tf.function(self._serve, input_signature=[spec])
+
+    def _serve(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
+        pixels = self.judge.decode(images)
+        if self.judge.size != self.size:
+            pixels = tf.image.resize(pixels, (self.size, self.size), method="bilinear", antialias=True)
+        probs = self.model(tf.cast(tf.clip_by_value(tf.round(pixels), 0.0, 255.0), tf.uint8), training=False)
+        padded = tf.concat([probs, tf.zeros_like(probs[:, :1])], axis=1)
+        return {self.output_name: tf.gather(padded, self.columns, axis=1)}
+
+
+def save_serving(model, labels: LabelMap, judge: JudgeInput, path: Path, input_name: str, output_name: str) -> None:
+    """Write the SavedModel of :class:`ServingModule` to ``path`` (signature ``serving_default``)."""
+    module = ServingModule(model, labels, judge, input_name, output_name)
+    tf.saved_model.save(module, str(path), signatures={SIGNATURE: module.serve.get_concrete_function()})
+
+
+def replace_dir(dest: Path, build: Callable[[Path], None]) -> Path:
+    """Build a folder with ``build(tmp)`` beside ``dest``, then swap it in; the old one stays until then.
+
+    A failing ``build`` leaves ``dest`` as it was. The swap is two renames (old aside, new in); a
+    kill between them leaves the old folder as ``.NAME.old-PID``, which the next call puts back first
+    (one writer per folder at a time: the next call also removes other calls' half-built folders).
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    _restore_or_clean(dest)
+    tmp, old = (dest.parent / f".{dest.name}.{kind}-{os.getpid()}" for kind in ("tmp", "old"))
+    try:
+        tmp.mkdir()
+        build(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    shutil.rmtree(old, ignore_errors=True)
+    return dest
+
+
+def _restore_or_clean(dest: Path) -> None:
+    """Put back an old folder a killed swap left aside; remove half-built and leftover ones."""
+    for old in sorted(dest.parent.glob(f".{dest.name}.old-*")):
+        if not dest.exists():
+            os.replace(old, dest)
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+    for tmp in dest.parent.glob(f".{dest.name}.tmp-*"):
+        shutil.rmtree(tmp, ignore_errors=True)
