@@ -83,8 +83,9 @@ def main() -> None:
         while time.time() < kill_at and proc.poll() is None:
             time.sleep(0.02)
         ran_out = proc.poll() is not None
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        if not ran_out:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
         used += time.time() - start
         problem = check_output(out / "predictions.csv", labels_csv)
         failures += bool(problem)

@@ -130,7 +130,9 @@ def timebox(train_dir: Path, test_dir: Path, labels_csv: Path, cache_dir: Path, 
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    rc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+    if rc != 0:
+        print(f"  timebox {budget_s:.0f}s: exit {rc}", flush=True)
     stop.set()
     watcher.join()
     return [{"time_s": t, "test_accuracy": score(p, labels_csv).accuracy, "wall_s": time.time() - start}

@@ -9,7 +9,10 @@ named .jpg both in a training class folder and in the test folder.
 import csv
 import json
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -125,6 +128,18 @@ def test_saved_model_folder_reproduces_the_predictions(run, tmp_path):
     assert same >= 0.9 * len(first), f"{same}/{len(first)} labels agree"
     for name in BAD_FILES:  # unreadable files fall back to the same prior class, confidence 0
         assert again[name][1:] == first[name][1:]
+
+
+def test_saved_model_loads_in_a_fresh_process(run):
+    """load_model in a new interpreter that imported nothing else of timebox (as an export or a
+    judge's loader does): the custom loss and layers it needs must register themselves."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "submission")}
+    code = ("import sys; from timebox.models.registry import load_model; "
+            "m = load_model(sys.argv[1]); assert 'timebox.online' not in sys.modules; print(m.output_shape)")
+    done = subprocess.run([sys.executable, "-c", code, str(run["result"].model_dir / MODEL_FILE)], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("(None, 4)")
 
 
 # --- inputs that must end in exit 2 ------------------------------------------------------------------

@@ -6,6 +6,7 @@ Heavy imports (TensorFlow) happen inside the handlers, so ``--help`` is instant.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -39,6 +40,12 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
                    help="decoded-image cache (default: $TIMEBOX_CACHE_DIR or ~/.cache/timebox)")
     p.add_argument("--workers", type=int, default=None, help="decode processes (default: all cores)")
     p.add_argument("--keep", type=int, default=3, help="checkpoints kept, best by val accuracy (default: %(default)s)")
+    p.add_argument("--judge", default="generic", choices=["generic", "flink", "modelarts"],
+                   help="also write this judge's export, replaced atomically after the head and at the end: flink "
+                        "(a SavedModel in --judge-dir/SavedModel), modelarts (--judge-dir/model/); default: %(default)s")
+    p.add_argument("--judge-dir", type=Path, default=None,
+                   help="where the judge export goes (default: $MODEL_INFERENCE_PATH or OUT/flink for flink, "
+                        "OUT/modelarts for modelarts)")
     p.add_argument("--margin", type=_duration, default=None,
                    help="safety margin left unused at the end of the budget (default: max(10s, 2%% of the budget))")
 
@@ -51,9 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("online", help="train on a labelled folder and predict a test folder within a budget",
                        description="Train within --budget (counted from the command's start) and write "
                                    "OUT/predictions.csv (filename,label,name,confidence), OUT/model/ and OUT/report/.")
-    p.add_argument("--train-dir", type=Path, required=True, help="labelled training images (class folders, "
-                   "ModelArts img_N.jpg+img_N.txt pairs, or a filename,label CSV)")
-    p.add_argument("--test-dir", type=Path, required=True, help="images to predict (every file gets a row)")
+    p.add_argument("--train-dir", type=Path, default=None, help="labelled training images (class folders, "
+                   "ModelArts img_N.jpg+img_N.txt pairs, or a filename,label CSV); default: $IMAGE_TRAIN_INPUT_PATH "
+                   "(the Flink judge's variable)")
+    p.add_argument("--test-dir", type=Path, default=None, help="images to predict (every file gets a row); "
+                   "leave out for a judge that predicts with the exported model")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--budget", type=_duration, required=True, help="wall-clock budget: 90s, 10m, 3h, 1h30m")
     p.add_argument("--resume", action="store_true",
@@ -110,10 +119,15 @@ def _online(args) -> int:
     from .config import OnlineConfig
     from .recovery import RunState
 
+    if args.train_dir is None:
+        if not os.environ.get("IMAGE_TRAIN_INPUT_PATH"):
+            raise UsageError("online needs --train-dir (or IMAGE_TRAIN_INPUT_PATH set, as the Flink judge does)")
+        args.train_dir = Path(os.environ["IMAGE_TRAIN_INPUT_PATH"])
     cfg = OnlineConfig(
         args.train_dir, args.test_dir, args.out, args.budget, backbone=args.backbone, weights=args.weights,
         seed=args.seed, layout=args.layout, size=args.size, val_fraction=args.val_fraction, cache_dir=args.cache_dir,
-        workers=args.workers, keep=args.keep, margin_s=args.margin, resume=getattr(args, "resume", False))
+        workers=args.workers, keep=args.keep, margin_s=args.margin, resume=getattr(args, "resume", False),
+        judge=args.judge, judge_dir=args.judge_dir)
     state = RunState(Path(cfg.out) / "state")
     state.begin(cfg.identity(), cfg.resume, command_start())  # before TensorFlow loads: its import counts
 

@@ -39,6 +39,7 @@ from .config import OnlineConfig
 from .data.cache import build_cache
 from .data.layouts import Dataset, list_images, read_dataset
 from .data.splits import stratified_split
+from .export import export_for_judge, judge_dir
 from .errors import UsageError
 from .metrics import accuracy, confusion_matrix, log_loss
 from .models.features import extract_features
@@ -169,14 +170,14 @@ def _run(cfg: OnlineConfig, budget: Budget, state: RunState, spent: float) -> On
     else:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)  # a new run: an earlier run's checkpoints don't count
     ds = read_dataset(cfg.train_dir, cfg.layout)
-    test_files = list_images(cfg.test_dir)
+    test_files = list_images(cfg.test_dir) if cfg.test_dir else []
     spec = get_backbone(cfg.backbone)
     size = cfg.size or spec.default_size
     log(f"{len(ds.files)} training images in {len(ds.class_ids)} classes ({ds.layout} layout), "
         f"{len(test_files)} test files; backbone {spec.name} at {size}px")
     prior = int(np.bincount(ds.labels, minlength=len(ds.class_ids)).argmax())
     labels = LabelMap(ds.class_ids, ds.class_names, prior, size, spec.name)
-    test_root = Path(cfg.test_dir).resolve()
+    test_root = Path(cfg.test_dir).resolve() if cfg.test_dir else None
     outputs = _Outputs(out / "predictions.csv", [f.relative_to(test_root).as_posix() for f in test_files], labels)
     if spent > 0 and outputs.path.exists():
         outputs.written_by = "an earlier session"
@@ -411,13 +412,18 @@ class _Run:
             self.scored.set_weights(current)
 
     def _export(self) -> None:
-        """OUT/model/: the uint8-image classifier and its labels, each file replaced atomically."""
+        """OUT/model/ (the uint8-image classifier and its labels, each file replaced atomically), and
+        the judge's own export of it (replaced atomically as a whole)."""
         model_dir = self.out / "model"
         model_dir.mkdir(exist_ok=True)
         tmp = model_dir / f".tmp-{os.getpid()}-{MODEL_FILE}"
         compose_classifier(self.extractor.full, self.head).save(tmp)
         os.replace(tmp, model_dir / MODEL_FILE)
         self.labels.save(model_dir / LABELS_FILE)
+        dest = self.cfg.judge_dir or judge_dir(self.cfg.judge, self.out)
+        written = export_for_judge(self.cfg.judge, model_dir, dest, self.best["val_accuracy"])
+        if written is not None:
+            self.log(f"{self.cfg.judge} export: {written}")
 
     # 3. fine-tune the top blocks and the head on the cached activations
     def _fine_tune(self, head_info: dict) -> dict:

@@ -62,7 +62,7 @@ def build_cache(
 ) -> ImageCache:
     """Decoded images of files at size x size, from cache_dir when already built, else decoded in parallel."""
     if not files:
-        raise ValueError("build_cache needs at least one file")
+        return ImageCache(np.zeros((0, size, size, 3), np.uint8), [], Path(cache_dir))
     if workers is not None and workers < 1:
         raise UsageError(f"the number of decode workers must be at least 1, got {workers}")
     key_dir = Path(cache_dir) / cache_key(files, size)

@@ -3,6 +3,32 @@
 
 Example::
 
-    from timebox.export.flink import export_flink
-    export_flink(Path("OUT/model"), Path(os.environ["MODEL_INFERENCE_PATH"]))
+    export_for_judge("flink", Path("OUT/model"), judge_dir("flink", Path("OUT")), val_accuracy=0.91)
 """
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+JUDGES = ("generic", "flink", "modelarts")
+
+
+def judge_dir(judge: str, out: Path) -> Path:
+    """Default export folder: ``$MODEL_INFERENCE_PATH`` (or ``OUT/flink``) for flink, ``OUT/modelarts`` for modelarts."""
+    if judge == "flink" and os.environ.get("MODEL_INFERENCE_PATH"):
+        return Path(os.environ["MODEL_INFERENCE_PATH"])
+    return Path(out) / judge
+
+
+def export_for_judge(judge: str, model_dir: Path, dest: Path, val_accuracy: float) -> Path | None:
+    """Write ``judge``'s export of the timebox model in ``model_dir`` under ``dest``; None for ``generic``."""
+    if judge == "flink":
+        from .flink import export_flink
+
+        return export_flink(model_dir, dest)
+    if judge == "modelarts":
+        from .modelarts import export_modelarts
+
+        return export_modelarts(model_dir, dest, val_accuracy)
+    return None

@@ -144,6 +144,8 @@ def _load_weights(backbone: keras.Model, spec: BackboneSpec, path: Path) -> None
 
 def load_model(path: str | Path) -> keras.Model:
     """Load a saved timebox model in a fresh process (custom objects registered first)."""
+    from . import losses  # noqa: F401  (registers the head's training loss, kept in the saved compile config)
+
     try:
         import efficientnet.tfkeras  # noqa: F401  (registers swish and FixedDropout)
     except ImportError:
