@@ -29,3 +29,8 @@ def per_class_accuracy(pred: np.ndarray, labels: np.ndarray, num_classes: int) -
     cm = confusion_matrix(pred, labels, num_classes)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.diag(cm) / cm.sum(1)
+
+
+def accuracy_noise(accuracy_value: float, n: int) -> float:
+    """Standard error of an accuracy measured on ``n`` images: sqrt(p(1-p)/n)."""
+    return float(np.sqrt(accuracy_value * (1 - accuracy_value) / max(n, 1)))

@@ -41,7 +41,7 @@ from .data.layouts import Dataset, list_images, read_dataset
 from .data.splits import stratified_split
 from .export import export_for_judge, judge_dir
 from .errors import UsageError
-from .metrics import accuracy, confusion_matrix, log_loss
+from .metrics import accuracy, accuracy_noise, confusion_matrix, log_loss
 from .models.features import extract_features
 from .models.heads import compose_classifier
 from .models.registry import build_extractor, get_backbone
@@ -385,7 +385,7 @@ class _Run:
         best, last = self.best["val_accuracy"], self.last["val_accuracy"]
         if self.best.get("final") or self.best["source"] == self.last["source"] or self.budget.interrupted:
             return
-        tolerance = 2 * np.sqrt(best * (1 - best) / len(self.acts.y_val))
+        tolerance = 2 * accuracy_noise(best, len(self.acts.y_val))
         if last >= best - tolerance:
             self._write_predictions(last, f"{self.last['source']} (end of the schedule)", final=True)
             self.notes.append(f"the output is the fine-tune's last epoch (val accuracy {last:.4f}): within 2 standard "

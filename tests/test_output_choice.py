@@ -1,0 +1,52 @@
+"""Which model becomes the output at the end of fine-tuning: the annealed last epoch, unless it is
+more than 2 standard errors (of the best val accuracy, on this many val images) below the best."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from timebox.metrics import accuracy_noise
+from timebox.online import _Run
+
+
+def _run(best, last, n_val, interrupted=False, final=False):
+    run = _Run.__new__(_Run)  # only the attributes the choice reads
+    run.best = {"val_accuracy": best, "source": "head epoch 54", "final": final}
+    run.last = {"val_accuracy": last, "source": "finetune epoch 10"}
+    run.acts = SimpleNamespace(y_val=np.zeros(n_val, int))
+    run.budget = SimpleNamespace(interrupted=interrupted)
+    run.notes, run.written = [], []
+    run.log = lambda message: None
+    run.outputs = SimpleNamespace(path="OUT/predictions.csv")
+    run._write_predictions = lambda acc, source, final=False: run.written.append((acc, source, final))
+    return run
+
+
+def test_accuracy_noise_is_the_binomial_standard_error():
+    assert accuracy_noise(0.9, 400) == pytest.approx(0.015)
+
+
+def test_last_epoch_within_two_standard_errors_replaces_the_val_selected_output():
+    run = _run(best=0.9076, last=0.8878, n_val=303)  # trashnet, bench/RESULTS.md: 2 SE = 0.033
+    run._prefer_annealed_end()
+    assert run.written == [(0.8878, "finetune epoch 10 (end of the schedule)", True)]
+    assert "within 2 standard errors" in run.notes[0]
+
+
+def test_last_epoch_clearly_worse_keeps_the_best_output():
+    run = _run(best=0.9076, last=0.85, n_val=303)
+    run._prefer_annealed_end()
+    assert run.written == [] and run.notes == []
+
+
+def test_more_val_images_make_the_tolerance_narrower():
+    run = _run(best=0.9076, last=0.8878, n_val=5000)  # 2 SE = 0.008
+    run._prefer_annealed_end()
+    assert run.written == []
+
+
+def test_an_interrupted_run_or_an_output_already_chosen_is_left_alone():
+    for run in (_run(0.9, 0.89, 303, interrupted=True), _run(0.9, 0.89, 303, final=True)):
+        run._prefer_annealed_end()
+        assert run.written == []
