@@ -295,6 +295,7 @@ def smoke_test(zip_path: Path, models: Sequence[Path] = (), images: Path | None 
     fresh process: ``predict`` with each shipped model on ``images`` (default: a few synthetic ones), compared with
     this tree's predictions from the source ``models`` (or ``--help`` without models). Returns a summary line;
     SmokeTestFailed (exit 1) when the unpacked copy fails or predicts other labels."""
+    images = Path(images).resolve() if images is not None else None  # the unpacked entry runs in another folder
     with tempfile.TemporaryDirectory(prefix="timebox-smoke-") as tmp:
         work = Path(tmp)
         unpacked = work / "unpacked"
