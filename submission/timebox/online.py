@@ -45,7 +45,7 @@ from .metrics import accuracy, accuracy_noise, confusion_matrix, log_loss
 from .models.features import extract_features
 from .models.heads import compose_classifier
 from .models.registry import build_extractor, get_backbone
-from .predict import LABELS_FILE, MODEL_FILE, LabelMap, prediction_rows, write_predictions
+from .predict import LABELS_FILE, MODEL_FILE, LabelMap, predict_batches, prediction_rows, write_predictions
 from .progress import Progress
 from .recovery import RunState
 from .report import environment, timeline_png, write_report
@@ -133,12 +133,8 @@ class _Activations:
 
 
 def _predict(model: keras.Model, views: list[np.ndarray], batch: int = 256) -> np.ndarray:
-    """The model's outputs averaged over views (e.g. original and mirrored), in batches."""
-    out = 0
-    for view in views:
-        out = out + np.concatenate([np.asarray(model.predict_on_batch(view[i : i + batch].astype(np.float32)))
-                                    for i in range(0, len(view), batch)])
-    return out / len(views)
+    """The model's outputs averaged over views (e.g. original and mirrored), in fixed-size batches."""
+    return sum(predict_batches(model, view, batch) for view in views) / len(views)
 
 
 def run_online(cfg: OnlineConfig, state: RunState | None = None) -> OnlineResult:
