@@ -1,13 +1,13 @@
-"""fine_tune: epochs planned from the measured step time and time_s, per-batch deadline checks that
-leave an unfinished epoch unscored, a learning-rate schedule sized to exactly the planned steps;
-freeze_batch_norm reaching nested models."""
+"""fine_tune: steps planned from the measured step time and time_s (whole epochs, then a shortened
+last epoch that fills the rest), per-batch deadline checks that leave an unfinished epoch unscored,
+a learning-rate schedule sized to exactly the planned steps; freeze_batch_norm reaching nested models."""
 
 import keras
 import numpy as np
 import pytest
 
 import timebox.train.finetune as ft_module
-from timebox.train.finetune import fine_tune, freeze_batch_norm
+from timebox.train.finetune import fine_tune, freeze_batch_norm, plan_steps
 
 NUM_CLASSES = 3
 N = 60
@@ -141,11 +141,13 @@ def test_expired_on_the_first_batch_scores_nothing():
 
 
 def test_learning_rate_schedule_is_sized_to_the_planned_steps(monkeypatch):
-    # 0.1 s a step, 4 steps an epoch: 3.0 s plan 7 epochs, far fewer than max_epochs
+    # 0.125 s a step, 4 steps an epoch: 3.25 s plan 6 epochs and a last one of 2 steps, far fewer than max_epochs
     lr = 1e-3
-    model, result, _ = _run(time_s=3.0, max_epochs=100, lr=lr, clock=_VirtualTime(0.1), monkeypatch=monkeypatch)
+    model, result, rec = _run(time_s=3.25, max_epochs=100, lr=lr, clock=_VirtualTime(0.125), monkeypatch=monkeypatch)
     assert result.epochs_planned == result.epochs_run == 7
-    total = result.epochs_planned * STEPS_PER_EPOCH
+    total = 6 * STEPS_PER_EPOCH + 2
+    assert result.steps_planned == total and result.last_epoch_steps == 2
+    assert rec.calls[-1] == (7, total)
     opt = model.optimizer
     assert int(opt.iterations.numpy()) == total
     schedule = opt._learning_rate
@@ -160,13 +162,13 @@ def test_learning_rate_schedule_is_sized_to_the_planned_steps(monkeypatch):
 
 
 def test_epochs_slowing_down_are_replanned_and_still_end_annealed(monkeypatch):
-    # 0.1 s a step for two epochs, then 0.2 s: 3.0 s first plan 7 epochs, then only 4 fit
-    clock = _VirtualTime(0.1, step_costs=lambda i: 0.1 if i < 2 * STEPS_PER_EPOCH else 0.2)
+    # 0.125 s a step for two epochs, then 0.25 s: 3.5 s first plan 7 epochs, then 4 and a last one of 2 steps
+    clock = _VirtualTime(0.125, step_costs=lambda i: 0.125 if i < 2 * STEPS_PER_EPOCH else 0.25)
     lr = 1e-3
-    model, result, rec = _run(time_s=3.0, max_epochs=100, lr=lr, clock=clock, monkeypatch=monkeypatch)
-    assert result.epochs_run == result.epochs_planned == 4
-    assert [e for e, _ in rec.calls] == [1, 2, 3, 4]
-    assert clock.now <= 3.0 + 1e-9
+    model, result, rec = _run(time_s=3.5, max_epochs=100, lr=lr, clock=clock, monkeypatch=monkeypatch)
+    assert result.epochs_run == result.epochs_planned == 5
+    assert rec.calls == [(1, 4), (2, 8), (3, 12), (4, 16), (5, 18)]
+    assert clock.now == 3.5
     assert float(model.optimizer.learning_rate) < 0.01 * lr
 
 
@@ -211,3 +213,31 @@ def test_frozen_batch_norm_statistics_do_not_move_during_fine_tune():
     after = model.get_layer("bn").get_weights()
     for b, c in zip(before, after):
         np.testing.assert_array_equal(b, c)
+
+
+# --- plan_steps: whole epochs, then a shortened last epoch -----------------------------------------
+
+@pytest.mark.parametrize("left_s, expected", [
+    (8.0, 8),     # two whole epochs of 4 steps, each 4 s with its evaluation (0.75 s a step, 1 s to evaluate)
+    (9.0, 8),     # 1 s more: the evaluation alone, no step: no third epoch
+    (9.75, 9),    # one step and its evaluation: a shortened third epoch
+    (11.25, 11),  # three steps
+    (12.0, 12),   # a whole third epoch
+])
+def test_plan_fills_the_time_left_with_whole_epochs_then_a_shortened_one(left_s, expected):
+    assert plan_steps(0, 0, left_s, step_s=0.75, eval_s=1.0, steps_per_epoch=4, min_epoch_steps=1) == expected
+
+
+def test_plan_skips_a_shortened_epoch_below_the_minimum():
+    # 1 step of a third epoch fits, but an epoch needs 3 to be worth its evaluation
+    assert plan_steps(0, 0, 10.0, step_s=0.75, eval_s=1.0, steps_per_epoch=4, min_epoch_steps=1) == 9
+    assert plan_steps(0, 0, 10.0, step_s=0.75, eval_s=1.0, steps_per_epoch=4, min_epoch_steps=3) == 8
+
+
+def test_plan_mid_epoch_shortens_the_epoch_in_progress_or_abandons_it():
+    # 2 steps into an epoch of 4 (1 s each, evaluation 1 s): 2.5 s left finish 1 more step and the evaluation
+    assert plan_steps(2, 0, 2.5, step_s=1.0, eval_s=1.0, steps_per_epoch=4, min_epoch_steps=1) == 3
+    # 0.5 s left: not even the evaluation; the epoch in progress is abandoned (a result below step)
+    assert plan_steps(2, 0, 0.5, step_s=1.0, eval_s=1.0, steps_per_epoch=4, min_epoch_steps=1) == 0
+    # between epochs (step == epoch_start) it is a plain plan from there
+    assert plan_steps(4, 4, 5.0, step_s=1.0, eval_s=1.0, steps_per_epoch=4, min_epoch_steps=1) == 8

@@ -24,22 +24,26 @@ def _duration(text: str) -> float:
 
 
 def _add_training_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backbone", default="efficientnet-lite0",
+    p.add_argument("--config", type=Path, default=None,
+                   help="tuned settings, a JSON object (backbone, weights, size, seed, layout, val_fraction, "
+                        "batch_size, keep, finetune, margin_s); flags win over it (default: submission/config.json "
+                        "when it exists, as `package --config` ships it)")
+    p.add_argument("--backbone", default=None,
                    help="backbone name (efficientnet-lite0/1/2, any keras.applications name, efn-b0..b7); "
-                        "default: %(default)s")
-    p.add_argument("--weights", default="imagenet",
+                        "default: efficientnet-lite0")
+    p.add_argument("--weights", default=None,
                    help="'imagenet' (local files only, see fetch-weights), another named set, a file path, "
-                        "or 'none'; default: %(default)s")
+                        "or 'none'; default: imagenet")
     p.add_argument("--size", type=int, default=None, help="input size in pixels (default: the backbone's own)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split and training (default: %(default)s)")
-    p.add_argument("--layout", default="auto", choices=["auto", "folders", "modelarts", "csv"],
+    p.add_argument("--seed", type=int, default=None, help="seed of the split and training (default: 0)")
+    p.add_argument("--layout", default=None, choices=["auto", "folders", "modelarts", "csv"],
                    help="training data layout (default: detected)")
-    p.add_argument("--val-fraction", type=float, default=0.15, help="share of training images held out for "
-                   "validation (default: %(default)s)")
+    p.add_argument("--val-fraction", type=float, default=None, help="share of training images held out for "
+                   "validation (default: 0.15)")
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="decoded-image cache (default: $TIMEBOX_CACHE_DIR or ~/.cache/timebox)")
     p.add_argument("--workers", type=int, default=None, help="decode processes (default: all cores)")
-    p.add_argument("--keep", type=int, default=3, help="checkpoints kept, best by val accuracy (default: %(default)s)")
+    p.add_argument("--keep", type=int, default=None, help="checkpoints kept, best by val accuracy (default: 3)")
     p.add_argument("--judge", default="generic", choices=["generic", "flink", "modelarts"],
                    help="also write this judge's export, replaced atomically after the head and at the end: flink "
                         "(a SavedModel in --judge-dir/SavedModel), modelarts (--judge-dir/model/); default: %(default)s")
@@ -47,7 +51,7 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
                    help="where the judge export goes (default: $MODEL_INFERENCE_PATH or OUT/flink for flink, "
                         "OUT/modelarts for modelarts)")
     p.add_argument("--margin", type=_duration, default=None,
-                   help="safety margin left unused at the end of the budget (default: max(10s, 2%% of the budget))")
+                   help="safety margin left unused at the end of the budget (default: max(5s, 2%% of the budget))")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", action="append", default=None,
                    help="ship the ImageNet weights an online run with this backbone loads (repeatable; "
                         "default: efficientnet-lite0)")
+    p.add_argument("--config", type=Path, default=None,
+                   help="tuned settings (JSON, as online --config reads) to ship as submission/config.json, which "
+                        "the unpacked submission's online run reads (default: this tree's submission/config.json, "
+                        "if any)")
     p.add_argument("--max-mb", type=float, default=None, help="refuse a zip over this many MB (10^6 bytes)")
     p.add_argument("--smoke-images", type=Path, default=None,
                    help="images the smoke test predicts (default: a few synthetic ones)")
@@ -123,11 +131,10 @@ def _online(args) -> int:
         if not os.environ.get("IMAGE_TRAIN_INPUT_PATH"):
             raise UsageError("online needs --train-dir (or IMAGE_TRAIN_INPUT_PATH set, as the Flink judge does)")
         args.train_dir = Path(os.environ["IMAGE_TRAIN_INPUT_PATH"])
-    cfg = OnlineConfig(
-        args.train_dir, args.test_dir, args.out, args.budget, backbone=args.backbone, weights=args.weights,
-        seed=args.seed, layout=args.layout, size=args.size, val_fraction=args.val_fraction, cache_dir=args.cache_dir,
-        workers=args.workers, keep=args.keep, margin_s=args.margin, resume=getattr(args, "resume", False),
-        judge=args.judge, judge_dir=args.judge_dir)
+    config_file, settings = _settings(args)
+    cfg = OnlineConfig(args.train_dir, args.test_dir, args.out, args.budget, cache_dir=args.cache_dir,
+                       workers=args.workers, resume=getattr(args, "resume", False), judge=args.judge,
+                       judge_dir=args.judge_dir, config_file=config_file, **settings)
     state = RunState(Path(cfg.out) / "state")
     state.begin(cfg.identity(), cfg.resume, command_start())  # before TensorFlow loads: its import counts
 
@@ -137,6 +144,21 @@ def _online(args) -> int:
     print(f"predictions: {result.predictions} ({result.test_rows} rows)")
     print(f"val accuracy: {100 * result.val_accuracy:.2f}%   wall: {result.wall_s:.1f}s")
     return 0
+
+
+_FLAGS = {"backbone": "backbone", "weights": "weights", "size": "size", "seed": "seed", "layout": "layout",
+          "val_fraction": "val_fraction", "keep": "keep", "margin_s": "margin"}  # setting -> flag (args attribute)
+
+
+def _settings(args) -> tuple[Path | None, dict]:
+    """The tuned settings file (--config, else the shipped submission/config.json if any) and its settings with
+    the flags given on the command line laid over them."""
+    from .config import SHIPPED_CONFIG, read_settings
+
+    path = args.config or (SHIPPED_CONFIG if SHIPPED_CONFIG.is_file() else None)
+    settings = read_settings(path) if path is not None else {}
+    settings.update({key: getattr(args, flag) for key, flag in _FLAGS.items() if getattr(args, flag) is not None})
+    return path, settings
 
 
 def _demo(args) -> int:
@@ -187,7 +209,7 @@ def _package(args) -> int:
     if args.smoke_images is not None and not args.smoke_images.is_dir():
         raise UsageError(f"--smoke-images {args.smoke_images}: not a folder; pass a folder of a few images")
     out = build_zip(args.out, models=args.model, backbones=args.backbone or ["efficientnet-lite0"],
-                    max_mb=args.max_mb)
+                    max_mb=args.max_mb, config=args.config)
     print(f"package: {out} ({out.stat().st_size / 1e6:.2f} MB)")
     if not args.no_smoke:
         print(smoke_test(out, args.model, args.smoke_images))

@@ -1,9 +1,31 @@
-"""The settings of an online run (no TensorFlow here: the command line reads them before it loads)."""
+"""The settings of an online run (no TensorFlow here: the command line reads them before it loads).
+
+A tuned configuration is a JSON object of :data:`TUNABLE` settings, e.g. ``{"backbone":
+"efficientnet-lite0", "size": 224, "val_fraction": 0.1}``. ``online --config FILE`` reads one;
+without ``--config`` an online run reads ``submission/config.json`` when it exists (``package
+--config`` ships a file there), so a judge running the submission's entry gets the tuned
+settings. Flags given on the command line win over the file.
+
+Example::
+
+    settings = {**read_settings(Path("tuned.json")), "seed": 1}
+    cfg = OnlineConfig(train_dir, test_dir, out, budget_s=600, **settings)
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from .errors import UsageError
+
+SHIPPED_CONFIG = Path(__file__).resolve().parents[1] / "config.json"  # submission/config.json
+TUNABLE: dict[str, tuple[type, ...]] = {  # setting -> accepted JSON types (None: the default)
+    "backbone": (str,), "weights": (str,), "size": (int, type(None)), "seed": (int,), "layout": (str,),
+    "val_fraction": (float, int), "batch_size": (int,), "keep": (int,), "finetune": (bool,),
+    "margin_s": (float, int, type(None)),
+}
 
 
 @dataclass
@@ -23,10 +45,11 @@ class OnlineConfig:
     batch_size: int = 32
     keep: int = 3
     finetune: bool = True
-    margin_s: float | None = None  # safety margin left unused at the end; default max(10 s, 2% of the budget)
+    margin_s: float | None = None  # safety margin left unused at the end; default max(5 s, 2% of the budget)
     resume: bool = False
     judge: str = "generic"  # also export for this judge: generic (none), flink, modelarts
     judge_dir: Path | None = None  # where the judge export goes (default: see timebox.export.judge_dir)
+    config_file: Path | None = None  # the tuned settings file read (for the report)
 
     def identity(self) -> dict:
         """The arguments a resumed run must share with the run it continues."""
@@ -35,3 +58,26 @@ class OnlineConfig:
         return {"train_dir": str(Path(self.train_dir).resolve()),
                 "test_dir": str(Path(self.test_dir).resolve()) if self.test_dir else None,
                 **{k: getattr(self, k) for k in keys}}
+
+
+def read_settings(path: Path) -> dict:
+    """The tuned settings in the JSON file ``path``; UsageError naming the file and the fix for anything else."""
+    path = Path(path)
+    try:
+        settings = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"--config {path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{path}: not a readable JSON file ({exc}); write it as a JSON object of settings") from None
+    if not isinstance(settings, dict):
+        raise UsageError(f"{path}: holds a JSON {type(settings).__name__}; write a JSON object of settings, "
+                         f'e.g. {{"size": 224}}')
+    unknown = sorted(set(settings) - set(TUNABLE))
+    if unknown:
+        raise UsageError(f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(TUNABLE)}")
+    for key, value in settings.items():
+        types = TUNABLE[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            wanted = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise UsageError(f"{path}: setting {key} is {json.dumps(value)}; it must be {wanted}")
+    return settings

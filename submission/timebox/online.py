@@ -53,7 +53,7 @@ from .train.finetune import FineTuneState, fine_tune, freeze_batch_norm
 from .train.head import fit_head
 from .watchdog import Watchdog
 
-EXPORT_GUESS_S = 8.0  # the final export's cost until the export after the head measures it (~3 s for Lite0)
+EXPORT_GUESS_S = 5.0  # the final export's cost until the export after the head measures it (~3 s for Lite0)
 REPORT_S = 2.0  # writing the report and timeline.png
 FT_COST_RATIO = 0.6  # first guess of a fine-tune step's cost per image relative to the bottom's
 MIN_FT_EPOCHS = 4  # mirrored views are extracted only if this many fine-tune epochs still fit
@@ -191,7 +191,7 @@ class _Run:
         self.spec = get_backbone(cfg.backbone)
         self.num_classes = len(ds.class_ids)
         self.cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
-        self.reserve = _Reserve(cfg.margin_s if cfg.margin_s is not None else max(10.0, 0.02 * cfg.budget_s))
+        self.reserve = _Reserve(cfg.margin_s if cfg.margin_s is not None else max(5.0, 0.02 * cfg.budget_s))
         self.head_s = float(np.clip(0.05 * cfg.budget_s, 5.0, 30.0))
         self.notes: list[str] = []
         self.phases: list[dict] = []
@@ -346,7 +346,7 @@ class _Run:
                         self.num_classes, time_s=head_time, expired=lambda: self.expired() or time.time() > head_end,
                         seed=self.cfg.seed)
         val_single = _predict(head.model, pooled_val[:1])
-        val_tta = _predict(head.model, pooled_val)
+        val_tta = _predict(head.model, pooled_val) if len(pooled_val) > 1 else val_single
         tta = len(pooled_val) > 1 and accuracy(val_tta, acts.y_val) >= accuracy(val_single, acts.y_val)
         info = {"architecture": head.model.to_json(), "tta": bool(tta), "n_views": len(pooled_val) if tta else 1,
                 "top_rate": top_rate, "chosen_epoch": head.chosen_epoch, "epochs_run": head.epochs_run,
@@ -365,6 +365,7 @@ class _Run:
         self.checkpoints.consider(lambda p: self.scored.save_weights(str(p)), model=self.spec.name, phase=phase,
                                   epoch=epoch, step=step, val_accuracy=acc, val_loss=loss)
         self.last = {"val_accuracy": float(acc), "source": f"{phase} epoch {epoch}"}
+        self.last_val_probs = (self.last["source"], probs)
         if acc > self.best["val_accuracy"] and (self.best["source"] is None or not self.expired()):
             self._write_predictions(acc, self.last["source"])
 
@@ -477,9 +478,13 @@ class _Run:
         t = time.time()
         acts, out = self.acts, self.out
         top = self.checkpoints.best()
+        source = self.last["source"]
         if top is not None and not self.best.get("final"):  # else the weights in memory are the output's
             self.scored.load_weights(top["path"])
-        val_probs = _predict(self.scored, acts.val[: self.n_views])
+            source = f"{top['phase']} epoch {top['epoch']}"
+        scored_source, val_probs = getattr(self, "last_val_probs", (None, None))
+        if scored_source != source:
+            val_probs = _predict(self.scored, acts.val[: self.n_views])
         self.outputs.ensure_exists()
         self._export()
         self.phase("finalise", t, self.reserve.s)

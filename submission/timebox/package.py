@@ -1,7 +1,7 @@
 """The submission zip: what ships, its manifest, byte-reproducible output, and a smoke test of the unpacked copy.
 
 The zip holds ``run.sh``, ``requirements.txt``, ``Dockerfile``, ``README.md``, the package's ``*.py`` files
-(``submission/timebox/``), ``submission/weights/``, the ImageNet weights of the named backbones (also in
+(``submission/timebox/``), the tuned settings (``submission/config.json``), ``submission/weights/``, the ImageNet weights of the named backbones (also in
 ``submission/weights/``, where :func:`timebox.models.weights.resolve_weights` looks first), the given model folders
 (``submission/models/<name>/``) and ``MANIFEST.json``: path, size and sha256 of every other file. Same inputs give
 the same bytes: files in sorted order (``MANIFEST.json`` last), fixed timestamps and permissions, deflate level 6.
@@ -30,6 +30,7 @@ import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+from .config import read_settings
 from .errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[2]  # the tree holding run.sh and submission/
@@ -71,12 +72,12 @@ class SmokeTestFailed(UsageError):
 
 
 def build_zip(out: Path, root: Path = ROOT, models: Sequence[Path] = (), backbones: Sequence[str] = (),
-              max_mb: float | None = None) -> Path:
+              max_mb: float | None = None, config: Path | None = None) -> Path:
     """Write the submission zip to ``out`` atomically; refuse (UsageError) one over ``max_mb`` MB (10^6 bytes)."""
     out = Path(out)
     if out.is_dir():
         raise UsageError(f"--out {out} is a folder; pass the zip file to write, e.g. {out / 'submission.zip'}")
-    files = collect(root, models, backbones)
+    files = collect(root, models, backbones, config)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     os.close(fd)
@@ -92,8 +93,10 @@ def build_zip(out: Path, root: Path = ROOT, models: Sequence[Path] = (), backbon
     return out
 
 
-def collect(root: Path = ROOT, models: Sequence[Path] = (), backbones: Sequence[str] = ()) -> dict[str, Path]:
-    """Zip path -> source file of everything that ships (the manifest aside)."""
+def collect(root: Path = ROOT, models: Sequence[Path] = (), backbones: Sequence[str] = (),
+            config: Path | None = None) -> dict[str, Path]:
+    """Zip path -> source file of everything that ships (the manifest aside). ``config``, the tuned settings, ships
+    as ``submission/config.json`` (default: the tree's own ``submission/config.json`` if there is one)."""
     root = Path(root)
     files: dict[str, Path] = {}
     for name in TOP_FILES:
@@ -105,6 +108,11 @@ def collect(root: Path = ROOT, models: Sequence[Path] = (), backbones: Sequence[
     if (root / "submission" / "weights").is_dir():
         for rel, path in _tree(root / "submission" / "weights"):
             _add(files, f"submission/weights/{rel}", path)
+    if config is not None:
+        read_settings(config)  # refuse a broken file here rather than in the judge
+        _add(files, "submission/config.json", Path(config))
+    elif (root / "submission" / "config.json").is_file():
+        _add(files, "submission/config.json", root / "submission" / "config.json")
     for name in backbones:
         path = backbone_weights(name)
         _add(files, f"submission/weights/{path.name}", path)
@@ -272,7 +280,7 @@ def _manifest_entries(root: Path) -> list[dict]:
 
 
 def _is_code(name: str) -> bool:
-    return name.endswith(".py") or name in ("run.sh", "requirements.txt")
+    return name.endswith(".py") or name in ("run.sh", "requirements.txt", "submission/config.json")
 
 
 def _sha256(path: Path) -> str:

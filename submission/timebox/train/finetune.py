@@ -58,6 +58,8 @@ class FineTuneResult:
     epochs_run: int
     step_time_s: float
     stopped_by_deadline: bool
+    steps_planned: int = 0
+    last_epoch_steps: int = 0  # steps of the last epoch run: fewer than an epoch's when it was shortened to fit
 
 
 @dataclass
@@ -71,6 +73,35 @@ class FineTuneState:
     step_time_s: float
     rng_state: dict
     optimizer_variables: list[np.ndarray]
+    steps_planned: int = 0
+
+
+def plan_steps(step: int, epoch_start: int, left_s: float, step_s: float, eval_s: float, steps_per_epoch: int,
+               min_epoch_steps: int) -> int:
+    """The step at which training should end to fit ``left_s`` seconds from ``step``.
+
+    Whole epochs first (each followed by an evaluation costing ``eval_s``), then a shortened last
+    epoch if at least ``min_epoch_steps`` of it fit. ``epoch_start`` is where the epoch in progress
+    began (``== step`` between epochs). A result below ``step`` means the epoch in progress cannot
+    be made useful: stop without scoring it.
+
+    >>> plan_steps(0, 0, left_s=12.0, step_s=1.0, eval_s=1.0, steps_per_epoch=4, min_epoch_steps=1)
+    9
+    """
+    step_s = max(step_s, 1e-9)
+    epoch_s = steps_per_epoch * step_s + eval_s
+    current = (epoch_start + steps_per_epoch - step) * step_s + eval_s  # the rest of the epoch in progress
+    if current > left_s:
+        if left_s < eval_s:  # the epoch in progress could not even be scored
+            return epoch_start
+        end, start = step + int((left_s - eval_s) // step_s), epoch_start
+    else:
+        start = epoch_start + steps_per_epoch
+        left_s -= current
+        start += steps_per_epoch * int(left_s // epoch_s)
+        left_s %= epoch_s
+        end = start + max(0, int((left_s - eval_s) // step_s))
+    return end if end - start >= min_epoch_steps else start
 
 
 def freeze_batch_norm(model: keras.Model) -> None:
@@ -119,49 +150,65 @@ def fine_tune(
     """
     n = len(labels)
     steps_per_epoch = int(np.ceil(n / batch_size))
+    min_epoch_steps = max(1, steps_per_epoch // 4)  # a shortened last epoch is worth its evaluation from here
     rng = np.random.default_rng(seed)
     loss = select_loss(labels, num_classes, label_smoothing=0.1)
 
     # planned from the measured time of this session's steps 2-4 (step 1 traces the graph), re-planned per epoch
-    epochs, step_s, epoch, step = max_epochs, 0.0, 0, 0
+    max_steps = max_epochs * steps_per_epoch
+    end_step, step_s, epoch, step = max_steps, 0.0, 0, 0
     if resume is not None:
-        epochs, step_s, epoch, step = resume.epochs_planned, resume.step_time_s, resume.epoch, resume.step
+        end_step, step_s, epoch, step = resume.steps_planned, resume.step_time_s, resume.epoch, resume.step
         rng.bit_generator.state = resume.rng_state
-    schedule = WarmupCosine(lr, warmup_steps=steps_per_epoch // 2 + 1, total_steps=epochs * steps_per_epoch)
+    schedule = WarmupCosine(lr, warmup_steps=steps_per_epoch // 2 + 1, total_steps=end_step)
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4), loss=loss)
     if resume is not None:
         model.optimizer.build(model.trainable_variables)
         for variable, value in zip(model.optimizer.variables, resume.optimizer_variables, strict=True):
             variable.assign(value)
-    start_time, session_steps = time.perf_counter(), 0
-    while epoch < epochs:
+
+    def result(stopped: bool, epochs_run: int, last_epoch_steps: int) -> FineTuneResult:
+        planned = end_step if step_s else 0
+        return FineTuneResult(-(-planned // steps_per_epoch), epochs_run, step_s, stopped, planned, last_epoch_steps)
+
+    start_time, session_steps, epoch_steps = time.perf_counter(), 0, 0
+    while step < end_step:
         epoch += 1
-        epoch_start = time.perf_counter()
+        epoch_start, epoch_steps, measure_from = step, 0, time.perf_counter()
         order = rng.permutation(n)
         for start in range(0, n, batch_size):
+            if step >= end_step:  # a last epoch shortened to fit
+                break
             idx = order[start : start + batch_size]
             model.train_on_batch(_batch(views, idx, rng), labels[idx])
             step += 1
+            epoch_steps += 1
             session_steps += 1
+            if epoch_steps == 1 and steps_per_epoch > 1:
+                measure_from = time.perf_counter()  # the epoch's step time without its first step (tracing, caches)
             if session_steps == 1:
-                measure_from = time.perf_counter()
+                session_from = time.perf_counter()
             elif session_steps == 4:
-                step_s = (time.perf_counter() - measure_from) / 3
-                fit = int(time_s // (steps_per_epoch * step_s + eval_s))  # epochs from this one on
-                epochs = int(np.clip(epoch - 1 + fit, 0, max_epochs))
-                if epochs < epoch:
-                    return FineTuneResult(epochs, epoch - 1, step_s, False)
-                schedule.resize(epochs * steps_per_epoch)
+                step_s = (time.perf_counter() - session_from) / 3
+                left = time_s - (time.perf_counter() - start_time)
+                end_step = min(plan_steps(step, epoch_start, left, step_s, eval_s, steps_per_epoch, min_epoch_steps),
+                               max_steps)
+                if end_step < step:
+                    return result(False, epoch - 1, 0)
+                schedule.resize(end_step)
             if expired():  # the unfinished epoch is not scored: the best checkpoint stands
-                return FineTuneResult(epochs if step_s else 0, epoch - 1, step_s, True)
+                return result(True, epoch - 1, 0)
+        trained_until = time.perf_counter()
         on_epoch(epoch, step)
-        epoch_s = time.perf_counter() - epoch_start
+        eval_s = time.perf_counter() - trained_until
+        if epoch_steps > 1 or steps_per_epoch == 1:  # re-measured (a shortened epoch of one step keeps the last)
+            step_s = (trained_until - measure_from) / max(1, epoch_steps - 1)
         left = time_s - (time.perf_counter() - start_time)
-        replanned = int(np.clip(epoch + left // epoch_s, epoch, max_epochs))
-        if replanned != epochs:
-            epochs = replanned
-            schedule.resize(epochs * steps_per_epoch)
+        replanned = min(plan_steps(step, step, left, step_s, eval_s, steps_per_epoch, min_epoch_steps), max_steps)
+        if replanned != end_step:
+            end_step = replanned
+            schedule.resize(end_step)
         if on_state is not None:
-            on_state(FineTuneState(epoch, step, epochs, step_s, rng.bit_generator.state,
-                                   [keras.ops.convert_to_numpy(v) for v in model.optimizer.variables]))
-    return FineTuneResult(epochs, epoch, step_s, False)
+            on_state(FineTuneState(epoch, step, -(-end_step // steps_per_epoch), step_s, rng.bit_generator.state,
+                                   [keras.ops.convert_to_numpy(v) for v in model.optimizer.variables], end_step))
+    return result(False, epoch, epoch_steps)
