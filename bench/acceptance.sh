@@ -6,6 +6,8 @@
 # cold (fresh HOME), so decoding counts against the budget as it would in a judge. With a JUDGE,
 # the run also writes that judge's export; then the export is checked against timebox's own
 # predictions (bench/check_export.py) and the model is packaged and smoke-tested (`package`).
+# Every run has --latency-ms 500 (the Tianchi judge's per-image limit); bench/ensemble.py then prints
+# the ensemble's choice, every candidate's val and test accuracy, and the p95 latency.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 budget="${1:-300}"; shift || true
@@ -23,8 +25,10 @@ for item in "${datasets[@]}"; do
   echo "== $ds, judge $judge, budget ${budget}s ($(nproc) CPUs, $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD))"
   ../shared/judge/judge.sh "$budget" "$data/$ds/test_labels.csv" "$out/predictions.csv" -- \
     ./run.sh online --budget "${budget}s" --train-dir "$train" --test-dir "$test" --out "$out" --judge "$judge" \
+      --latency-ms 500 \
     2> >(grep -E '^\[|error|watchdog' >&2) || true
   ./run.sh score --pred "$out/predictions.csv" --labels "$data/$ds/test_labels.csv" | sed -n 1p
+  .venv/bin/python bench/ensemble.py --run "$out:$ds"
   if [ "$judge" != generic ]; then
     .venv/bin/python bench/check_export.py "$judge" "$out" "$test"
     ./run.sh package --out "$out/../submission.zip" --model "$out/model" --smoke-images "$test" | tail -2

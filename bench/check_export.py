@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/check_export.py flink|modelarts OUT IMAGES
 
-timebox's labels: `predict` with OUT/model (no test-time augmentation, as exported).
+timebox's labels: `predict` with OUT/model (its test-time views and ensemble inside, as exported).
 flink: OUT/flink/SavedModel loaded by plain TensorFlow in a fresh process (no timebox import),
 fed the images as the judge's default JudgeInput says (decoded and resized by timebox's decoder,
 standing in for the judge's Java side). modelarts: OUT/modelarts/model/customize_service.py run

@@ -26,7 +26,7 @@ def _duration(text: str) -> float:
 def _add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=None,
                    help="tuned settings, a JSON object (backbone, weights, size, seed, layout, val_fraction, "
-                        "batch_size, keep, finetune, margin_s); flags win over it (default: submission/config.json "
+                        "batch_size, keep, finetune, margin_s, ensemble, latency_ms); flags win over it (default: submission/config.json "
                         "when it exists, as `package --config` ships it)")
     p.add_argument("--backbone", default=None,
                    help="backbone name (efficientnet-lite0/1/2, any keras.applications name, efn-b0..b7); "
@@ -50,6 +50,11 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--judge-dir", type=Path, default=None,
                    help="where the judge export goes (default: $MODEL_INFERENCE_PATH or OUT/flink for flink, "
                         "OUT/modelarts for modelarts)")
+    p.add_argument("--latency-ms", type=float, default=None,
+                   help="p95 per-image latency (ms, batch of 1, this machine) the exported model must stay under: "
+                        "ensemble members and test-time views are dropped, least useful first, until it does")
+    p.add_argument("--no-ensemble", dest="ensemble", action="store_const", const=False, default=None,
+                   help="never vote over checkpoints: the output is one model")
     p.add_argument("--margin", type=_duration, default=None,
                    help="safety margin left unused at the end of the budget (default: max(5s, 2%% of the budget))")
 
@@ -147,7 +152,8 @@ def _online(args) -> int:
 
 
 _FLAGS = {"backbone": "backbone", "weights": "weights", "size": "size", "seed": "seed", "layout": "layout",
-          "val_fraction": "val_fraction", "keep": "keep", "margin_s": "margin"}  # setting -> flag (args attribute)
+          "val_fraction": "val_fraction", "keep": "keep", "margin_s": "margin", "latency_ms": "latency_ms",
+          "ensemble": "ensemble"}  # setting -> flag (args attribute)
 
 
 def _settings(args) -> tuple[Path | None, dict]:

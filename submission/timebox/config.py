@@ -24,7 +24,7 @@ SHIPPED_CONFIG = Path(__file__).resolve().parents[1] / "config.json"  # submissi
 TUNABLE: dict[str, tuple[type, ...]] = {  # setting -> accepted JSON types (None: the default)
     "backbone": (str,), "weights": (str,), "size": (int, type(None)), "seed": (int,), "layout": (str,),
     "val_fraction": (float, int), "batch_size": (int,), "keep": (int,), "finetune": (bool,),
-    "margin_s": (float, int, type(None)),
+    "margin_s": (float, int, type(None)), "ensemble": (bool,), "latency_ms": (float, int, type(None)),
 }
 
 
@@ -49,6 +49,8 @@ class OnlineConfig:
     resume: bool = False
     judge: str = "generic"  # also export for this judge: generic (none), flink, modelarts
     judge_dir: Path | None = None  # where the judge export goes (default: see timebox.export.judge_dir)
+    ensemble: bool = True  # vote over the kept checkpoints and views when that beats the best single one on held-out val
+    latency_ms: float | None = None  # p95 per-image latency the exported model must stay under (members dropped)
     config_file: Path | None = None  # the tuned settings file read (for the report)
 
     def identity(self) -> dict:

@@ -41,8 +41,10 @@ from .data.layouts import Dataset, list_images, read_dataset
 from .data.splits import stratified_split
 from .export import export_for_judge, judge_dir
 from .errors import UsageError
+from .ensemble import choose, drop_order, vote
 from .metrics import accuracy, accuracy_noise, confusion_matrix, log_loss
 from .models.features import extract_features
+from .models.ensemble_model import compose_ensemble, member_copy
 from .models.heads import compose_classifier
 from .models.registry import build_extractor, get_backbone
 from .predict import LABELS_FILE, MODEL_FILE, LabelMap, predict_batches, prediction_rows, write_predictions
@@ -57,6 +59,8 @@ EXPORT_GUESS_S = 5.0  # the final export's cost until the export after the head 
 REPORT_S = 2.0  # writing the report and timeline.png
 FT_COST_RATIO = 0.6  # first guess of a fine-tune step's cost per image relative to the bottom's
 MIN_FT_EPOCHS = 4  # mirrored views are extracted only if this many fine-tune epochs still fit
+FT_SETUP_S = 5.0  # compiling and tracing the fine-tune step, before its first useful step
+LATENCY_IMAGES = 20  # single-image predictions timed for the p95 latency (after 3 warm-up calls)
 
 
 @dataclass
@@ -195,6 +199,8 @@ class _Run:
         self.head_s = float(np.clip(0.05 * cfg.budget_s, 5.0, 30.0))
         self.notes: list[str] = []
         self.phases: list[dict] = []
+        self.candidates: dict[str, dict] = {}  # source -> per-view val probabilities and checkpoint of kept models
+        self.ensemble_model: keras.Model | None = None
 
     def phase(self, name: str, started: float, planned_s: float | None, **info) -> None:
         self.phases.append({"phase": name, "start_s": round(started - self.budget.start + self.spent, 2),
@@ -251,8 +257,10 @@ class _Run:
             self.phase("export", t, None)
             log(f"exported {self.out / 'model'} in {self.reserve.export_s:.1f}s; end reserve {self.reserve.s:.1f}s")
 
+        self.top_rate = head_info["top_rate"]
         ft_info = self._fine_tune(head_info) if cfg.finetune else {}
-        return self._finalise(head_info, ft_info)
+        ensemble_info = self._ensemble() if cfg.ensemble else {}
+        return self._finalise(head_info, ft_info, ensemble_info)
 
     # 1. extract: the frozen bottom, once per image and view, in priority order
     def _extract(self, t: float) -> _Activations | None:
@@ -341,6 +349,10 @@ class _Run:
         else:
             pooled_val, pooled_train, top_rate = acts.val, acts.train, None
         head_time = min(self.head_s, self.budget.remaining() - self.reserve.s)
+        outputs_s = EXPORT_GUESS_S + (sum(len(v) for v in acts.test) / top_rate if top_rate else 0.0)
+        if not self._fine_tune_fits(self.budget.remaining() - self.reserve.s - head_time - outputs_s):
+            head_time = max(head_time, self.budget.remaining() - self.reserve.s - outputs_s)
+            self.notes.append(f"fine-tuning cannot fit a useful epoch after the head: the head gets {head_time:.0f}s")
         head_end = time.time() + head_time
         head = fit_head(np.concatenate(pooled_train), np.tile(acts.y_train, len(pooled_train)), pooled_val[0], acts.y_val,
                         self.num_classes, time_s=head_time, expired=lambda: self.expired() or time.time() > head_end,
@@ -357,15 +369,27 @@ class _Run:
         self.state.write("head", info, weights=head.model)
         return head.model, info
 
+    def _fine_tune_fits(self, time_s: float) -> bool:
+        """Whether ``time_s`` seconds hold the fine-tune's setup and a quarter of an epoch (the shortest it runs)."""
+        if self.extractor.top is None or not self.cfg.finetune:
+            return False
+        epoch_s = len(self.acts.y_train) * FT_COST_RATIO / self.acts.rate
+        return time_s >= FT_SETUP_S + 0.25 * epoch_s
+
     def score(self, phase: str, epoch: int, step: int) -> None:
         """Checkpoint the scored model if it is in the top k; new predictions if it is the best yet."""
         acts = self.acts
-        probs = _predict(self.scored, acts.val[: self.n_views])
+        per_view = [_predict(self.scored, [view]) for view in acts.val]  # every view: candidates of the ensemble
+        probs = sum(per_view[: self.n_views]) / self.n_views
         acc, loss = accuracy(probs, acts.y_val), log_loss(probs, acts.y_val)
-        self.checkpoints.consider(lambda p: self.scored.save_weights(str(p)), model=self.spec.name, phase=phase,
-                                  epoch=epoch, step=step, val_accuracy=acc, val_loss=loss)
+        path = self.checkpoints.consider(lambda p: self.scored.save_weights(str(p)), model=self.spec.name,
+                                         phase=phase, epoch=epoch, step=step, val_accuracy=acc, val_loss=loss)
         self.last = {"val_accuracy": float(acc), "source": f"{phase} epoch {epoch}"}
         self.last_val_probs = (self.last["source"], probs)
+        self.candidates[self.last["source"]] = {"val": per_view, "path": path, "val_accuracy": float(acc)}
+        kept = {e["file"] for e in self.checkpoints.entries}
+        self.candidates = {k: c for k, c in self.candidates.items()
+                           if k == self.last["source"] or (c["path"] is not None and c["path"].name in kept)}
         if acc > self.best["val_accuracy"] and (self.best["source"] is None or not self.expired()):
             self._write_predictions(acc, self.last["source"])
 
@@ -408,13 +432,21 @@ class _Run:
             self._write_predictions(top["val_accuracy"], f"{top['phase']} epoch {top['epoch']}")
             self.scored.set_weights(current)
 
+    def _output_model(self) -> keras.Model:
+        """What OUT/model holds: the ensemble if it is the output, else the scored model on its test-time views."""
+        if self.ensemble_model is not None:
+            return self.ensemble_model
+        if self.n_views == 1:
+            return compose_classifier(self.extractor.full, self.head)
+        return compose_ensemble(self.extractor.bottom, [self.scored] * 2, [False, True], [0.5, 0.5])
+
     def _export(self) -> None:
         """OUT/model/ (the uint8-image classifier and its labels, each file replaced atomically), and
         the judge's own export of it (replaced atomically as a whole)."""
         model_dir = self.out / "model"
         model_dir.mkdir(exist_ok=True)
         tmp = model_dir / f".tmp-{os.getpid()}-{MODEL_FILE}"
-        compose_classifier(self.extractor.full, self.head).save(tmp)
+        self._output_model().save(tmp)
         os.replace(tmp, model_dir / MODEL_FILE)
         self.labels.save(model_dir / LABELS_FILE)
         dest = self.cfg.judge_dir or judge_dir(self.cfg.judge, self.out)
@@ -435,7 +467,11 @@ class _Run:
                 self.last = record["info"]["last"]
                 self._prefer_annealed_end()
             return record["info"]["result"]
+        ft_time = self.budget.remaining() - self.reserve.s - self._ensemble_s()
         if self.expired():
+            return {}
+        if record is None and not self._fine_tune_fits(ft_time):
+            self.notes.append(f"fine-tuning skipped: {max(ft_time, 0):.0f}s left cannot fit its setup and a useful epoch")
             return {}
         t = time.time()
         freeze_batch_norm(self.scored)
@@ -446,7 +482,6 @@ class _Run:
             log(f"fine-tuning resumed after epoch {resume.epoch} of {resume.epochs_planned}")
         top_rate = head_info["top_rate"]
         eval_s = (sum(len(v) for v in acts.val[: self.n_views]) + 0.5 * sum(len(v) for v in acts.test[: self.n_views])) / top_rate
-        ft_time = self.budget.remaining() - self.reserve.s
         log(f"fine-tuning the last blocks of {self.spec.name} for up to {ft_time:.0f}s")
 
         def on_epoch(epoch: int, step: int) -> None:
@@ -473,8 +508,110 @@ class _Run:
             state.write("finetune", {"finished": True, "result": result})
         return result
 
+    # 4. ensemble: a vote over the kept checkpoints and test-time views, if it beats the best single one
+    def _ensemble_s(self) -> float:
+        """Time the ensemble phase is planned to need: test predictions of every candidate and view, the
+        latency measurement, and the larger export."""
+        if not self.cfg.ensemble or not self.top_rate:
+            return 0.0
+        views, n_test = len(self.acts.test), len(self.acts.test[0])
+        predict_s = (self.cfg.keep + 1) * views * n_test / self.top_rate
+        latency_s = 3.0 + (LATENCY_IMAGES + 3) * views * (1 / self.acts.rate + self.cfg.keep / self.top_rate)
+        return predict_s + latency_s + self.cfg.keep * self.reserve.export_s
+
+    def _ensemble(self) -> dict:
+        acts, log = self.acts, self.log
+        t = time.time()
+        if len(self.candidates) < 2:
+            self.notes.append("no ensemble: fewer than two scored models to vote over in this session")
+            return {}
+        sources = list(self.candidates)
+        n_views = len(acts.val)
+        keys = [(source, v) for source in sources for v in range(n_views)]
+        val = np.stack([self.candidates[source]["val"][v] for source, v in keys])
+        choice = choose(val, acts.y_val, seed=self.cfg.seed)
+        info = {"rule": choice.rule, "reason": choice.reason, "heldout": choice.heldout,
+                "single_heldout": choice.single_heldout, "candidates": [
+                    {"source": source, "view": "mirrored" if v else "original",
+                     "val_accuracy": accuracy(val[i], acts.y_val), "weight": float(choice.weights[i])}
+                    for i, (source, v) in enumerate(keys)]}
+        log(f"ensemble: {choice.reason}")
+        self.notes.append(f"ensemble: {choice.reason}")
+        if self.budget.remaining() - self.reserve.s < 0.8 * self._ensemble_s():  # its plan was overrun
+            self.notes.append("ensemble phase skipped: no time left to predict the test set with the candidates")
+            return {**info, "used": False}
+        members, test = self._members(keys)  # every candidate's test predictions: in the report, for comparisons
+        np.savez_compressed(self.out / "report" / "ensemble_test_probs.npz",
+                            **{f"{source} ({'mirrored' if v else 'original'})": p for (source, v), p in test.items()})
+        if choice.rule == "single":
+            latency = self._latency(self._output_model())
+            self.phase("ensemble", t, self._ensemble_s(), rule=choice.rule, p95_latency_ms=latency)
+            return {**info, "used": False, "p95_latency_ms": latency, "latency_budget_ms": self.cfg.latency_ms}
+        used = [int(i) for i in np.flatnonzero(choice.weights > 0)]
+        weights = choice.weights[used] / choice.weights[used].sum()
+        model = compose_ensemble(self.extractor.bottom, [members[keys[i][0]] for i in used],
+                                 [bool(keys[i][1]) for i in used], weights, choice.confidence)
+        latency = self._latency(model)
+        while self.cfg.latency_ms is not None and latency > self.cfg.latency_ms and len(used) > 1 and not self.expired():
+            groups = [[j for j, i in enumerate(used) if keys[i][0] == src] for src in dict.fromkeys(keys[i][0] for i in used)]
+            groups += [[j for j, i in enumerate(used) if keys[i][1] == v] for v in sorted({keys[i][1] for i in used})]
+            drop = set(groups[drop_order(weights, groups)[0]])
+            if len(drop) == len(used):
+                break
+            log(f"ensemble: p95 latency {latency:.0f}ms over {self.cfg.latency_ms:.0f}ms: dropping "
+                + ", ".join(f"{keys[used[j]][0]} ({'mirrored' if keys[used[j]][1] else 'original'})" for j in sorted(drop)))
+            keep = [j for j in range(len(used)) if j not in drop]
+            used, weights = [used[j] for j in keep], weights[keep] / weights[keep].sum()
+            model = compose_ensemble(self.extractor.bottom, [members[keys[i][0]] for i in used],
+                                     [bool(keys[i][1]) for i in used], weights, choice.confidence)
+            latency = self._latency(model)
+        val_probs = vote(val[used], weights, choice.confidence).astype(np.float32)
+        test_probs = vote(np.stack([test[keys[i]] for i in used]), weights, choice.confidence)
+        acc = accuracy(val_probs, acts.y_val)
+        self.ensemble_model, self.ensemble_val_probs = model, val_probs
+        probs = np.zeros((len(self.test_files), self.num_classes), np.float32)
+        probs[: len(test_probs)] = test_probs
+        self.outputs.write(probs, acts.usable, f"ensemble ({choice.rule}, {len(used)} members)")
+        self.best = {"val_accuracy": float(acc), "source": self.outputs.written_by, "final": True}
+        self.state.write("best", self.best)
+        info.update(used=True, members=[{"source": keys[i][0], "view": "mirrored" if keys[i][1] else "original",
+                                         "weight": float(w)} for i, w in zip(used, weights)],
+                    val_accuracy=acc, p95_latency_ms=latency, latency_budget_ms=self.cfg.latency_ms)
+        if self.cfg.latency_ms is not None and latency > self.cfg.latency_ms:
+            self.notes.append(f"p95 latency {latency:.0f}ms stays over --latency-ms {self.cfg.latency_ms:.0f} "
+                              "with the single most useful member")
+        self.phase("ensemble", t, self._ensemble_s(), rule=choice.rule, members=len(used), p95_latency_ms=latency)
+        log(f"wrote {self.outputs.path} from {self.outputs.written_by} (val accuracy {acc:.4f}, "
+            f"p95 latency {latency:.0f}ms a image)")
+        return info
+
+    def _members(self, keys: list[tuple[str, int]]) -> tuple[dict[str, keras.Model], dict]:
+        """A copy of the scored model with each candidate's weights, and its test probabilities per view."""
+        members, test = {}, {}
+        n_test = len(self.acts.test[0])
+        for j, source in enumerate(dict.fromkeys(source for source, _ in keys)):
+            path = self.candidates[source]["path"]
+            if path is None:  # the last epoch, not among the top checkpoints: its weights are the ones in memory
+                path = self.out / "state" / "ensemble-last.weights.h5"
+                self.scored.save_weights(str(path))
+            members[source] = member_copy(self.scored, str(path), name=f"member_{j}")
+        for source, v in keys:
+            test[(source, v)] = predict_batches(members[source], self.acts.test[v][:n_test], 256)
+        return members, test
+
+    def _latency(self, model: keras.Model) -> float:
+        """p95 milliseconds of ``model`` on one image at a time (this machine, after warm-up)."""
+        images = np.zeros((1, self.size, self.size, 3), np.uint8)
+        times = []
+        for i in range(LATENCY_IMAGES + 3):
+            t = time.perf_counter()
+            model.predict_on_batch(images)
+            if i >= 3:
+                times.append(time.perf_counter() - t)
+        return float(np.percentile(times, 95) * 1000)
+
     # finalise: the best checkpoint's weights into the exported model, and the report
-    def _finalise(self, head_info: dict, ft_info: dict) -> OnlineResult:
+    def _finalise(self, head_info: dict, ft_info: dict, ensemble_info: dict) -> OnlineResult:
         t = time.time()
         acts, out = self.acts, self.out
         top = self.checkpoints.best()
@@ -483,7 +620,9 @@ class _Run:
             self.scored.load_weights(top["path"])
             source = f"{top['phase']} epoch {top['epoch']}"
         scored_source, val_probs = getattr(self, "last_val_probs", (None, None))
-        if scored_source != source:
+        if self.ensemble_model is not None:
+            val_probs = self.ensemble_val_probs
+        elif scored_source != source:
             val_probs = _predict(self.scored, acts.val[: self.n_views])
         self.outputs.ensure_exists()
         self._export()
@@ -497,7 +636,7 @@ class _Run:
                            "input_size": self.size, "cache_dir": str(self.cache_dir)},
                 "environment": environment(),
                 "history": {"head": head_info["history"], "head_chosen_epoch": head_info["chosen_epoch"],
-                            "finetune": ft_info, "checkpoints": self.checkpoints.entries},
+                            "finetune": ft_info, "ensemble": ensemble_info, "checkpoints": self.checkpoints.entries},
                 "quarantine": acts.quarantine,
                 "unreadable_test_files": acts.unreadable_test,
                 "summary": {"budget_s": cfg.budget_s, "wall_s": round(self.spent + self.budget.elapsed(), 2),

@@ -145,6 +145,7 @@ def _load_weights(backbone: keras.Model, spec: BackboneSpec, path: Path) -> None
 def load_model(path: str | Path) -> keras.Model:
     """Load a saved timebox model in a fresh process (custom objects registered first)."""
     from . import losses  # noqa: F401  (registers the head's training loss, kept in the saved compile config)
+    from . import ensemble_model  # noqa: F401  (registers the ensemble's vote and mirror layers)
 
     try:
         import efficientnet.tfkeras  # noqa: F401  (registers swish and FixedDropout)

@@ -1,0 +1,75 @@
+"""One Keras model for a whole ensemble: raw uint8 images in, the weighted vote of its members out.
+
+The frozen bottom of the backbone runs once per test-time view (the image, and its mirror when a
+member uses it); every member (a checkpoint of the trainable top and head) reads the activations
+of its view; a :class:`WeightedVote` layer combines their probabilities with the weights fitted on
+validation (optionally scaled per image by each member's confidence). Saved as one ``.keras`` file,
+it loads in a fresh process with :func:`timebox.models.registry.load_model`.
+
+Example::
+
+    model = compose_ensemble(extractor.bottom, [top_a, top_b], views=[False, True], weights=[0.6, 0.4])
+    model.save("model.keras")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+from keras import layers, ops
+
+
+@keras.saving.register_keras_serializable(package="timebox")
+class HorizontalFlip(layers.Layer):
+    """Mirror images left-right (the test-time view the mirrored training views match)."""
+
+    def call(self, images):
+        return ops.flip(images, axis=2)
+
+
+@keras.saving.register_keras_serializable(package="timebox")
+class WeightedVote(layers.Layer):
+    """Soft vote of member probabilities with fixed weights; with ``confidence``, each member's vote on an
+    image is also scaled by its confidence there (its top probability). Rows of the output sum to 1."""
+
+    def __init__(self, member_weights: Sequence[float], confidence: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.member_weights = [float(w) for w in member_weights]
+        self.confidence = bool(confidence)
+
+    def call(self, inputs):
+        probs = ops.stack([ops.cast(p, "float32") for p in inputs], axis=0)  # (members, batch, classes)
+        weights = ops.reshape(ops.convert_to_tensor(self.member_weights, "float32"), (-1, 1, 1))
+        if self.confidence:
+            weights = weights * ops.max(probs, axis=-1, keepdims=True)
+        votes = ops.sum(weights * probs, axis=0)
+        return votes / ops.maximum(ops.sum(votes, axis=-1, keepdims=True), 1e-12)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "member_weights": self.member_weights, "confidence": self.confidence}
+
+
+def compose_ensemble(bottom: keras.Model, members: Sequence[keras.Model], views: Sequence[bool],
+                     weights: Sequence[float], confidence: bool = False) -> keras.Model:
+    """uint8 image -> probabilities: member ``i`` (activations -> probabilities) on view ``views[i]``
+    (True: mirrored), combined by :class:`WeightedVote`. Members must have distinct names."""
+    if not (len(members) == len(views) == len(weights)) or not members:
+        raise ValueError(f"members, views and weights differ in length or are empty: "
+                         f"{len(members)}, {len(views)}, {len(weights)}")
+    inputs = keras.Input(bottom.input_shape[1:], dtype="uint8", name="image")
+    activations = {}
+    for flip in sorted(set(views)):
+        activations[flip] = bottom(HorizontalFlip(name="mirror")(inputs) if flip else inputs)
+    outputs = [member(activations[flip]) for member, flip in zip(members, views)]
+    if len(outputs) == 1:
+        return keras.Model(inputs, outputs[0], name="classifier")
+    return keras.Model(inputs, WeightedVote(weights, confidence, name="vote")(outputs), name="ensemble")
+
+
+def member_copy(model: keras.Model, weights_path: str, name: str) -> keras.Model:
+    """A copy of ``model`` (same architecture, own variables) named ``name``, with the weights of a checkpoint."""
+    copy = keras.models.clone_model(model)
+    copy.load_weights(weights_path)
+    inputs = keras.Input(model.input_shape[1:], name=f"{name}_activations")
+    return keras.Model(inputs, copy(inputs), name=name)

@@ -1,0 +1,73 @@
+"""The single Keras model of an ensemble: WeightedVote computes exactly timebox.ensemble.vote, the mirrored
+view is the member run on the flipped image, and the saved model loads back (custom layers registered)
+giving the same probabilities."""
+
+import keras
+import numpy as np
+import pytest
+
+from timebox.ensemble import vote
+from timebox.models.ensemble_model import WeightedVote, compose_ensemble, member_copy
+from timebox.models.registry import load_model
+
+SIZE, CLASSES = 8, 3
+
+
+def _bottom():
+    inputs = keras.Input((SIZE, SIZE, 3), dtype="uint8")
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    return keras.Model(inputs, keras.layers.Conv2D(4, 3, padding="same", name="conv")(x), name="bottom")
+
+
+def _member(seed, name):
+    keras.utils.set_random_seed(seed)
+    a = keras.Input((SIZE, SIZE, 4))
+    x = keras.layers.Flatten()(a)  # position-sensitive: a mirrored view gives other probabilities
+    return keras.Model(a, keras.layers.Dense(CLASSES, activation="softmax")(x), name=name)
+
+
+@pytest.mark.parametrize("confidence", [False, True])
+def test_weighted_vote_layer_equals_the_numpy_vote(confidence):
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(CLASSES), size=(3, 5)).astype(np.float32)
+    weights = [0.5, 0.2, 0.3]
+    got = keras.ops.convert_to_numpy(WeightedVote(weights, confidence)([probs[0], probs[1], probs[2]]))
+    np.testing.assert_allclose(got, vote(probs, np.array(weights), confidence), rtol=1e-5, atol=1e-6)
+
+
+def test_the_ensemble_model_votes_over_members_and_views_and_survives_saving(tmp_path):
+    bottom = _bottom()
+    a, b = _member(1, "a"), _member(2, "b")
+    images = np.random.default_rng(1).integers(0, 256, (6, SIZE, SIZE, 3), dtype=np.uint8)
+    acts = keras.ops.convert_to_numpy(bottom(images))
+    acts_flipped = keras.ops.convert_to_numpy(bottom(images[:, :, ::-1]))
+    expected = vote(np.stack([keras.ops.convert_to_numpy(a(acts)), keras.ops.convert_to_numpy(b(acts)),
+                              keras.ops.convert_to_numpy(a(acts_flipped))]), np.array([0.5, 0.3, 0.2]), True)
+
+    model = compose_ensemble(bottom, [a, b, a], [False, False, True], [0.5, 0.3, 0.2], confidence=True)
+    np.testing.assert_allclose(model.predict_on_batch(images), expected, rtol=1e-5, atol=1e-6)
+    model.save(tmp_path / "ensemble.keras")
+    loaded = load_model(tmp_path / "ensemble.keras")
+    np.testing.assert_allclose(loaded.predict_on_batch(images), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_one_member_is_a_plain_classifier():
+    bottom, a = _bottom(), _member(1, "a")
+    model = compose_ensemble(bottom, [a], [False], [1.0])
+    assert not any(isinstance(layer, WeightedVote) for layer in model.layers)
+
+
+def test_member_copy_has_the_checkpoint_weights_and_its_own_variables(tmp_path):
+    source = _member(1, "a")
+    source.save_weights(str(tmp_path / "a.weights.h5"))
+    copy = member_copy(source, str(tmp_path / "a.weights.h5"), name="member_0")
+    x = np.random.default_rng(2).normal(size=(2, SIZE, SIZE, 4)).astype(np.float32)
+    np.testing.assert_allclose(copy.predict_on_batch(x), source.predict_on_batch(x), rtol=1e-6)
+    source.set_weights([w * 0 for w in source.get_weights()])  # the copy does not share variables
+    assert not np.allclose(copy.predict_on_batch(x), source.predict_on_batch(x))
+    assert copy.name == "member_0"
+
+
+def test_mismatched_lengths_are_refused():
+    with pytest.raises(ValueError, match="differ in length"):
+        compose_ensemble(_bottom(), [_member(1, "a")], [False, True], [1.0])

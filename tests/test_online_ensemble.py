@@ -1,0 +1,74 @@
+"""The ensemble phase of `online`, forced on (the synthetic task is too easy for an ensemble to beat its best
+member on held-out val): the predictions come from the vote, the exported single model reproduces them
+from raw images, the report lists members, weights and the p95 latency; and a latency budget no
+ensemble can meet drops members and views down to one."""
+
+import csv
+import json
+import time
+
+import numpy as np
+import pytest
+
+import timebox.online as online_module
+from timebox.data.synthetic import make_synthetic
+from timebox.ensemble import Choice
+from timebox.online import OnlineConfig, run_online
+from timebox.predict import predict_dir
+
+BUDGET_S = 50.0
+
+
+def _average_of_all(probs, labels, folds=2, seed=0):
+    m = len(probs)
+    return Choice("average", np.full(m, 1.0 / m), False, {"average": 1.0, "single": 0.9}, 0.9,
+                  "average forced by the test")
+
+
+def _run(tmp_path_factory, latency_ms):
+    root = make_synthetic(tmp_path_factory.mktemp("data"), n_per_class=10, n_test_per_class=3, size=64)
+    out = tmp_path_factory.mktemp("out")
+    cfg = OnlineConfig(root / "train", root / "test", out, BUDGET_S, size=64, keep=2, latency_ms=latency_ms,
+                       cache_dir=tmp_path_factory.mktemp("cache"), workers=1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("TIMEBOX_START", raising=False)
+        mp.setattr(online_module, "choose", _average_of_all)
+        start = time.time()
+        run_online(cfg)
+    report = json.loads((out / "report" / "history.json").read_text())["ensemble"]
+    return {"root": root, "out": out, "report": report, "wall": time.time() - start}
+
+
+@pytest.fixture(scope="module")
+def voted(tmp_path_factory):
+    return _run(tmp_path_factory, latency_ms=None)
+
+
+def _labels(path):
+    with open(path, newline="") as f:
+        return {r["filename"]: r["label"] for r in csv.DictReader(f)}
+
+
+def test_the_output_is_the_vote_and_the_report_lists_its_members(voted):
+    report = voted["report"]
+    assert report["rule"] == "average" and report["used"]
+    assert len(report["members"]) == len(report["candidates"]) >= 4  # >= 2 checkpoints x 2 views
+    assert {m["view"] for m in report["members"]} == {"original", "mirrored"}
+    assert sum(m["weight"] for m in report["members"]) == pytest.approx(1.0)
+    assert report["p95_latency_ms"] > 0
+    summary = json.loads((voted["out"] / "report" / "summary.json").read_text())
+    assert summary["predictions_from"].startswith("ensemble (average")
+    assert voted["wall"] <= BUDGET_S
+
+
+def test_the_exported_model_reproduces_the_ensemble_predictions_from_raw_images(voted, tmp_path):
+    again = tmp_path / "again.csv"
+    predict_dir(voted["out"] / "model", voted["root"] / "test", again, tmp_path / "cache")
+    assert _labels(again) == _labels(voted["out"] / "predictions.csv")
+
+
+def test_a_latency_budget_no_ensemble_meets_drops_members_down_to_one(tmp_path_factory):
+    report = _run(tmp_path_factory, latency_ms=0.001)["report"]
+    assert report["used"] and len(report["members"]) == 1
+    assert report["members"][0]["weight"] == pytest.approx(1.0)
+    assert report["p95_latency_ms"] > report["latency_budget_ms"]
