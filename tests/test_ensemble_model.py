@@ -60,7 +60,7 @@ def test_one_member_is_a_plain_classifier():
 def test_member_copy_has_the_checkpoint_weights_and_its_own_variables(tmp_path):
     source = _member(1, "a")
     source.save_weights(str(tmp_path / "a.weights.h5"))
-    copy = member_copy(source, str(tmp_path / "a.weights.h5"), name="member_0")
+    copy = member_copy(source, "member_0", str(tmp_path / "a.weights.h5"))
     x = np.random.default_rng(2).normal(size=(2, SIZE, SIZE, 4)).astype(np.float32)
     np.testing.assert_allclose(copy.predict_on_batch(x), source.predict_on_batch(x), rtol=1e-6)
     source.set_weights([w * 0 for w in source.get_weights()])  # the copy does not share variables
@@ -71,3 +71,15 @@ def test_member_copy_has_the_checkpoint_weights_and_its_own_variables(tmp_path):
 def test_mismatched_lengths_are_refused():
     with pytest.raises(ValueError, match="differ in length"):
         compose_ensemble(_bottom(), [_member(1, "a")], [False, True], [1.0])
+
+
+def test_member_copy_of_a_compiled_model_saves_and_loads_without_its_optimizer(tmp_path):
+    """A fine-tuned model is compiled with timebox's schedule: the exported copy must not carry it."""
+    source = _member(1, "a")
+    source.compile(optimizer=keras.optimizers.AdamW(1e-3), loss="sparse_categorical_crossentropy")
+    bottom = _bottom()
+    model = compose_ensemble(bottom, [member_copy(source, "member_0")] * 2, [False, True], [0.5, 0.5])
+    model.save(tmp_path / "m.keras")
+    images = np.random.default_rng(3).integers(0, 256, (2, SIZE, SIZE, 3), dtype=np.uint8)
+    np.testing.assert_allclose(load_model(tmp_path / "m.keras").predict_on_batch(images),
+                               model.predict_on_batch(images), rtol=1e-6)

@@ -438,7 +438,8 @@ class _Run:
             return self.ensemble_model
         if self.n_views == 1:
             return compose_classifier(self.extractor.full, self.head)
-        return compose_ensemble(self.extractor.bottom, [self.scored] * 2, [False, True], [0.5, 0.5])
+        return compose_ensemble(self.extractor.bottom, [member_copy(self.scored, "member_0")] * 2, [False, True],
+                                [0.5, 0.5])
 
     def _export(self) -> None:
         """OUT/model/ (the uint8-image classifier and its labels, each file replaced atomically), and
@@ -594,7 +595,7 @@ class _Run:
             if path is None:  # the last epoch, not among the top checkpoints: its weights are the ones in memory
                 path = self.out / "state" / "ensemble-last.weights.h5"
                 self.scored.save_weights(str(path))
-            members[source] = member_copy(self.scored, str(path), name=f"member_{j}")
+            members[source] = member_copy(self.scored, f"member_{j}", str(path))
         for source, v in keys:
             test[(source, v)] = predict_batches(members[source], self.acts.test[v][:n_test], 256)
         return members, test

@@ -67,9 +67,13 @@ def compose_ensemble(bottom: keras.Model, members: Sequence[keras.Model], views:
     return keras.Model(inputs, WeightedVote(weights, confidence, name="vote")(outputs), name="ensemble")
 
 
-def member_copy(model: keras.Model, weights_path: str, name: str) -> keras.Model:
-    """A copy of ``model`` (same architecture, own variables) named ``name``, with the weights of a checkpoint."""
-    copy = keras.models.clone_model(model)
-    copy.load_weights(weights_path)
+def member_copy(model: keras.Model, name: str, weights_path: str | None = None) -> keras.Model:
+    """An uncompiled copy of ``model`` (same architecture, own variables) named ``name``, with the weights of the
+    checkpoint ``weights_path`` (default: ``model``'s current weights)."""
+    copy = model.__class__.from_config(model.get_config())  # not clone_model: it copies the compile config too
+    if weights_path is None:
+        copy.set_weights(model.get_weights())
+    else:
+        copy.load_weights(weights_path)
     inputs = keras.Input(model.input_shape[1:], name=f"{name}_activations")
     return keras.Model(inputs, copy(inputs), name=name)
