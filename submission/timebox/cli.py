@@ -26,8 +26,8 @@ def _duration(text: str) -> float:
 def _add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=None,
                    help="tuned settings, a JSON object (backbone, weights, size, seed, layout, val_fraction, "
-                        "batch_size, keep, finetune, margin_s, ensemble, latency_ms); flags win over it (default: submission/config.json "
-                        "when it exists, as `package --config` ships it)")
+                        "batch_size, keep, finetune, margin_s, ensemble, latency_ms); flags win over it "
+                        "(default: submission/config.json when it exists, as `package --config` ships it)")
     p.add_argument("--backbone", default=None,
                    help="backbone name (efficientnet-lite0/1/2, any keras.applications name, efn-b0..b7); "
                         "default: efficientnet-lite0")

@@ -49,7 +49,7 @@ class OnlineConfig:
     resume: bool = False
     judge: str = "generic"  # also export for this judge: generic (none), flink, modelarts
     judge_dir: Path | None = None  # where the judge export goes (default: see timebox.export.judge_dir)
-    ensemble: bool = True  # vote over the kept checkpoints and views when that beats the best single one on held-out val
+    ensemble: bool = True  # vote over kept checkpoints and views if that beats the best single one on held-out val
     latency_ms: float | None = None  # p95 per-image latency the exported model must stay under (members dropped)
     config_file: Path | None = None  # the tuned settings file read (for the report)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from timebox.metrics import accuracy, log_loss
+from .metrics import accuracy, log_loss
 
 RULES = ("single", "average", "greedy", "greedy-confidence")
 _CLIP = 1e-7  # log-loss clips probabilities here
@@ -191,7 +191,7 @@ def choose(probs: np.ndarray, labels: np.ndarray, folds: int = 2, seed: int = 0)
     else:
         rule = "single"
         reason = (f"no ensemble rule beat the best single member on held-out val ({single:.3f}): "
-                  "the best single member is the output")
+                  "the output stays a single model")
     weights, conf = _fit(rule, p, y)
     return Choice(rule, weights, conf, heldout, single, reason)
 

@@ -472,7 +472,8 @@ class _Run:
         if self.expired():
             return {}
         if record is None and not self._fine_tune_fits(ft_time):
-            self.notes.append(f"fine-tuning skipped: {max(ft_time, 0):.0f}s left cannot fit its setup and a useful epoch")
+            self.notes.append(f"fine-tuning skipped: {max(ft_time, 0):.0f}s left cannot fit its setup and a "
+                              "useful epoch")
             return {}
         t = time.time()
         freeze_batch_norm(self.scored)
@@ -482,7 +483,8 @@ class _Run:
             resume = FineTuneState(**record["info"]["state"], optimizer_variables=list(record["arrays"].values()))
             log(f"fine-tuning resumed after epoch {resume.epoch} of {resume.epochs_planned}")
         top_rate = head_info["top_rate"]
-        eval_s = (sum(len(v) for v in acts.val[: self.n_views]) + 0.5 * sum(len(v) for v in acts.test[: self.n_views])) / top_rate
+        scored_images = sum(len(v) for v in acts.val) + 0.5 * sum(len(v) for v in acts.test[: self.n_views])
+        eval_s = scored_images / top_rate  # every val view is scored (ensemble candidates); test when it is the best
         log(f"fine-tuning the last blocks of {self.spec.name} for up to {ft_time:.0f}s")
 
         def on_epoch(epoch: int, step: int) -> None:
@@ -550,22 +552,7 @@ class _Run:
             return {**info, "used": False, "p95_latency_ms": latency, "latency_budget_ms": self.cfg.latency_ms}
         used = [int(i) for i in np.flatnonzero(choice.weights > 0)]
         weights = choice.weights[used] / choice.weights[used].sum()
-        model = compose_ensemble(self.extractor.bottom, [members[keys[i][0]] for i in used],
-                                 [bool(keys[i][1]) for i in used], weights, choice.confidence)
-        latency = self._latency(model)
-        while self.cfg.latency_ms is not None and latency > self.cfg.latency_ms and len(used) > 1 and not self.expired():
-            groups = [[j for j, i in enumerate(used) if keys[i][0] == src] for src in dict.fromkeys(keys[i][0] for i in used)]
-            groups += [[j for j, i in enumerate(used) if keys[i][1] == v] for v in sorted({keys[i][1] for i in used})]
-            drop = set(groups[drop_order(weights, groups)[0]])
-            if len(drop) == len(used):
-                break
-            log(f"ensemble: p95 latency {latency:.0f}ms over {self.cfg.latency_ms:.0f}ms: dropping "
-                + ", ".join(f"{keys[used[j]][0]} ({'mirrored' if keys[used[j]][1] else 'original'})" for j in sorted(drop)))
-            keep = [j for j in range(len(used)) if j not in drop]
-            used, weights = [used[j] for j in keep], weights[keep] / weights[keep].sum()
-            model = compose_ensemble(self.extractor.bottom, [members[keys[i][0]] for i in used],
-                                     [bool(keys[i][1]) for i in used], weights, choice.confidence)
-            latency = self._latency(model)
+        used, weights, model, latency = self._within_latency(keys, used, weights, members, choice.confidence)
         val_probs = vote(val[used], weights, choice.confidence).astype(np.float32)
         test_probs = vote(np.stack([test[keys[i]] for i in used]), weights, choice.confidence)
         acc = accuracy(val_probs, acts.y_val)
@@ -585,6 +572,33 @@ class _Run:
         log(f"wrote {self.outputs.path} from {self.outputs.written_by} (val accuracy {acc:.4f}, "
             f"p95 latency {latency:.0f}ms a image)")
         return info
+
+    def _within_latency(self, keys: list[tuple[str, int]], used: list[int], weights: np.ndarray,
+                        members: dict[str, keras.Model], confidence: bool) -> tuple[list[int], np.ndarray, keras.Model, float]:
+        """The ensemble model of candidates ``used`` and its p95 latency; with ``--latency-ms``, whole members or
+        views are dropped, least weight first, until it is under the budget (or one candidate is left)."""
+        def compose(used: list[int], weights: np.ndarray) -> keras.Model:
+            return compose_ensemble(self.extractor.bottom, [members[keys[i][0]] for i in used],
+                                    [bool(keys[i][1]) for i in used], weights, confidence)
+
+        def name(i: int) -> str:
+            return f"{keys[i][0]} ({'mirrored' if keys[i][1] else 'original'})"
+
+        model = compose(used, weights)
+        latency, budget = self._latency(model), self.cfg.latency_ms
+        while budget is not None and latency > budget and len(used) > 1 and not self.expired():
+            groups = [[j for j, i in enumerate(used) if keys[i][part] == value]
+                      for part in (0, 1) for value in dict.fromkeys(keys[i][part] for i in used)]
+            drop = set(groups[drop_order(weights, groups)[0]])
+            if len(drop) == len(used):
+                break
+            self.log(f"ensemble: p95 latency {latency:.0f}ms over {budget:.0f}ms: dropping "
+                     + ", ".join(name(used[j]) for j in sorted(drop)))
+            keep = [j for j in range(len(used)) if j not in drop]
+            used, weights = [used[j] for j in keep], weights[keep] / weights[keep].sum()
+            model = compose(used, weights)
+            latency = self._latency(model)
+        return used, weights, model, latency
 
     def _members(self, keys: list[tuple[str, int]]) -> tuple[dict[str, keras.Model], dict]:
         """A copy of the scored model with each candidate's weights, and its test probabilities per view."""
