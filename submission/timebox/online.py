@@ -520,7 +520,7 @@ class _Run:
         views, n_test = len(self.acts.test), len(self.acts.test[0])
         predict_s = (self.cfg.keep + 1) * views * n_test / self.top_rate
         latency_s = 3.0 + (LATENCY_IMAGES + 3) * views * (1 / self.acts.rate + self.cfg.keep / self.top_rate)
-        return predict_s + latency_s + self.cfg.keep * self.reserve.export_s
+        return predict_s + latency_s + self.reserve.export_s  # the ensemble's export: up to twice the single one
 
     def _ensemble(self) -> dict:
         acts, log = self.acts, self.log
