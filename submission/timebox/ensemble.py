@@ -187,10 +187,10 @@ def choose(probs: np.ndarray, labels: np.ndarray, folds: int = 2, seed: int = 0)
     rule = max(RULES[1:], key=lambda r: heldout[r])  # max keeps the first of equal values
     if heldout[rule] > single:
         reason = (f"{rule} beat the best single member on held-out val: "
-                  f"{heldout[rule]:.3f} vs {single:.3f}")
+                  f"{heldout[rule]:.4f} vs {single:.4f}")
     else:
         rule = "single"
-        reason = (f"no ensemble rule beat the best single member on held-out val ({single:.3f}): "
+        reason = (f"no ensemble rule beat the best single member on held-out val ({single:.4f}): "
                   "the output stays a single model")
     weights, conf = _fit(rule, p, y)
     return Choice(rule, weights, conf, heldout, single, reason)
