@@ -25,10 +25,11 @@ def _average_of_all(probs, labels, folds=2, seed=0):
                   "average forced by the test")
 
 
-def _run(tmp_path_factory, latency_ms):
+def _run(tmp_path_factory, latency_ms, with_test=True):
     root = make_synthetic(tmp_path_factory.mktemp("data"), n_per_class=10, n_test_per_class=3, size=64)
     out = tmp_path_factory.mktemp("out")
-    cfg = OnlineConfig(root / "train", root / "test", out, BUDGET_S, size=64, keep=2, latency_ms=latency_ms,
+    test_dir = root / "test" if with_test else None  # None: a judge that predicts with the exported model
+    cfg = OnlineConfig(root / "train", test_dir, out, BUDGET_S, size=64, keep=2, latency_ms=latency_ms,
                        cache_dir=tmp_path_factory.mktemp("cache"), workers=1)
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("TIMEBOX_START", raising=False)
@@ -72,3 +73,10 @@ def test_a_latency_budget_no_ensemble_meets_drops_members_down_to_one(tmp_path_f
     assert report["used"] and len(report["members"]) == 1
     assert report["members"][0]["weight"] == pytest.approx(1.0)
     assert report["p95_latency_ms"] > report["latency_budget_ms"]
+
+
+def test_without_test_files_the_ensemble_is_still_chosen_and_exported(tmp_path_factory, tmp_path):
+    run = _run(tmp_path_factory, latency_ms=None, with_test=False)
+    assert run["report"]["used"] and len(run["report"]["members"]) >= 4
+    again = tmp_path / "again.csv"  # the exported ensemble predicts the images it never saw during the run
+    assert predict_dir(run["out"] / "model", run["root"] / "test", again, tmp_path / "cache") == 12

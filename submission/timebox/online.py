@@ -350,6 +350,8 @@ class _Run:
             pooled_val, pooled_train, top_rate = acts.val, acts.train, None
         head_time = min(self.head_s, self.budget.remaining() - self.reserve.s)
         outputs_s = EXPORT_GUESS_S + (sum(len(v) for v in acts.test) / top_rate if top_rate else 0.0)
+        self.top_rate = top_rate
+        outputs_s += self._ensemble_s()
         if not self._fine_tune_fits(self.budget.remaining() - self.reserve.s - head_time - outputs_s):
             head_time = max(head_time, self.budget.remaining() - self.reserve.s - outputs_s)
             self.notes.append(f"fine-tuning cannot fit a useful epoch after the head: the head gets {head_time:.0f}s")
@@ -386,7 +388,8 @@ class _Run:
                                          phase=phase, epoch=epoch, step=step, val_accuracy=acc, val_loss=loss)
         self.last = {"val_accuracy": float(acc), "source": f"{phase} epoch {epoch}"}
         self.last_val_probs = (self.last["source"], probs)
-        self.candidates[self.last["source"]] = {"val": per_view, "path": path, "val_accuracy": float(acc)}
+        self.candidates[self.last["source"]] = {"val": per_view, "path": path, "val_accuracy": float(acc),
+                                                "weights": None if path else self.scored.get_weights()}
         kept = {e["file"] for e in self.checkpoints.entries}
         self.candidates = {k: c for k, c in self.candidates.items()
                            if k == self.last["source"] or (c["path"] is not None and c["path"].name in kept)}
@@ -542,10 +545,14 @@ class _Run:
                     for i, (source, v) in enumerate(keys)]}
         log(f"ensemble: {choice.reason}")
         self.notes.append(f"ensemble: {choice.reason}")
-        if self.budget.remaining() - self.reserve.s < 0.8 * self._ensemble_s():  # its plan was overrun
-            self.notes.append("ensemble phase skipped: no time left to predict the test set with the candidates")
+        if self.budget.interrupted or self.budget.remaining() - self.reserve.s < 0.8 * self._ensemble_s():
+            self.notes.append("ensemble phase skipped: interrupted, or no time left to predict the test set with "
+                              "the candidates")
             return {**info, "used": False}
         members, test = self._members(keys)  # every candidate's test predictions: in the report, for comparisons
+        if members is None:
+            self.notes.append("ensemble phase stopped: the deadline came while predicting the test set")
+            return {**info, "used": False}
         np.savez_compressed(self.out / "report" / "ensemble_test_probs.npz",
                             **{f"{source} ({'mirrored' if v else 'original'})": p for (source, v), p in test.items()})
         if choice.rule == "single":
@@ -554,22 +561,30 @@ class _Run:
             return {**info, "used": False, "p95_latency_ms": latency, "latency_budget_ms": self.cfg.latency_ms}
         used = [int(i) for i in np.flatnonzero(choice.weights > 0)]
         weights = choice.weights[used] / choice.weights[used].sum()
+        n_chosen = len(used)
         used, weights, model, latency = self._within_latency(keys, used, weights, members, choice.confidence)
         val_probs = vote(val[used], weights, choice.confidence).astype(np.float32)
         test_probs = vote(np.stack([test[keys[i]] for i in used]), weights, choice.confidence)
         acc = accuracy(val_probs, acts.y_val)
+        if len(used) < n_chosen and acc < self.best["val_accuracy"]:  # pruned below the guard's choice
+            self.notes.append(f"ensemble not used: pruned to {len(used)} candidates for the latency budget, its val "
+                              f"accuracy {acc:.4f} is below the output's {self.best['val_accuracy']:.4f}")
+            return {**info, "used": False, "p95_latency_ms": latency, "latency_budget_ms": self.cfg.latency_ms}
+        if self.budget.interrupted:
+            return {**info, "used": False}
         self.ensemble_model, self.ensemble_val_probs = model, val_probs
+        self._export()  # OUT/model must hold what predictions.csv says, also after a kill from here on
         probs = np.zeros((len(self.test_files), self.num_classes), np.float32)
         probs[: len(test_probs)] = test_probs
         self.outputs.write(probs, acts.usable, f"ensemble ({choice.rule}, {len(used)} members)")
-        self.best = {"val_accuracy": float(acc), "source": self.outputs.written_by, "final": True}
+        self.best = {"val_accuracy": float(acc), "source": self.outputs.written_by, "final": True, "exported": True}
         self.state.write("best", self.best)
         info.update(used=True, members=[{"source": keys[i][0], "view": "mirrored" if keys[i][1] else "original",
                                          "weight": float(w)} for i, w in zip(used, weights)],
                     val_accuracy=acc, p95_latency_ms=latency, latency_budget_ms=self.cfg.latency_ms)
         if self.cfg.latency_ms is not None and latency > self.cfg.latency_ms:
-            self.notes.append(f"p95 latency {latency:.0f}ms stays over --latency-ms {self.cfg.latency_ms:.0f} "
-                              "with the single most useful member")
+            self.notes.append(f"p95 latency {latency:.0f}ms of the output stays over --latency-ms "
+                              f"{self.cfg.latency_ms:.0f}")
         self.phase("ensemble", t, self._ensemble_s(), rule=choice.rule, members=len(used), p95_latency_ms=latency)
         log(f"wrote {self.outputs.path} from {self.outputs.written_by} (val accuracy {acc:.4f}, "
             f"p95 latency {latency:.0f}ms a image)")
@@ -602,18 +617,23 @@ class _Run:
             latency = self._latency(model)
         return used, weights, model, latency
 
-    def _members(self, keys: list[tuple[str, int]]) -> tuple[dict[str, keras.Model], dict]:
-        """A copy of the scored model with each candidate's weights, and its test probabilities per view."""
+    def _members(self, keys: list[tuple[str, int]]) -> tuple[dict[str, keras.Model] | None, dict]:
+        """A copy of the scored model with each candidate's weights, and its test probabilities per view
+        (members None if the deadline came first)."""
         members, test = {}, {}
         n_test = len(self.acts.test[0])
         for j, source in enumerate(dict.fromkeys(source for source, _ in keys)):
-            path = self.candidates[source]["path"]
-            if path is None:  # the last epoch, not among the top checkpoints: its weights are the ones in memory
-                path = self.out / "state" / "ensemble-last.weights.h5"
-                self.scored.save_weights(str(path))
-            members[source] = member_copy(self.scored, f"member_{j}", str(path))
+            candidate = self.candidates[source]
+            if candidate["path"] is None:  # the last epoch, not among the top checkpoints: its weights when scored
+                members[source] = member_copy(self.scored, f"member_{j}")
+                members[source].set_weights(candidate["weights"])
+            else:
+                members[source] = member_copy(self.scored, f"member_{j}", str(candidate["path"]))
         for source, v in keys:
-            test[(source, v)] = predict_batches(members[source], self.acts.test[v][:n_test], 256)
+            if self.expired():
+                return None, test
+            test[(source, v)] = (predict_batches(members[source], self.acts.test[v][:n_test], 256) if n_test
+                                 else np.zeros((0, self.num_classes), np.float32))
         return members, test
 
     def _latency(self, model: keras.Model) -> float:
@@ -642,9 +662,14 @@ class _Run:
         elif scored_source != source:
             val_probs = _predict(self.scored, acts.val[: self.n_views])
         self.outputs.ensure_exists()
-        self._export()
+        if not self.best.get("exported"):  # else OUT/model already holds the ensemble of predictions.csv
+            self._export()
         self.phase("finalise", t, self.reserve.s)
         val_acc = accuracy(val_probs, acts.y_val)
+        if self.best.get("exported") and self.ensemble_model is None:  # resumed after an earlier session's ensemble
+            val_acc = self.best["val_accuracy"]
+            self.notes.append("the ensemble of an earlier session is the output; the val confusion matrix is of "
+                              "the single model in memory")
         cfg = self.cfg
         write_report(
             out / "report",
