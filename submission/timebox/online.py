@@ -61,6 +61,7 @@ FT_COST_RATIO = 0.6  # first guess of a fine-tune step's cost per image relative
 MIN_FT_EPOCHS = 4  # mirrored views are extracted only if this many fine-tune epochs still fit
 FT_SETUP_S = 5.0  # compiling and tracing the fine-tune step, before its first useful step
 LATENCY_IMAGES = 20  # single-image predictions timed for the p95 latency (after 3 warm-up calls)
+VIEWS = ("original", "mirrored")  # the cached views, by index
 
 
 @dataclass
@@ -139,6 +140,11 @@ class _Activations:
 def _predict(model: keras.Model, views: list[np.ndarray], batch: int = 256) -> np.ndarray:
     """The model's outputs averaged over views (e.g. original and mirrored), in fixed-size batches."""
     return sum(predict_batches(model, view, batch) for view in views) / len(views)
+
+
+def _candidate_name(key: tuple[str, int]) -> str:
+    """An ensemble candidate (source, view index) as the report names it, e.g. "finetune epoch 4 (mirrored)"."""
+    return f"{key[0]} ({VIEWS[key[1]]})"
 
 
 def run_online(cfg: OnlineConfig, state: RunState | None = None) -> OnlineResult:
@@ -387,7 +393,6 @@ class _Run:
         path = self.checkpoints.consider(lambda p: self.scored.save_weights(str(p)), model=self.spec.name,
                                          phase=phase, epoch=epoch, step=step, val_accuracy=acc, val_loss=loss)
         self.last = {"val_accuracy": float(acc), "source": f"{phase} epoch {epoch}"}
-        self.last_val_probs = (self.last["source"], probs)
         self.candidates[self.last["source"]] = {"val": per_view, "path": path, "val_accuracy": float(acc),
                                                 "weights": None if path else self.scored.get_weights()}
         kept = {e["file"] for e in self.checkpoints.entries}
@@ -540,7 +545,7 @@ class _Run:
         choice = choose(val, acts.y_val, seed=self.cfg.seed)
         info = {"rule": choice.rule, "reason": choice.reason, "heldout": choice.heldout,
                 "single_heldout": choice.single_heldout, "candidates": [
-                    {"source": source, "view": "mirrored" if v else "original",
+                    {"source": source, "view": VIEWS[v],
                      "val_accuracy": accuracy(val[i], acts.y_val), "weight": float(choice.weights[i])}
                     for i, (source, v) in enumerate(keys)]}
         log(f"ensemble: {choice.reason}")
@@ -554,7 +559,7 @@ class _Run:
             self.notes.append("ensemble phase stopped: the deadline came while predicting the test set")
             return {**info, "used": False}
         np.savez_compressed(self.out / "report" / "ensemble_test_probs.npz",
-                            **{f"{source} ({'mirrored' if v else 'original'})": p for (source, v), p in test.items()})
+                            **{_candidate_name(key): p for key, p in test.items()})
         if choice.rule == "single":
             latency = self._latency(self._output_model())
             self.phase("ensemble", t, self._ensemble_s(), rule=choice.rule, p95_latency_ms=latency)
@@ -579,8 +584,8 @@ class _Run:
         self.outputs.write(probs, acts.usable, f"ensemble ({choice.rule}, {len(used)} members)")
         self.best = {"val_accuracy": float(acc), "source": self.outputs.written_by, "final": True, "exported": True}
         self.state.write("best", self.best)
-        info.update(used=True, members=[{"source": keys[i][0], "view": "mirrored" if keys[i][1] else "original",
-                                         "weight": float(w)} for i, w in zip(used, weights)],
+        info.update(used=True, members=[{"source": keys[i][0], "view": VIEWS[keys[i][1]], "weight": float(w)}
+                                        for i, w in zip(used, weights)],
                     val_accuracy=acc, p95_latency_ms=latency, latency_budget_ms=self.cfg.latency_ms)
         if self.cfg.latency_ms is not None and latency > self.cfg.latency_ms:
             self.notes.append(f"p95 latency {latency:.0f}ms of the output stays over --latency-ms "
@@ -598,9 +603,6 @@ class _Run:
             return compose_ensemble(self.extractor.bottom, [members[keys[i][0]] for i in used],
                                     [bool(keys[i][1]) for i in used], weights, confidence)
 
-        def name(i: int) -> str:
-            return f"{keys[i][0]} ({'mirrored' if keys[i][1] else 'original'})"
-
         model = compose(used, weights)
         latency, budget = self._latency(model), self.cfg.latency_ms
         while budget is not None and latency > budget and len(used) > 1 and not self.expired():
@@ -610,7 +612,7 @@ class _Run:
             if len(drop) == len(used):
                 break
             self.log(f"ensemble: p95 latency {latency:.0f}ms over {budget:.0f}ms: dropping "
-                     + ", ".join(name(used[j]) for j in sorted(drop)))
+                     + ", ".join(_candidate_name(keys[used[j]]) for j in sorted(drop)))
             keep = [j for j in range(len(used)) if j not in drop]
             used, weights = [used[j] for j in keep], weights[keep] / weights[keep].sum()
             model = compose(used, weights)
@@ -656,10 +658,11 @@ class _Run:
         if top is not None and not self.best.get("final"):  # else the weights in memory are the output's
             self.scored.load_weights(top["path"])
             source = f"{top['phase']} epoch {top['epoch']}"
-        scored_source, val_probs = getattr(self, "last_val_probs", (None, None))
         if self.ensemble_model is not None:
             val_probs = self.ensemble_val_probs
-        elif scored_source != source:
+        elif source in self.candidates:  # scored in this session: its val probabilities per view are kept
+            val_probs = sum(self.candidates[source]["val"][: self.n_views]) / self.n_views
+        else:
             val_probs = _predict(self.scored, acts.val[: self.n_views])
         self.outputs.ensure_exists()
         if not self.best.get("exported"):  # else OUT/model already holds the ensemble of predictions.csv
