@@ -603,9 +603,11 @@ class _Run:
             return compose_ensemble(self.extractor.bottom, [members[keys[i][0]] for i in used],
                                     [bool(keys[i][1]) for i in used], weights, confidence)
 
+        start = time.time()
         model = compose(used, weights)
         latency, budget = self._latency(model), self.cfg.latency_ms
-        while budget is not None and latency > budget and len(used) > 1 and not self.expired():
+        step_s = time.time() - start  # one more round must fit before the end reserve, with the ensemble's export
+        while budget is not None and latency > budget and len(used) > 1 and not self.expired(2 * step_s):
             groups = [[j for j, i in enumerate(used) if keys[i][part] == value]
                       for part in (0, 1) for value in dict.fromkeys(keys[i][part] for i in used)]
             drop = set(groups[drop_order(weights, groups)[0]])
