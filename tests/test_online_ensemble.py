@@ -25,11 +25,11 @@ def _average_of_all(probs, labels, folds=2, seed=0):
                   "average forced by the test")
 
 
-def _run(tmp_path_factory, latency_ms, with_test=True):
+def _run(tmp_path_factory, latency_ms, with_test=True, budget_s=BUDGET_S):
     root = make_synthetic(tmp_path_factory.mktemp("data"), n_per_class=10, n_test_per_class=3, size=64)
     out = tmp_path_factory.mktemp("out")
     test_dir = root / "test" if with_test else None  # None: a judge that predicts with the exported model
-    cfg = OnlineConfig(root / "train", test_dir, out, BUDGET_S, size=64, keep=2, latency_ms=latency_ms,
+    cfg = OnlineConfig(root / "train", test_dir, out, budget_s, size=64, keep=2, latency_ms=latency_ms,
                        cache_dir=tmp_path_factory.mktemp("cache"), workers=1)
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("TIMEBOX_START", raising=False)
@@ -69,7 +69,8 @@ def test_the_exported_model_reproduces_the_ensemble_predictions_from_raw_images(
 
 
 def test_a_latency_budget_no_ensemble_meets_drops_members_down_to_one(tmp_path_factory):
-    report = _run(tmp_path_factory, latency_ms=0.001)["report"]
+    # the plan reserves a latency measurement per possible drop: a longer budget keeps fine-tuning in it
+    report = _run(tmp_path_factory, latency_ms=0.001, budget_s=90.0)["report"]
     assert report["used"] and len(report["members"]) == 1
     assert report["members"][0]["weight"] == pytest.approx(1.0)
     assert report["p95_latency_ms"] > report["latency_budget_ms"]

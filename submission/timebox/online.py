@@ -530,7 +530,8 @@ class _Run:
         views, n_test = len(self.acts.test), len(self.acts.test[0])
         predict_s = self.cfg.keep * views * n_test / self.top_rate
         latency_s = 3.0 + (LATENCY_IMAGES + 3) * views * (1 / self.acts.rate + self.cfg.keep / self.top_rate)
-        return predict_s + latency_s
+        rounds = 1 if self.cfg.latency_ms is None else self.cfg.keep + views + 1  # pruning re-measures per drop
+        return predict_s + rounds * latency_s
 
     def _ensemble(self) -> dict:
         acts, log = self.acts, self.log
