@@ -48,7 +48,7 @@ def analyse(out: Path, dataset: str) -> None:
     history = json.loads((out / "report" / "history.json").read_text())
     ens = history.get("ensemble") or {}
     print(f"== {dataset} ({out})")
-    if not ens:
+    if "rule" not in ens:
         notes = json.loads((out / "report" / "summary.json").read_text())["notes"]
         print("  no ensemble phase: " + "; ".join(n for n in notes if "ensemble" in n))
         return
@@ -76,11 +76,17 @@ def analyse(out: Path, dataset: str) -> None:
     output = score(out / "predictions.csv", labels_csv).accuracy
     if best_key in test:
         print(f"  best single member by val ({best_key}): test {100 * test_acc(test[best_key]):.2f}%")
+    else:
+        print(f"  best single member by val ({best_key}): not predicted on test (its zoomed view is not in the vote)")
     if test:
         average = np.mean(list(test.values()), axis=0)
-        print(f"  plain average of all candidates (baseline): test {100 * test_acc(average):.2f}%")
+        print(f"  plain average of the candidates predicted on test (baseline): test {100 * test_acc(average):.2f}%")
     summary = json.loads((out / "report" / "summary.json").read_text())
     print(f"  output ({summary['predictions_from']}): test {100 * output:.2f}%")
+    for m in ens.get("members", []):
+        latency = f"{m['p95_latency_ms']:.0f} ms" if m.get("p95_latency_ms") else "not measured"
+        val = f"{m['val_accuracy']:.4f}" if "val_accuracy" in m else "-"
+        print(f"  member {m['source']} ({m['view']}): weight {m['weight']:.3f}, val {val}, p95 latency alone {latency}")
     budget = ens.get("latency_budget_ms")
     if "p95_latency_ms" in ens:
         print(f"  p95 latency of the exported model: {ens['p95_latency_ms']:.0f} ms a image"

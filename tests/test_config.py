@@ -38,6 +38,8 @@ def test_a_valid_file_gives_its_settings_and_they_build_a_config(tmp_path):
     ('{"size": "224"}', 'setting size is "224"; it must be int or null'),
     ('{"finetune": 1}', "setting finetune is 1; it must be bool"),
     ('{"seed": true}', "setting seed is true; it must be int"),
+    ('{"latency_ms": 0}', "latency_ms is 0; it must be above 0"),
+    ('{"zoom_share": 1.5}', "zoom_share is 1.5; it must be between 0 and 1"),
 ])
 def test_a_bad_file_is_refused_naming_it_and_what_to_write(tmp_path, content, message):
     path = tmp_path / "tuned.json"
@@ -45,6 +47,22 @@ def test_a_bad_file_is_refused_naming_it_and_what_to_write(tmp_path, content, me
     with pytest.raises(UsageError) as exc:
         read_settings(path)
     assert str(path) in str(exc.value) and message in str(exc.value)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--latency-ms", "0"], "latency_ms is 0; it must be above 0"),
+    (["--latency-ms", "-5"], "latency_ms is -5; it must be above 0"),
+    (["--zoom-share", "2"], "zoom_share is 2; it must be between 0 and 1"),
+])
+def test_out_of_range_flags_exit_2_saying_the_range(flags, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args([*ONLINE, *flags])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_zoom_share_flag_reaches_the_settings(tmp_path, monkeypatch):
+    monkeypatch.setattr(config_module, "SHIPPED_CONFIG", tmp_path / "absent.json")
+    assert _settings(build_parser().parse_args([*ONLINE, "--zoom-share", "0"])) == (None, {"zoom_share": 0.0})
 
 
 def test_a_missing_file_is_refused(tmp_path):

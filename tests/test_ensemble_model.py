@@ -1,13 +1,13 @@
 """The single Keras model of an ensemble: WeightedVote computes exactly timebox.ensemble.vote, the mirrored
-view is the member run on the flipped image, and the saved model loads back (custom layers registered)
-giving the same probabilities."""
+view is the member run on the flipped image, the zoomed view on the resized centre crop, and the saved
+model loads back (custom layers registered) giving the same probabilities."""
 
 import keras
 import numpy as np
 import pytest
 
 from timebox.ensemble import vote
-from timebox.models.ensemble_model import WeightedVote, compose_ensemble, member_copy
+from timebox.models.ensemble_model import VIEWS, CenterZoom, View, WeightedVote, compose_ensemble, member_copy, view_model
 from timebox.models.registry import load_model
 
 SIZE, CLASSES = 8, 3
@@ -44,7 +44,7 @@ def test_the_ensemble_model_votes_over_members_and_views_and_survives_saving(tmp
     expected = vote(np.stack([keras.ops.convert_to_numpy(a(acts)), keras.ops.convert_to_numpy(b(acts)),
                               keras.ops.convert_to_numpy(a(acts_flipped))]), np.array([0.5, 0.3, 0.2]), True)
 
-    model = compose_ensemble(bottom, [a, b, a], [False, False, True], [0.5, 0.3, 0.2], confidence=True)
+    model = compose_ensemble(bottom, [a, b, a], [VIEWS[0], VIEWS[0], VIEWS[1]], [0.5, 0.3, 0.2], confidence=True)
     np.testing.assert_allclose(model.predict_on_batch(images), expected, rtol=1e-5, atol=1e-6)
     model.save(tmp_path / "ensemble.keras")
     loaded = load_model(tmp_path / "ensemble.keras")
@@ -53,7 +53,7 @@ def test_the_ensemble_model_votes_over_members_and_views_and_survives_saving(tmp
 
 def test_one_member_is_a_plain_classifier():
     bottom, a = _bottom(), _member(1, "a")
-    model = compose_ensemble(bottom, [a], [False], [1.0])
+    model = compose_ensemble(bottom, [a], [VIEWS[0]], [1.0])
     assert not any(isinstance(layer, WeightedVote) for layer in model.layers)
 
 
@@ -70,7 +70,7 @@ def test_member_copy_has_the_checkpoint_weights_and_its_own_variables(tmp_path):
 
 def test_mismatched_lengths_are_refused():
     with pytest.raises(ValueError, match="differ in length"):
-        compose_ensemble(_bottom(), [_member(1, "a")], [False, True], [1.0])
+        compose_ensemble(_bottom(), [_member(1, "a")], VIEWS[:2], [1.0])
 
 
 def test_member_copy_of_a_compiled_model_saves_and_loads_without_its_optimizer(tmp_path):
@@ -78,8 +78,36 @@ def test_member_copy_of_a_compiled_model_saves_and_loads_without_its_optimizer(t
     source = _member(1, "a")
     source.compile(optimizer=keras.optimizers.AdamW(1e-3), loss="sparse_categorical_crossentropy")
     bottom = _bottom()
-    model = compose_ensemble(bottom, [member_copy(source, "member_0")] * 2, [False, True], [0.5, 0.5])
+    model = compose_ensemble(bottom, [member_copy(source, "member_0")] * 2, VIEWS[:2], [0.5, 0.5])
     model.save(tmp_path / "m.keras")
     images = np.random.default_rng(3).integers(0, 256, (2, SIZE, SIZE, 3), dtype=np.uint8)
     np.testing.assert_allclose(load_model(tmp_path / "m.keras").predict_on_batch(images),
                                model.predict_on_batch(images), rtol=1e-6)
+
+
+def test_center_zoom_keeps_the_centre_at_full_size_as_uint8():
+    images = np.zeros((1, 10, 10, 3), np.uint8)
+    images[:, 1:9, 1:9] = 200  # a bright square whose edge is the border of the central 80%
+    zoomed = keras.ops.convert_to_numpy(CenterZoom(0.8)(images))
+    assert zoomed.dtype == np.uint8 and zoomed.shape == images.shape
+    assert (zoomed == 200).all()  # the centre crop is the square alone, resized to the whole image
+    same = keras.ops.convert_to_numpy(CenterZoom(1.0)(images))
+    np.testing.assert_array_equal(same, images)
+    with pytest.raises(ValueError, match="fraction"):
+        CenterZoom(0.0)
+
+
+def test_a_zoomed_mirrored_member_reads_the_bottom_of_that_view_and_survives_saving(tmp_path):
+    bottom, a = _bottom(), _member(1, "a")
+    view = View("zoomed mirrored", mirror=True, zoom=0.75)
+    images = np.random.default_rng(4).integers(0, 256, (3, SIZE, SIZE, 3), dtype=np.uint8)
+    by_hand = keras.ops.convert_to_numpy(CenterZoom(0.75)(images))[:, :, ::-1]
+    acts = keras.ops.convert_to_numpy(view_model(bottom, view).predict_on_batch(images))
+    np.testing.assert_allclose(acts, keras.ops.convert_to_numpy(bottom(by_hand)), rtol=1e-6)
+    expected = vote(np.stack([keras.ops.convert_to_numpy(a(bottom(images))), keras.ops.convert_to_numpy(a(acts))]),
+                    np.array([0.6, 0.4]))
+    model = compose_ensemble(bottom, [a, a], [VIEWS[0], view], [0.6, 0.4])
+    np.testing.assert_allclose(model.predict_on_batch(images), expected, rtol=1e-5, atol=1e-6)
+    model.save(tmp_path / "zoom.keras")
+    np.testing.assert_allclose(load_model(tmp_path / "zoom.keras").predict_on_batch(images), expected,
+                               rtol=1e-5, atol=1e-6)

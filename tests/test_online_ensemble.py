@@ -1,7 +1,8 @@
 """The ensemble phase of `online`, forced on (the synthetic task is too easy for an ensemble to beat its best
-member on held-out val): the predictions come from the vote, the exported single model reproduces them
-from raw images, the report lists members, weights and the p95 latency; and a latency budget no
-ensemble can meet drops members and views down to one."""
+member on held-out val): the predictions come from the vote over checkpoints and test-time views (zoomed
+ones included when their share of the budget allows), the exported single model reproduces them from raw
+images, the report lists members, weights and p95 latencies; and a latency budget no ensemble can meet
+drops members and views down to one."""
 
 import csv
 import json
@@ -17,6 +18,7 @@ from timebox.online import OnlineConfig, run_online
 from timebox.predict import predict_dir
 
 BUDGET_S = 50.0
+ZOOM_BUDGET_S = 80.0  # room for the zoomed views' plan (traces of four bottoms, per-view latencies) and fine-tuning
 
 
 def _average_of_all(probs, labels, folds=2, seed=0):
@@ -25,11 +27,11 @@ def _average_of_all(probs, labels, folds=2, seed=0):
                   "average forced by the test")
 
 
-def _run(tmp_path_factory, latency_ms, with_test=True, budget_s=BUDGET_S):
+def _run(tmp_path_factory, latency_ms, with_test=True, budget_s=BUDGET_S, zoom_share=0.0):
     root = make_synthetic(tmp_path_factory.mktemp("data"), n_per_class=10, n_test_per_class=3, size=64)
     out = tmp_path_factory.mktemp("out")
     test_dir = root / "test" if with_test else None  # None: a judge that predicts with the exported model
-    cfg = OnlineConfig(root / "train", test_dir, out, budget_s, size=64, keep=2, latency_ms=latency_ms,
+    cfg = OnlineConfig(root / "train", test_dir, out, budget_s, size=64, keep=2, latency_ms=latency_ms, zoom_share=zoom_share,
                        cache_dir=tmp_path_factory.mktemp("cache"), workers=1)
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("TIMEBOX_START", raising=False)
@@ -42,7 +44,7 @@ def _run(tmp_path_factory, latency_ms, with_test=True, budget_s=BUDGET_S):
 
 @pytest.fixture(scope="module")
 def voted(tmp_path_factory):
-    return _run(tmp_path_factory, latency_ms=None)
+    return _run(tmp_path_factory, latency_ms=None, zoom_share=0.5, budget_s=ZOOM_BUDGET_S)
 
 
 def _labels(path):
@@ -53,13 +55,16 @@ def _labels(path):
 def test_the_output_is_the_vote_and_the_report_lists_its_members(voted):
     report = voted["report"]
     assert report["rule"] == "average" and report["used"]
-    assert len(report["members"]) == len(report["candidates"]) >= 4  # >= 2 checkpoints x 2 views
-    assert {m["view"] for m in report["members"]} == {"original", "mirrored"}
+    assert len(report["members"]) == len(report["candidates"]) >= 8  # >= 2 checkpoints x 4 views
+    assert {m["view"] for m in report["members"]} == {"original", "mirrored", "zoomed", "zoomed mirrored"}
     assert sum(m["weight"] for m in report["members"]) == pytest.approx(1.0)
     assert report["p95_latency_ms"] > 0
+    assert all(0 <= m["val_accuracy"] <= 1 for m in report["members"])
+    measured = [m["p95_latency_ms"] for m in report["members"] if m["p95_latency_ms"] is not None]
+    assert measured and min(measured) > 0  # measured per view, last in the phase: the deadline may cut the rest
     summary = json.loads((voted["out"] / "report" / "summary.json").read_text())
     assert summary["predictions_from"].startswith("ensemble (average")
-    assert voted["wall"] <= BUDGET_S
+    assert voted["wall"] <= ZOOM_BUDGET_S
 
 
 def test_the_exported_model_reproduces_the_ensemble_predictions_from_raw_images(voted, tmp_path):

@@ -23,10 +23,22 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def _checked(key: str):
+    """An argparse type for the number setting ``key``, refusing what timebox.config.check_setting refuses."""
+    def parse(text: str) -> float:
+        from .config import check_setting
+
+        try:
+            return check_setting(key, float(text))
+        except (ValueError, UsageError) as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from exc
+    return parse
+
+
 def _add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=None,
                    help="tuned settings, a JSON object (backbone, weights, size, seed, layout, val_fraction, "
-                        "batch_size, keep, finetune, margin_s, ensemble, latency_ms); flags win over it "
+                        "batch_size, keep, finetune, margin_s, ensemble, latency_ms, zoom_share); flags win over it "
                         "(default: submission/config.json when it exists, as `package --config` ships it)")
     p.add_argument("--backbone", default=None,
                    help="backbone name (efficientnet-lite0/1/2, any keras.applications name, efn-b0..b7); "
@@ -50,9 +62,12 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--judge-dir", type=Path, default=None,
                    help="where the judge export goes (default: $MODEL_INFERENCE_PATH or OUT/flink for flink, "
                         "OUT/modelarts for modelarts)")
-    p.add_argument("--latency-ms", type=float, default=None,
+    p.add_argument("--latency-ms", type=_checked("latency_ms"), default=None,
                    help="p95 per-image latency (ms, batch of 1, this machine) the exported model must stay under: "
                         "ensemble members and test-time views are dropped, least useful first, until it does")
+    p.add_argument("--zoom-share", type=_checked("zoom_share"), default=None,
+                   help="most of the budget the zoomed test-time views (the centre at 1.25x, and its mirror) may "
+                        "cost as ensemble candidates; 0: never (default: 0.1)")
     p.add_argument("--no-ensemble", dest="ensemble", action="store_const", const=False, default=None,
                    help="never vote over checkpoints: the output is one model")
     p.add_argument("--margin", type=_duration, default=None,
@@ -153,7 +168,7 @@ def _online(args) -> int:
 
 _FLAGS = {"backbone": "backbone", "weights": "weights", "size": "size", "seed": "seed", "layout": "layout",
           "val_fraction": "val_fraction", "keep": "keep", "margin_s": "margin", "latency_ms": "latency_ms",
-          "ensemble": "ensemble"}  # setting -> flag (args attribute)
+          "ensemble": "ensemble", "zoom_share": "zoom_share"}  # setting -> flag (args attribute)
 
 
 def _settings(args) -> tuple[Path | None, dict]:

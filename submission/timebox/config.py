@@ -25,6 +25,10 @@ TUNABLE: dict[str, tuple[type, ...]] = {  # setting -> accepted JSON types (None
     "backbone": (str,), "weights": (str,), "size": (int, type(None)), "seed": (int,), "layout": (str,),
     "val_fraction": (float, int), "batch_size": (int,), "keep": (int,), "finetune": (bool,),
     "margin_s": (float, int, type(None)), "ensemble": (bool,), "latency_ms": (float, int, type(None)),
+    "zoom_share": (float, int),
+}
+LIMITS: dict[str, tuple[float, float, str]] = {  # number setting -> (low, high, what it must be)
+    "latency_ms": (1e-9, float("inf"), "above 0"), "zoom_share": (0.0, 1.0, "between 0 and 1"),
 }
 
 
@@ -51,6 +55,7 @@ class OnlineConfig:
     judge_dir: Path | None = None  # where the judge export goes (default: see timebox.export.judge_dir)
     ensemble: bool = True  # vote over kept checkpoints and views if that beats the best single one on held-out val
     latency_ms: float | None = None  # p95 per-image latency the exported model must stay under (members dropped)
+    zoom_share: float = 0.1  # most of the budget the zoomed test-time views may cost as ensemble candidates (0: none)
     config_file: Path | None = None  # the tuned settings file read (for the report)
 
     def identity(self) -> dict:
@@ -82,4 +87,17 @@ def read_settings(path: Path) -> dict:
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             wanted = " or ".join("null" if t is type(None) else t.__name__ for t in types)
             raise UsageError(f"{path}: setting {key} is {json.dumps(value)}; it must be {wanted}")
+        if value is not None and key in LIMITS:
+            try:
+                check_setting(key, value)
+            except UsageError as exc:
+                raise UsageError(f"{path}: {exc}") from None
     return settings
+
+
+def check_setting(key: str, value: float) -> float:
+    """``value`` if it is in the range of setting ``key`` (see LIMITS), else a UsageError saying the range."""
+    low, high, what = LIMITS[key]
+    if not low <= value <= high:
+        raise UsageError(f"{key} is {value:g}; it must be {what}")
+    return value

@@ -44,7 +44,7 @@ from .errors import UsageError
 from .ensemble import choose, drop_order, vote
 from .metrics import accuracy, accuracy_noise, confusion_matrix, log_loss
 from .models.features import extract_features
-from .models.ensemble_model import compose_ensemble, member_copy
+from .models.ensemble_model import VIEWS, compose_ensemble, member_copy, view_model
 from .models.heads import compose_classifier
 from .models.registry import build_extractor, get_backbone
 from .predict import LABELS_FILE, MODEL_FILE, LabelMap, predict_batches, prediction_rows, write_predictions
@@ -61,7 +61,9 @@ FT_COST_RATIO = 0.6  # first guess of a fine-tune step's cost per image relative
 MIN_FT_EPOCHS = 4  # mirrored views are extracted only if this many fine-tune epochs still fit
 FT_SETUP_S = 5.0  # compiling and tracing the fine-tune step, before its first useful step
 LATENCY_IMAGES = 20  # single-image predictions timed for the p95 latency (after 3 warm-up calls)
-VIEWS = ("original", "mirrored")  # the cached views, by index
+MEMBER_LATENCY_IMAGES = 10  # the same for each member of the output alone, for the report
+TRACE_S = 2.0  # composing a model and tracing its first prediction
+CACHED_VIEWS = 2  # VIEWS[:2] (original, mirrored) are extracted with the training views; the zoomed ones later
 
 
 @dataclass
@@ -144,7 +146,7 @@ def _predict(model: keras.Model, views: list[np.ndarray], batch: int = 256) -> n
 
 def _candidate_name(key: tuple[str, int]) -> str:
     """An ensemble candidate (source, view index) as the report names it, e.g. "finetune epoch 4 (mirrored)"."""
-    return f"{key[0]} ({VIEWS[key[1]]})"
+    return f"{key[0]} ({VIEWS[key[1]].name})"
 
 
 def run_online(cfg: OnlineConfig, state: RunState | None = None) -> OnlineResult:
@@ -207,6 +209,8 @@ class _Run:
         self.phases: list[dict] = []
         self.candidates: dict[str, dict] = {}  # source -> per-view val probabilities and checkpoint of kept models
         self.ensemble_model: keras.Model | None = None
+        self.single_latency_ms = 0.0  # p95 of the head's one-view model (0: not measured, e.g. resumed)
+        self.view_sources: dict | None = None  # decoded val and test images, for views extracted later (zoomed)
 
     def phase(self, name: str, started: float, planned_s: float | None, **info) -> None:
         self.phases.append({"phase": name, "start_s": round(started - self.budget.start + self.spent, 2),
@@ -261,6 +265,8 @@ class _Run:
             self._export()
             self.reserve.export_s = time.time() - t
             self.phase("export", t, None)
+            if cfg.ensemble:  # sizes the ensemble phase's latency measurements
+                self.single_latency_ms = self._latency(compose_classifier(self.extractor.full, self.head))
             log(f"exported {self.out / 'model'} in {self.reserve.export_s:.1f}s; end reserve {self.reserve.s:.1f}s")
 
         self.top_rate = head_info["top_rate"]
@@ -333,6 +339,7 @@ class _Run:
         if n_test < len(test_idx):
             notes.append(f"{len(test_idx) - n_test} test files got the prior class: no time left to extract them")
         unreadable = [{"file": str(f), "reason": e} for f, e in zip(self.test_files, test_cache.errors) if e]
+        self.view_sources = {"val": (train_cache, val_idx), "test": (test_cache, test_idx[:n_test])}
         return _Activations(views_val, views_test, views_train, ds.labels[val_idx], ds.labels[train_idx[:n_train]],
                             test_ok & (test_idx < n_test), rate, quarantine, unreadable, notes)
 
@@ -446,7 +453,7 @@ class _Run:
             return self.ensemble_model
         if self.n_views == 1:
             return compose_classifier(self.extractor.full, self.head)
-        return compose_ensemble(self.extractor.bottom, [member_copy(self.scored, "member_0")] * 2, [False, True],
+        return compose_ensemble(self.extractor.bottom, [member_copy(self.scored, "member_0")] * 2, VIEWS[:2],
                                 [0.5, 0.5])
 
     def _export(self) -> None:
@@ -520,18 +527,61 @@ class _Run:
         return result
 
     # 4. ensemble: a vote over the kept checkpoints and test-time views, if it beats the best single one
+    def _zoom_view_s(self) -> float:
+        """Planned seconds of one zoomed view: the bottom on val and test (traced for each), and the
+        candidates' tops (the top ``keep`` checkpoints and the last epoch) on them."""
+        n = len(self.acts.y_val) + len(self.acts.test[0])
+        return 2 * TRACE_S + n / self.acts.rate + (self.cfg.keep + 1) * n / self.top_rate
+
+    def _zoom_views(self) -> list[int]:
+        """The zoomed views (indices into VIEWS) this run affords as ensemble candidates: as many as cost at
+        most ``zoom_share`` of the budget together (needs the decoded images of this session)."""
+        if self.view_sources is None or not self._votes() or self.cfg.zoom_share <= 0:
+            return []
+        fits = int(self.cfg.zoom_share * self.cfg.budget_s // self._zoom_view_s())
+        return list(range(CACHED_VIEWS, len(VIEWS)))[: max(fits, 0)]
+
+    def _votes(self) -> bool:
+        """Whether this run can have an ensemble phase: fine-tuned checkpoints to vote over, their speed known."""
+        return bool(self.cfg.ensemble and self.cfg.finetune and self.extractor.top is not None and self.top_rate)
+
+    def _ensemble_plan(self) -> dict[str, float]:
+        """Planned seconds of the ensemble phase's parts: the zoomed views it affords, test
+        predictions of the candidates (usually the top ``keep`` checkpoints, the last epoch among them) on
+        the cached views, the latency measurements (one round per possible drop when the latency estimate
+        is near ``--latency-ms``) and each view's member latency for the report. The ensemble's export is
+        covered by the end reserve (on trashnet and flowers5 it took no longer than the single model's:
+        bench/RESULTS.md). ``round`` is one of the latency measurements."""
+        if not self._votes():
+            return {}
+        cached, n_test = len(self.acts.test), len(self.acts.test[0])
+        zoomed = len(self._zoom_views())
+        views = cached + zoomed
+        top_share = self.acts.rate / self.top_rate  # a member's top, relative to the bottom it reads
+        one_s = self.single_latency_ms / 1000 or 1 / self.acts.rate  # one image through bottom and top
+        ensemble_s = views * one_s * (1 + self.cfg.keep * top_share) / (1 + top_share)  # the largest vote
+        latency_s = 3 * TRACE_S + (LATENCY_IMAGES + 3) * ensemble_s
+        return {"zoomed": zoomed * self._zoom_view_s(),
+                "test": (self.cfg.keep + 1) * cached * n_test / self.top_rate,
+                "latency": self._latency_rounds(views, 1000 * ensemble_s) * latency_s,
+                "members": views * self._member_latency_s(),
+                "round": latency_s}  # one latency measurement, included in "latency"
+
+    def _member_latency_s(self) -> float:
+        """Planned seconds of one view's member latency measurement (compose, trace, time)."""
+        return TRACE_S + (MEMBER_LATENCY_IMAGES + 3) * (self.single_latency_ms / 1000 or 1 / self.acts.rate)
+
     def _ensemble_s(self) -> float:
-        """Time the ensemble phase is planned to need: test predictions of the candidates (usually the top
-        ``keep`` checkpoints, the last epoch among them) on every view, and the latency measurement. The
-        ensemble's export is covered by the end reserve (on trashnet and flowers5 it took no longer than
-        the single model's: bench/RESULTS.md)."""
-        if not self.cfg.ensemble or not self.top_rate:
-            return 0.0
-        views, n_test = len(self.acts.test), len(self.acts.test[0])
-        predict_s = self.cfg.keep * views * n_test / self.top_rate
-        latency_s = 3.0 + (LATENCY_IMAGES + 3) * views * (1 / self.acts.rate + self.cfg.keep / self.top_rate)
-        rounds = 1 if self.cfg.latency_ms is None else self.cfg.keep + views + 1  # pruning re-measures per drop
-        return predict_s + rounds * latency_s
+        """Time the ensemble phase is planned to need (see :meth:`_ensemble_plan`)."""
+        plan = self._ensemble_plan()
+        return sum(plan[part] for part in ("zoomed", "test", "latency", "members")) if plan else 0.0
+
+    def _latency_rounds(self, views: int, estimate_ms: float) -> int:
+        """Latency measurements the ensemble phase plans: one, or one per possible drop when the estimated
+        p95 latency of the largest ensemble could come near ``--latency-ms``."""
+        if self.cfg.latency_ms is None or (self.single_latency_ms and 1.5 * estimate_ms <= self.cfg.latency_ms):
+            return 1
+        return self.cfg.keep + views + 1
 
     def _ensemble(self) -> dict:
         acts, log = self.acts, self.log
@@ -539,31 +589,43 @@ class _Run:
         if len(self.candidates) < 2:
             self.notes.append("no ensemble: fewer than two scored models to vote over in this session")
             return {}
+        plan, planned_s = self._ensemble_plan(), self._ensemble_s()
+        left_s = self.budget.remaining() - self.reserve.s
+        if self.budget.interrupted or not plan or left_s < plan["test"] + plan["round"]:
+            self.notes.append("ensemble phase skipped: interrupted, or no time left to predict the test set with "
+                              "the candidates")
+            return {"used": False}
+        planned_views = self._zoom_views()  # as many as still fit before the test predictions and latency rounds
+        spare_s = left_s - plan["test"] - plan["latency"]
+        zoom_views = planned_views[: max(int(spare_s // self._zoom_view_s()), 0)]
+        if len(zoom_views) < len(planned_views):
+            self.notes.append(f"{len(planned_views) - len(zoom_views)} zoomed view(s) skipped: the phases before "
+                              "ran past their plan")
         sources = list(self.candidates)
-        n_views = len(acts.val)
-        keys = [(source, v) for source in sources for v in range(n_views)]
-        val = np.stack([self.candidates[source]["val"][v] for source, v in keys])
+        members = self._member_models(sources)
+        zoomed_val = self._zoomed(members, "val", zoom_views, keep_s=plan["test"] + plan["latency"])
+        keys = [(source, v) for v in [*range(len(acts.val)), *zoomed_val] for source in sources]
+        val = np.stack([zoomed_val[v][source] if v in zoomed_val else self.candidates[source]["val"][v]
+                        for source, v in keys])
         choice = choose(val, acts.y_val, seed=self.cfg.seed)
         info = {"rule": choice.rule, "reason": choice.reason, "heldout": choice.heldout,
                 "single_heldout": choice.single_heldout, "candidates": [
-                    {"source": source, "view": VIEWS[v],
+                    {"source": source, "view": VIEWS[v].name,
                      "val_accuracy": accuracy(val[i], acts.y_val), "weight": float(choice.weights[i])}
                     for i, (source, v) in enumerate(keys)]}
         log(f"ensemble: {choice.reason}")
         self.notes.append(f"ensemble: {choice.reason}")
-        if self.budget.interrupted or self.budget.remaining() - self.reserve.s < 0.8 * self._ensemble_s():
-            self.notes.append("ensemble phase skipped: interrupted, or no time left to predict the test set with "
-                              "the candidates")
-            return {**info, "used": False}
-        members, test = self._members(keys)  # every candidate's test predictions: in the report, for comparisons
-        if members is None:
+        used_zoomed = [] if choice.rule == "single" else sorted({keys[i][1] for i in np.flatnonzero(choice.weights)
+                                                                  if keys[i][1] in zoomed_val})
+        test = self._test_probs(keys, members, used_zoomed, plan["round"])  # the candidates' test predictions
+        if test is None:
             self.notes.append("ensemble phase stopped: the deadline came while predicting the test set")
             return {**info, "used": False}
         np.savez_compressed(self.out / "report" / "ensemble_test_probs.npz",
                             **{_candidate_name(key): p for key, p in test.items()})
         if choice.rule == "single":
             latency = self._latency(self._output_model())
-            self.phase("ensemble", t, self._ensemble_s(), rule=choice.rule, p95_latency_ms=latency)
+            self.phase("ensemble", t, planned_s, rule=choice.rule, p95_latency_ms=latency)
             return {**info, "used": False, "p95_latency_ms": latency, "latency_budget_ms": self.cfg.latency_ms}
         used = [int(i) for i in np.flatnonzero(choice.weights > 0)]
         weights = choice.weights[used] / choice.weights[used].sum()
@@ -585,13 +647,12 @@ class _Run:
         self.outputs.write(probs, acts.usable, f"ensemble ({choice.rule}, {len(used)} members)")
         self.best = {"val_accuracy": float(acc), "source": self.outputs.written_by, "final": True, "exported": True}
         self.state.write("best", self.best)
-        info.update(used=True, members=[{"source": keys[i][0], "view": VIEWS[keys[i][1]], "weight": float(w)}
-                                        for i, w in zip(used, weights)],
+        info.update(used=True, members=self._member_report(keys, used, weights, val, members),
                     val_accuracy=acc, p95_latency_ms=latency, latency_budget_ms=self.cfg.latency_ms)
         if self.cfg.latency_ms is not None and latency > self.cfg.latency_ms:
             self.notes.append(f"p95 latency {latency:.0f}ms of the output stays over --latency-ms "
                               f"{self.cfg.latency_ms:.0f}")
-        self.phase("ensemble", t, self._ensemble_s(), rule=choice.rule, members=len(used), p95_latency_ms=latency)
+        self.phase("ensemble", t, planned_s, rule=choice.rule, members=len(used), p95_latency_ms=latency)
         log(f"wrote {self.outputs.path} from {self.outputs.written_by} (val accuracy {acc:.4f}, "
             f"p95 latency {latency:.0f}ms a image)")
         return info
@@ -599,19 +660,23 @@ class _Run:
     def _within_latency(self, keys: list[tuple[str, int]], used: list[int], weights: np.ndarray,
                         members: dict[str, keras.Model], confidence: bool) -> tuple[list[int], np.ndarray, keras.Model, float]:
         """The ensemble model of candidates ``used`` and its p95 latency; with ``--latency-ms``, whole members or
-        views are dropped, least weight first, until it is under the budget (or one candidate is left)."""
+        views are dropped, least weight first, until it is under the budget (or one candidate is left); when
+        the deadline leaves one more round only, straight to the heaviest candidate alone."""
         def compose(used: list[int], weights: np.ndarray) -> keras.Model:
             return compose_ensemble(self.extractor.bottom, [members[keys[i][0]] for i in used],
-                                    [bool(keys[i][1]) for i in used], weights, confidence)
+                                    [VIEWS[keys[i][1]] for i in used], weights, confidence)
 
         start = time.time()
         model = compose(used, weights)
         latency, budget = self._latency(model), self.cfg.latency_ms
         step_s = time.time() - start  # one more round must fit before the end reserve, with the ensemble's export
-        while budget is not None and latency > budget and len(used) > 1 and not self.expired(2 * step_s):
-            groups = [[j for j, i in enumerate(used) if keys[i][part] == value]
-                      for part in (0, 1) for value in dict.fromkeys(keys[i][part] for i in used)]
-            drop = set(groups[drop_order(weights, groups)[0]])
+        while budget is not None and latency > budget and len(used) > 1 and not self.expired(step_s):
+            if self.expired(2 * step_s):  # no time for round after round: straight to the heaviest candidate
+                drop = set(range(len(used))) - {int(np.argmax(weights))}
+            else:
+                groups = [[j for j, i in enumerate(used) if keys[i][part] == value]
+                          for part in (0, 1) for value in dict.fromkeys(keys[i][part] for i in used)]
+                drop = set(groups[drop_order(weights, groups)[0]])
             if len(drop) == len(used):
                 break
             self.log(f"ensemble: p95 latency {latency:.0f}ms over {budget:.0f}ms: dropping "
@@ -622,32 +687,85 @@ class _Run:
             latency = self._latency(model)
         return used, weights, model, latency
 
-    def _members(self, keys: list[tuple[str, int]]) -> tuple[dict[str, keras.Model] | None, dict]:
-        """A copy of the scored model with each candidate's weights, and its test probabilities per view
-        (members None if the deadline came first)."""
-        members, test = {}, {}
-        n_test = len(self.acts.test[0])
-        for j, source in enumerate(dict.fromkeys(source for source, _ in keys)):
+    def _member_models(self, sources: list[str]) -> dict[str, keras.Model]:
+        """A copy of the scored model with each candidate's weights, by source."""
+        members = {}
+        for j, source in enumerate(sources):
             candidate = self.candidates[source]
             if candidate["path"] is None:  # the last epoch, not among the top checkpoints: its weights when scored
                 members[source] = member_copy(self.scored, f"member_{j}")
                 members[source].set_weights(candidate["weights"])
             else:
                 members[source] = member_copy(self.scored, f"member_{j}", str(candidate["path"]))
-        for source, v in keys:
-            if self.expired():
-                return None, test
-            test[(source, v)] = (predict_batches(members[source], self.acts.test[v][:n_test], 256) if n_test
-                                 else np.zeros((0, self.num_classes), np.float32))
-        return members, test
+        return members
 
-    def _latency(self, model: keras.Model) -> float:
-        """p95 milliseconds of ``model`` on one image at a time (this machine, after warm-up)."""
-        images = np.zeros((1, self.size, self.size, 3), np.uint8)
+    def _zoomed(self, members: dict[str, keras.Model], part: str, views: list[int],
+                keep_s: float = 0.0) -> dict[int, dict[str, np.ndarray]]:
+        """Probabilities of every member on the zoomed ``views`` of the val or test images (``part``), by view
+        and source: the bottom runs on each view of the decoded images; a view that would leave less than
+        ``keep_s`` before the end reserve is cut and left out."""
+        cache, idx = self.view_sources[part] if views else (None, None)
+        probs: dict[int, dict[str, np.ndarray]] = {}
+        stop = lambda: self.expired(keep_s)  # noqa: E731
+        for v in views:
+            acts = extract_features(view_model(self.extractor.bottom, VIEWS[v]), cache.images, idx,
+                                    self.cfg.batch_size, stop, dtype=np.float16)
+            if acts.done < len(idx):
+                self.notes.append(f"{VIEWS[v].name} view of the {part} images cut by the deadline: not a candidate")
+                break
+            by_source = {}
+            for source, member in members.items():
+                if stop():
+                    self.notes.append(f"{VIEWS[v].name} view of the {part} images cut by the deadline: not a candidate")
+                    return probs
+                by_source[source] = predict_batches(member, acts.values, 256)
+            probs[v] = by_source
+        return probs
+
+    def _test_probs(self, keys: list[tuple[str, int]], members: dict[str, keras.Model], zoomed: list[int],
+                    keep_s: float) -> dict[tuple[str, int], np.ndarray] | None:
+        """Test probabilities of every candidate on a cached view, and of those on the ``zoomed`` views
+        (None if they would leave less than ``keep_s`` before the end reserve)."""
+        test: dict[tuple[str, int], np.ndarray] = {}
+        n_test = len(self.acts.test[0])
+        for source, v in keys:
+            if v < len(self.acts.test):
+                if self.expired(keep_s):
+                    return None
+                test[(source, v)] = (predict_batches(members[source], self.acts.test[v][:n_test], 256) if n_test
+                                     else np.zeros((0, self.num_classes), np.float32))
+        if zoomed and n_test:
+            probs = self._zoomed(members, "test", zoomed, keep_s)
+            if len(probs) < len(zoomed):
+                return None
+            test.update({(source, v): p for v, by_source in probs.items() for source, p in by_source.items()})
+        elif zoomed:
+            test.update({(source, v): np.zeros((0, self.num_classes), np.float32) for source in members for v in zoomed})
+        return test
+
+    def _member_report(self, keys: list[tuple[str, int]], used: list[int], weights: np.ndarray, val: np.ndarray,
+                       members: dict[str, keras.Model]) -> list[dict]:
+        """Per member of the output: source, view, weight, val accuracy and its p95 latency alone (its view, the
+        bottom and its top). Members share one architecture, so that is measured once per view (while the
+        deadline allows, after the ensemble's export: else None)."""
+        report, latency = [], {}
+        for i, w in zip(used, weights):
+            source, v = keys[i]
+            if v not in latency:
+                alone = compose_ensemble(self.extractor.bottom, [members[source]], [VIEWS[v]], [1.0])
+                late = self.budget.expired(self.reserve.s - 1.5 * self.reserve.export_s + self._member_latency_s())
+                latency[v] = None if late else self._latency(alone, MEMBER_LATENCY_IMAGES)
+            report.append({"source": source, "view": VIEWS[v].name, "weight": float(w),
+                           "val_accuracy": accuracy(val[i], self.acts.y_val), "p95_latency_ms": latency[v]})
+        return report
+
+    def _latency(self, model: keras.Model, images: int = LATENCY_IMAGES) -> float:
+        """p95 milliseconds of ``model`` on one image at a time (this machine, after 3 warm-up calls)."""
+        batch = np.zeros((1, self.size, self.size, 3), np.uint8)
         times = []
-        for i in range(LATENCY_IMAGES + 3):
+        for i in range(images + 3):
             t = time.perf_counter()
-            model.predict_on_batch(images)
+            model.predict_on_batch(batch)
             if i >= 3:
                 times.append(time.perf_counter() - t)
         return float(np.percentile(times, 95) * 1000)

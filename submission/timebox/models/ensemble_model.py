@@ -1,20 +1,21 @@
 """One Keras model for a whole ensemble: raw uint8 images in, the weighted vote of its members out.
 
-The frozen bottom of the backbone runs once per test-time view (the image, and its mirror when a
-member uses it); every member (a checkpoint of the trainable top and head) reads the activations
+The frozen bottom of the backbone runs once per test-time :class:`View` that a member uses (the
+image, its mirror, a zoom on its centre, ...); every member (a checkpoint of the trainable top and head) reads the activations
 of its view; a :class:`WeightedVote` layer combines their probabilities with the weights fitted on
 validation (optionally scaled per image by each member's confidence). Saved as one ``.keras`` file,
 it loads in a fresh process with :func:`timebox.models.registry.load_model`.
 
 Example::
 
-    model = compose_ensemble(extractor.bottom, [top_a, top_b], views=[False, True], weights=[0.6, 0.4])
+    model = compose_ensemble(extractor.bottom, [top_a, top_b], views=[VIEWS[0], VIEWS[1]], weights=[0.6, 0.4])
     model.save("model.keras")
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import keras
 from keras import layers, ops
@@ -26,6 +27,58 @@ class HorizontalFlip(layers.Layer):
 
     def call(self, images):
         return ops.flip(images, axis=2)
+
+
+@keras.saving.register_keras_serializable(package="timebox")
+class CenterZoom(layers.Layer):
+    """Keep the central ``fraction`` of each image's height and width and resize it back to full size
+    (bilinear; uint8 in, uint8 out): the same picture seen at a larger scale."""
+
+    def __init__(self, fraction: float, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"CenterZoom fraction must be in (0, 1], got {fraction}")
+        self.fraction = float(fraction)
+
+    def call(self, images):
+        h, w = images.shape[1], images.shape[2]
+        ch, cw = max(1, round(h * self.fraction)), max(1, round(w * self.fraction))
+        top, left = (h - ch) // 2, (w - cw) // 2
+        crop = ops.cast(images[:, top : top + ch, left : left + cw, :], "float32")
+        resized = ops.image.resize(crop, (h, w), interpolation="bilinear", data_format="channels_last")
+        return ops.cast(ops.clip(ops.round(resized), 0, 255), images.dtype)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "fraction": self.fraction}
+
+
+@dataclass(frozen=True)
+class View:
+    """A test-time view of an image: optionally zoomed on its centre (``zoom``: the fraction kept), then mirrored."""
+
+    name: str
+    mirror: bool = False
+    zoom: float = 1.0
+
+    def __call__(self, images):
+        """The view of a batch of uint8 images (symbolic or eager), through Keras layers."""
+        slug = self.name.replace(" ", "_")
+        if self.zoom < 1.0:
+            images = CenterZoom(self.zoom, name=f"{slug}_zoom")(images)
+        if self.mirror:
+            images = HorizontalFlip(name=f"{slug}_mirror")(images)
+        return images
+
+
+ZOOM = 0.8  # the zoomed views keep the central 80% of each side (the object at 1.25x)
+VIEWS = (View("original"), View("mirrored", mirror=True), View("zoomed", zoom=ZOOM),
+         View("zoomed mirrored", mirror=True, zoom=ZOOM))  # by index: 0 and 1 are cached during extraction
+
+
+def view_model(bottom: keras.Model, view: View) -> keras.Model:
+    """uint8 image -> the bottom's activations of ``view`` of it (what a member on that view reads)."""
+    inputs = keras.Input(bottom.input_shape[1:], dtype="uint8", name="image")
+    return keras.Model(inputs, bottom(view(inputs)), name=f"bottom_{view.name.replace(' ', '_')}")
 
 
 @keras.saving.register_keras_serializable(package="timebox")
@@ -50,18 +103,16 @@ class WeightedVote(layers.Layer):
         return {**super().get_config(), "member_weights": self.member_weights, "confidence": self.confidence}
 
 
-def compose_ensemble(bottom: keras.Model, members: Sequence[keras.Model], views: Sequence[bool],
+def compose_ensemble(bottom: keras.Model, members: Sequence[keras.Model], views: Sequence[View],
                      weights: Sequence[float], confidence: bool = False) -> keras.Model:
-    """uint8 image -> probabilities: member ``i`` (activations -> probabilities) on view ``views[i]``
-    (True: mirrored), combined by :class:`WeightedVote`. Members must have distinct names."""
+    """uint8 image -> probabilities: member ``i`` (activations -> probabilities) on ``views[i]``, combined
+    by :class:`WeightedVote`; the bottom runs once per distinct view. Members must have distinct names."""
     if not (len(members) == len(views) == len(weights)) or not members:
         raise ValueError(f"members, views and weights differ in length or are empty: "
                          f"{len(members)}, {len(views)}, {len(weights)}")
     inputs = keras.Input(bottom.input_shape[1:], dtype="uint8", name="image")
-    activations = {}
-    for flip in sorted(set(views)):
-        activations[flip] = bottom(HorizontalFlip(name="mirror")(inputs) if flip else inputs)
-    outputs = [member(activations[flip]) for member, flip in zip(members, views)]
+    activations = {view: bottom(view(inputs)) for view in dict.fromkeys(views)}
+    outputs = [member(activations[view]) for member, view in zip(members, views)]
     if len(outputs) == 1:
         return keras.Model(inputs, outputs[0], name="classifier")
     return keras.Model(inputs, WeightedVote(weights, confidence, name="vote")(outputs), name="ensemble")
