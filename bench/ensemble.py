@@ -1,6 +1,6 @@
 """Does the ensemble beat its best single member on test, within the latency budget?
 
-    .venv/bin/python bench/ensemble.py [--budget 8m] [--latency-ms 500] [trashnet flowers5]
+    .venv/bin/python bench/ensemble.py [--budget 8m] [--latency-ms 500] [--zoom-share 0.1] [trashnet flowers5]
     .venv/bin/python bench/ensemble.py --run OUT:trashnet [--run OUT:flowers5]   # analyse finished runs
 
 Runs `online` on each dataset (or reads runs already made, e.g. by bench/acceptance.sh), then prints:
@@ -33,12 +33,13 @@ DATA = ROOT.parent / "shared" / "datasets"
 SPLITS = {"trashnet": ("train_data", "test_data"), "flowers5": ("train", "test")}
 
 
-def run_online(dataset: str, budget_s: float, latency_ms: float) -> Path:
+def run_online(dataset: str, budget_s: float, latency_ms: float, zoom_share: float | None) -> Path:
     train, test = (DATA / dataset / d for d in SPLITS[dataset])
     out = Path(tempfile.mkdtemp()) / "OUT"
     env = {k: v for k, v in os.environ.items() if k != "TIMEBOX_START"}
     subprocess.run([str(ROOT / "run.sh"), "online", "--budget", f"{budget_s:.0f}s", "--train-dir", str(train),
-                    "--test-dir", str(test), "--out", str(out), "--latency-ms", f"{latency_ms:g}"],
+                    "--test-dir", str(test), "--out", str(out), "--latency-ms", f"{latency_ms:g}",
+                    *([] if zoom_share is None else ["--zoom-share", f"{zoom_share:g}"])],
                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
     return out
 
@@ -98,6 +99,7 @@ def main() -> None:
     p.add_argument("datasets", nargs="*", help=f"of {', '.join(SPLITS)} (default: both)")
     p.add_argument("--budget", default="8m")
     p.add_argument("--latency-ms", type=float, default=500.0)
+    p.add_argument("--zoom-share", type=float, default=None, help="passed to online (default: its own)")
     p.add_argument("--run", action="append", default=[], help="OUT:DATASET of a finished online run")
     args = p.parse_args()
     runs = [(Path(r.rsplit(":", 1)[0]), r.rsplit(":", 1)[1]) for r in args.run]
@@ -106,8 +108,10 @@ def main() -> None:
         p.error(f"unknown dataset(s) {', '.join(sorted(unknown - set(SPLITS)))}; known: {', '.join(SPLITS)}")
     if not runs:
         budget_s = parse_duration(args.budget)
-        print(f"online --budget {args.budget} --latency-ms {args.latency_ms:g} ({os.cpu_count()} CPUs)")
-        runs = [(run_online(d, budget_s, args.latency_ms), d) for d in (args.datasets or ["trashnet", "flowers5"])]
+        zoom = "" if args.zoom_share is None else f" --zoom-share {args.zoom_share:g}"
+        print(f"online --budget {args.budget} --latency-ms {args.latency_ms:g}{zoom} ({os.cpu_count()} CPUs)")
+        runs = [(run_online(d, budget_s, args.latency_ms, args.zoom_share), d)
+                for d in (args.datasets or ["trashnet", "flowers5"])]
     for out, dataset in runs:
         analyse(out, dataset)
 
