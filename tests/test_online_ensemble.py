@@ -55,8 +55,9 @@ def _labels(path):
 def test_the_output_is_the_vote_and_the_report_lists_its_members(voted):
     report = voted["report"]
     assert report["rule"] == "average" and report["used"]
-    assert len(report["members"]) == len(report["candidates"]) >= 8  # >= 2 checkpoints x 4 views
-    assert {m["view"] for m in report["members"]} == {"original", "mirrored", "zoomed", "zoomed mirrored"}
+    assert len(report["members"]) == len(report["candidates"]) >= 6  # >= 2 checkpoints x 3 views
+    views = {m["view"] for m in report["members"]}  # the second zoomed view only if the phase's time still holds it
+    assert {"original", "mirrored", "zoomed"} <= views <= {"original", "mirrored", "zoomed", "zoomed mirrored"}
     assert sum(m["weight"] for m in report["members"]) == pytest.approx(1.0)
     assert report["p95_latency_ms"] > 0
     assert all(0 <= m["val_accuracy"] <= 1 for m in report["members"])
