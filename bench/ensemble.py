@@ -59,7 +59,7 @@ def analyse(out: Path, dataset: str) -> None:
     test = dict(np.load(probs_file)) if probs_file.exists() else {}
     label_map = LabelMap.load(out / "model" / LABELS_FILE)
     truth = read_labels(labels_csv)
-    test_dir = DATA / dataset / SPLITS[dataset][1]
+    test_dir = (DATA / dataset / SPLITS[dataset][1]).resolve()
     names = [f.relative_to(test_dir).as_posix() for f in list_images(test_dir)]
     ids = np.array([str(i) for i in label_map.class_ids])
     y = np.array([truth.get(n, "") for n in names])

@@ -154,6 +154,30 @@ def test_choose_keeps_the_single_best_member_when_ensembles_do_not_help_held_out
     np.testing.assert_allclose(choice.predict(probs), probs[0])
 
 
+def test_a_winning_rule_whose_refit_keeps_one_candidate_is_not_used(monkeypatch):
+    """Greedy selection refit on all of val can pick one candidate: that is no ensemble, so the next winning
+    rule is used, or the single output stays (it is chosen by timebox's own rule for single models)."""
+    import timebox.ensemble as ensemble_module
+
+    probs, y = _complementary()
+    fit = ensemble_module._fit
+
+    def greedy_collapses(rule, p, labels):  # greedy: an even vote on the folds, one candidate when refit
+        if rule.startswith("greedy"):
+            weights = np.eye(len(p))[0] if len(labels) == len(y) else np.full(len(p), 1 / len(p))
+            return weights, False
+        return fit(rule, p, labels)
+
+    monkeypatch.setattr(ensemble_module, "_fit", greedy_collapses)
+    monkeypatch.setattr(ensemble_module, "RULES", ("single", "greedy", "greedy-confidence"))
+    choice = choose(probs, y)
+    assert choice.rule == "single" and "kept one candidate" in choice.reason
+    monkeypatch.setattr(ensemble_module, "RULES", ("single", "greedy", "average"))
+    choice = choose(probs, y)
+    assert choice.rule == "average" and (choice.weights > 0).sum() == 2
+    assert "greedy refit on all of val kept one candidate" in choice.reason
+
+
 def test_choose_with_one_candidate_returns_single_at_once():
     probs, y = _strong_and_noise()
     choice = choose(probs[:1], y)

@@ -167,8 +167,9 @@ def choose(probs: np.ndarray, labels: np.ndarray, folds: int = 2, seed: int = 0)
     """Pick the rule with the best held-out accuracy over stratified folds of val, refit on all of val.
 
     An ensemble rule wins only if its held-out accuracy is strictly above the best single
-    member's; among winners the highest accuracy is taken, ties going to the earlier (simpler)
-    rule in the order average, greedy, greedy-confidence. Otherwise the rule is "single".
+    member's and its refit on all of val keeps more than one candidate (greedy selection can
+    end with one); among winners the highest accuracy is taken, ties going to the earlier
+    (simpler) rule in the order average, greedy, greedy-confidence. Otherwise the rule is "single".
     """
     p = _as_probs(probs)
     y = _check_labels(p, labels)
@@ -184,16 +185,22 @@ def choose(probs: np.ndarray, labels: np.ndarray, folds: int = 2, seed: int = 0)
             scores[rule].append(accuracy(vote(p[:, held], w, conf), y[held]))
     heldout = {rule: float(np.mean(s)) for rule, s in scores.items()}
     single = heldout["single"]
-    rule = max(RULES[1:], key=lambda r: heldout[r])  # max keeps the first of equal values
-    if heldout[rule] > single:
-        reason = (f"{rule} beat the best single member on held-out val: "
-                  f"{heldout[rule]:.4f} vs {single:.4f}")
-    else:
-        rule = "single"
-        reason = (f"no ensemble rule beat the best single member on held-out val ({single:.4f}): "
-                  "the output stays a single model")
-    weights, conf = _fit(rule, p, y)
-    return Choice(rule, weights, conf, heldout, single, reason)
+    winners = sorted((r for r in RULES[1:] if heldout[r] > single), key=lambda r: -heldout[r])  # stable: ties
+    collapsed = []  # winners whose refit on all of val keeps one candidate: not an ensemble
+    for rule in winners:
+        weights, conf = _fit(rule, p, y)
+        if np.count_nonzero(weights) > 1:
+            reason = (f"{rule} beat the best single member on held-out val: {heldout[rule]:.4f} vs {single:.4f}"
+                      + (f" ({', '.join(collapsed)} refit on all of val kept one candidate)" if collapsed else ""))
+            return Choice(rule, weights, conf, heldout, single, reason)
+        collapsed.append(rule)
+    weights, conf = _fit("single", p, y)
+    reason = (f"no ensemble rule beat the best single member on held-out val ({single:.4f}): "
+              "the output stays a single model")
+    if collapsed:
+        reason = (f"{', '.join(collapsed)} beat the best single member on held-out val but kept one candidate "
+                  "when refit on all of val: the output stays a single model")
+    return Choice("single", weights, conf, heldout, single, reason)
 
 
 def drop_order(weights: np.ndarray, groups: list[list[int]]) -> list[int]:
