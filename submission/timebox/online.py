@@ -209,6 +209,7 @@ class _Run:
         self.phases: list[dict] = []
         self.candidates: dict[str, dict] = {}  # source -> per-view val probabilities and checkpoint of kept models
         self.ensemble_model: keras.Model | None = None
+        self.ensemble_time = True  # False when the head found no time for both fine-tuning and the ensemble
         self.single_latency_ms = 0.0  # p95 of the head's one-view model (0: not measured, e.g. resumed)
         self.view_sources: dict | None = None  # decoded val and test images, for views extracted later (zoomed)
 
@@ -364,10 +365,15 @@ class _Run:
         head_time = min(self.head_s, self.budget.remaining() - self.reserve.s)
         outputs_s = EXPORT_GUESS_S + (sum(len(v) for v in acts.test) / top_rate if top_rate else 0.0)
         self.top_rate = top_rate
-        outputs_s += self._ensemble_s()
-        if not self._fine_tune_fits(self.budget.remaining() - self.reserve.s - head_time - outputs_s):
-            head_time = max(head_time, self.budget.remaining() - self.reserve.s - outputs_s)
-            self.notes.append(f"fine-tuning cannot fit a useful epoch after the head: the head gets {head_time:.0f}s")
+        after_head_s = self.budget.remaining() - self.reserve.s - head_time - outputs_s
+        if not self._fine_tune_fits(after_head_s - self._ensemble_s()):
+            if self._fine_tune_fits(after_head_s):  # the ensemble needs fine-tuned checkpoints: they come first
+                self.ensemble_time = False
+                self.notes.append("no time for both fine-tuning and the ensemble phase: fine-tuning gets it")
+            else:
+                head_time = max(head_time, self.budget.remaining() - self.reserve.s - outputs_s)
+                self.notes.append(f"fine-tuning cannot fit a useful epoch after the head: the head gets "
+                                  f"{head_time:.0f}s")
         head_end = time.time() + head_time
         head = fit_head(np.concatenate(pooled_train), np.tile(acts.y_train, len(pooled_train)), pooled_val[0], acts.y_val,
                         self.num_classes, time_s=head_time, expired=lambda: self.expired() or time.time() > head_end,
@@ -543,7 +549,8 @@ class _Run:
 
     def _votes(self) -> bool:
         """Whether this run can have an ensemble phase: fine-tuned checkpoints to vote over, their speed known."""
-        return bool(self.cfg.ensemble and self.cfg.finetune and self.extractor.top is not None and self.top_rate)
+        return bool(self.cfg.ensemble and self.cfg.finetune and self.extractor.top is not None and self.top_rate
+                    and self.ensemble_time)
 
     def _ensemble_plan(self) -> dict[str, float]:
         """Planned seconds of the ensemble phase's parts: the zoomed views it affords, test
