@@ -8,3 +8,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "submission"))
 import os  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # quiet TensorFlow's C++ start-up logging
+
+from timebox.watchdog import Watchdog  # noqa: E402
+
+# An in-process online run that overruns its budget fires its watchdog, which ends the process. Inside
+# pytest that must read as a failure (an overrun is a bug), never as a suite that passed.
+Watchdog.exit_code = 70

@@ -1,5 +1,5 @@
 """Watchdog: fires on_fire() then exits the process with code 0 at its deadline even while the main
-thread is blocked; once its `with` block is left it never fires."""
+thread is blocked, leaving every thread's stack where asked; once its `with` block is left it never fires."""
 
 import subprocess
 import sys
@@ -33,6 +33,22 @@ def test_watchdog_fires_while_main_thread_sleeps_and_exits_0(tmp_path):
     assert marker.read_text() == "fired"
     assert "main thread finished" not in proc.stdout
     assert "watchdog" in proc.stderr
+
+
+def test_watchdog_writes_where_every_thread_was_when_it_fired(tmp_path):
+    stacks = tmp_path / "stacks.txt"
+    proc, _ = _run(f"""
+        import time
+        from pathlib import Path
+        from timebox.watchdog import Watchdog
+        def stalled_step():
+            time.sleep(30)
+        with Watchdog(time.time() + 0.3, lambda: None, stacks=Path({str(stacks)!r})):
+            stalled_step()
+    """, timeout=20)
+    assert proc.returncode == 0, proc.stderr
+    assert "stalled_step" in stacks.read_text()  # the main thread's frame at the deadline
+    assert str(stacks) in proc.stderr
 
 
 def test_watchdog_exits_0_even_if_on_fire_raises(tmp_path):
