@@ -62,7 +62,10 @@ MIN_FT_EPOCHS = 4  # mirrored views are extracted only if this many fine-tune ep
 FT_SETUP_S = 5.0  # compiling and tracing the fine-tune step, before its first useful step
 LATENCY_IMAGES = 20  # single-image predictions timed for the p95 latency (after 3 warm-up calls)
 MEMBER_LATENCY_IMAGES = 10  # the same for each member of the output alone, for the report
-TRACE_S = 2.0  # composing a model and tracing its first prediction
+TRACE_S = 2.0  # least planned time to compose a one-view model and trace its first prediction
+STATE_EVERY_S = 10.0  # least seconds between two fine-tune recovery states: a kill loses at most this much training
+STATE_SHARE = 0.05  # ... or more, so that writing them takes at most this share of the fine-tune's time
+MEMBER_LOAD_S = 0.5  # building a candidate's model and loading its checkpoint (~0.3 s for Lite0's top here)
 CACHED_VIEWS = 2  # VIEWS[:2] (original, mirrored) are extracted with the training views; the zoomed ones later
 
 
@@ -189,7 +192,7 @@ def _run(cfg: OnlineConfig, budget: Budget, state: RunState, spent: float) -> On
     outputs = _Outputs(out / "predictions.csv", [f.relative_to(test_root).as_posix() for f in test_files], labels)
     if spent > 0 and outputs.path.exists():
         outputs.written_by = "an earlier session"
-    with Watchdog(budget.deadline - 1.0, outputs.ensure_exists):
+    with Watchdog(budget.deadline - 1.0, outputs.ensure_exists, stacks=out / "report" / "watchdog_stacks.txt"):
         return _Run(cfg, budget, state, spent, log, ds, test_files, size, labels, outputs).run()
 
 
@@ -210,7 +213,8 @@ class _Run:
         self.candidates: dict[str, dict] = {}  # source -> per-view val probabilities and checkpoint of kept models
         self.ensemble_model: keras.Model | None = None
         self.ensemble_time = True  # False when the head found no time for both fine-tuning and the ensemble
-        self.single_latency_ms = 0.0  # p95 of the head's one-view model (0: not measured, e.g. resumed)
+        self.single_latency_ms = 0.0  # p95 of the one-view backbone (0: not measured, e.g. resumed)
+        self.trace_s = TRACE_S  # tracing one view of a model: the largest of TRACE_S and every measured trace
         self.view_sources: dict | None = None  # decoded val and test images, for views extracted later (zoomed)
 
     def phase(self, name: str, started: float, planned_s: float | None, **info) -> None:
@@ -266,8 +270,6 @@ class _Run:
             self._export()
             self.reserve.export_s = time.time() - t
             self.phase("export", t, None)
-            if cfg.ensemble:  # sizes the ensemble phase's latency measurements
-                self.single_latency_ms = self._latency(compose_classifier(self.extractor.full, self.head))
             log(f"exported {self.out / 'model'} in {self.reserve.export_s:.1f}s; end reserve {self.reserve.s:.1f}s")
 
         self.top_rate = head_info["top_rate"]
@@ -362,6 +364,8 @@ class _Run:
             pooled_train = pool(acts.train)
         else:
             pooled_val, pooled_train, top_rate = acts.val, acts.train, None
+        if self.cfg.ensemble and top_rate:  # sizes the ensemble phase's plan, which the head's time decision needs
+            self.single_latency_ms = self._latency(self.extractor.full, 1)
         head_time = min(self.head_s, self.budget.remaining() - self.reserve.s)
         outputs_s = EXPORT_GUESS_S + (sum(len(v) for v in acts.test) / top_rate if top_rate else 0.0)
         self.top_rate = top_rate
@@ -512,11 +516,17 @@ class _Run:
             self.score("finetune", epoch, step)
             log(f"fine-tune epoch {epoch}: best val accuracy {self.best['val_accuracy']:.4f}")
 
+        saved = {"at": -np.inf, "cost": 0.0}  # the last recovery state: when, and its seconds to write
+
         def on_state(s: FineTuneState) -> None:
+            log.status("finetune", s.epoch, s.epochs_planned, best=self.best["val_accuracy"])
+            if time.time() - saved["at"] < max(STATE_EVERY_S, saved["cost"] / STATE_SHARE):
+                return
+            started = time.time()
             info = {k: v for k, v in asdict(s).items() if k != "optimizer_variables"}
             state.write("finetune", {"state": info}, weights=self.scored,
                         arrays={f"v{i:04d}": v for i, v in enumerate(s.optimizer_variables)})
-            log.status("finetune", s.epoch, s.epochs_planned, best=self.best["val_accuracy"])
+            saved.update(at=time.time(), cost=time.time() - started)
 
         ft = fine_tune(self.scored, acts.train, acts.y_train, self.num_classes, ft_time, eval_s,
                        expired=self.expired, on_epoch=on_epoch, seed=self.cfg.seed, batch_size=self.cfg.batch_size,
@@ -533,11 +543,13 @@ class _Run:
         return result
 
     # 4. ensemble: a vote over the kept checkpoints and test-time views, if it beats the best single one
-    def _zoom_view_s(self) -> float:
-        """Planned seconds of one zoomed view: the bottom on val and test (traced for each), and the
-        candidates' tops (the top ``keep`` checkpoints and the last epoch) on them."""
-        n = len(self.acts.y_val) + len(self.acts.test[0])
-        return 2 * TRACE_S + n / self.acts.rate + (self.cfg.keep + 1) * n / self.top_rate
+    def _zoom_view_s(self, part: str | None = None) -> float:
+        """Planned seconds of one zoomed view of the val or test images (``part``; None: both): the bottom on
+        them (traced for each part), and the candidates' tops (the top ``keep`` checkpoints and the last
+        epoch) on them."""
+        n = {"val": len(self.acts.y_val), "test": len(self.acts.test[0])}
+        n = n[part] if part else sum(n.values())
+        return (1 if part else 2) * self.trace_s + n / self.acts.rate + (self.cfg.keep + 1) * n / self.top_rate
 
     def _zoom_views(self) -> list[int]:
         """The zoomed views (indices into VIEWS) this run affords as ensemble candidates: as many as cost at
@@ -553,7 +565,7 @@ class _Run:
                     and self.ensemble_time)
 
     def _ensemble_plan(self) -> dict[str, float]:
-        """Planned seconds of the ensemble phase's parts: the zoomed views it affords, test
+        """Planned seconds of the ensemble phase's parts: loading the candidates, the zoomed views it affords, test
         predictions of the candidates (usually the top ``keep`` checkpoints, the last epoch among them) on
         the cached views, the latency measurements (one round per possible drop when the latency estimate
         is near ``--latency-ms``). Each view's member latency, for the report, is measured only in time left
@@ -566,22 +578,26 @@ class _Run:
         zoomed = len(self._zoom_views())
         views = cached + zoomed
         top_share = self.acts.rate / self.top_rate  # a member's top, relative to the bottom it reads
-        one_s = self.single_latency_ms / 1000 or 1 / self.acts.rate  # one image through bottom and top
-        ensemble_s = views * one_s * (1 + self.cfg.keep * top_share) / (1 + top_share)  # the largest vote
-        latency_s = 2 * TRACE_S + (LATENCY_IMAGES + 3) * ensemble_s
-        return {"zoomed": zoomed * self._zoom_view_s(),
+        ensemble_s = views * self._one_image_s() * (1 + self.cfg.keep * top_share) / (1 + top_share)  # the largest vote
+        latency_s = views * self.trace_s + (LATENCY_IMAGES + 3) * ensemble_s
+        return {"members": (self.cfg.keep + 1) * MEMBER_LOAD_S,
+                "zoomed": zoomed * self._zoom_view_s(),
                 "test": (self.cfg.keep + 1) * cached * n_test / self.top_rate,
                 "latency": self._latency_rounds(views, 1000 * ensemble_s) * latency_s,
                 "round": latency_s}  # one latency measurement, included in "latency"
 
     def _member_latency_s(self) -> float:
         """Planned seconds of one view's member latency measurement (compose, trace, time)."""
-        return TRACE_S + (MEMBER_LATENCY_IMAGES + 3) * (self.single_latency_ms / 1000 or 1 / self.acts.rate)
+        return self.trace_s + (MEMBER_LATENCY_IMAGES + 3) * self._one_image_s()
+
+    def _one_image_s(self) -> float:
+        """Seconds of one image alone through the bottom and top: measured, else from the extraction's rate."""
+        return self.single_latency_ms / 1000 or 1 / self.acts.rate
 
     def _ensemble_s(self) -> float:
         """Time the ensemble phase is planned to need (see :meth:`_ensemble_plan`)."""
         plan = self._ensemble_plan()
-        return sum(plan[part] for part in ("zoomed", "test", "latency")) if plan else 0.0
+        return sum(plan[part] for part in ("members", "zoomed", "test", "latency")) if plan else 0.0
 
     def _latency_rounds(self, views: int, estimate_ms: float) -> int:
         """Latency measurements the ensemble phase plans: one, or one per possible drop when the estimated
@@ -631,10 +647,13 @@ class _Run:
         np.savez_compressed(self.out / "report" / "ensemble_test_probs.npz",
                             **{_candidate_name(key): p for key, p in test.items()})
         if choice.rule == "single":
-            latency = self._latency(self._output_model())
+            latency = self._latency(self._output_model(), self.n_views)
             self.phase("ensemble", t, planned_s, rule=choice.rule, p95_latency_ms=latency)
             return {**info, "used": False, "p95_latency_ms": latency, "latency_budget_ms": self.cfg.latency_ms}
         used = [int(i) for i in np.flatnonzero(choice.weights > 0)]
+        if self.expired(0.8 * self._ensemble_plan()["round"]):  # re-planned: traces measured so far
+            self.notes.append("ensemble not used: no time left to build it and measure its latency")
+            return {**info, "used": False}
         weights = choice.weights[used] / choice.weights[used].sum()
         n_chosen = len(used)
         used, weights, model, latency = self._within_latency(keys, used, weights, members, choice.confidence)
@@ -669,13 +688,16 @@ class _Run:
         """The ensemble model of candidates ``used`` and its p95 latency; with ``--latency-ms``, whole members or
         views are dropped, least weight first, until it is under the budget (or one candidate is left); when
         the deadline leaves one more round only, straight to the heaviest candidate alone."""
+        def n_views(used: list[int]) -> int:
+            return len({keys[i][1] for i in used})
+
         def compose(used: list[int], weights: np.ndarray) -> keras.Model:
             return compose_ensemble(self.extractor.bottom, [members[keys[i][0]] for i in used],
                                     [VIEWS[keys[i][1]] for i in used], weights, confidence)
 
         start = time.time()
         model = compose(used, weights)
-        latency, budget = self._latency(model), self.cfg.latency_ms
+        latency, budget = self._latency(model, n_views(used)), self.cfg.latency_ms
         step_s = time.time() - start  # one more round must fit before the end reserve, with the ensemble's export
         while budget is not None and latency > budget and len(used) > 1 and not self.expired(step_s):
             if self.expired(2 * step_s):  # no time for round after round: straight to the heaviest candidate
@@ -691,7 +713,7 @@ class _Run:
             keep = [j for j in range(len(used)) if j not in drop]
             used, weights = [used[j] for j in keep], weights[keep] / weights[keep].sum()
             model = compose(used, weights)
-            latency = self._latency(model)
+            latency = self._latency(model, n_views(used))
         return used, weights, model, latency
 
     def _member_models(self, sources: list[str]) -> dict[str, keras.Model]:
@@ -709,24 +731,30 @@ class _Run:
     def _zoomed(self, members: dict[str, keras.Model], part: str, views: list[int],
                 keep_s: float = 0.0) -> dict[int, dict[str, np.ndarray]]:
         """Probabilities of every member on the zoomed ``views`` of the val or test images (``part``), by view
-        and source: the bottom runs on each view of the decoded images; a view that would leave less than
-        ``keep_s`` before the end reserve is cut and left out."""
+        and source: the bottom runs on each view of the decoded images. A view starts only if its cost (the
+        plan's, then the last view's as measured) leaves ``keep_s`` before the end reserve; one the deadline
+        cuts all the same is left out."""
         cache, idx = self.view_sources[part] if views else (None, None)
         probs: dict[int, dict[str, np.ndarray]] = {}
         stop = lambda: self.expired(keep_s)  # noqa: E731
+        view_s = self._zoom_view_s(part)
         for v in views:
+            t = time.time()
+            if self.expired(keep_s + 0.8 * view_s):
+                self.notes.append(f"{VIEWS[v].name} view of the {part} images skipped: its cost, {view_s:.0f}s, "
+                                  "does not fit")
+                break
             acts = extract_features(view_model(self.extractor.bottom, VIEWS[v]), cache.images, idx,
                                     self.cfg.batch_size, stop, dtype=np.float16)
-            if acts.done < len(idx):
-                self.notes.append(f"{VIEWS[v].name} view of the {part} images cut by the deadline: not a candidate")
-                break
             by_source = {}
             for source, member in members.items():
-                if stop():
-                    self.notes.append(f"{VIEWS[v].name} view of the {part} images cut by the deadline: not a candidate")
-                    return probs
+                if acts.done < len(idx) or stop():
+                    break
                 by_source[source] = predict_batches(member, acts.values, 256)
-            probs[v] = by_source
+            if len(by_source) < len(members):
+                self.notes.append(f"{VIEWS[v].name} view of the {part} images cut by the deadline: not a candidate")
+                break
+            probs[v], view_s = by_source, time.time() - t
         return probs
 
     def _test_probs(self, keys: list[tuple[str, int]], members: dict[str, keras.Model], zoomed: list[int],
@@ -759,23 +787,26 @@ class _Run:
         for i, w in zip(used, weights):
             source, v = keys[i]
             if v not in latency:
-                alone = compose_ensemble(self.extractor.bottom, [members[source]], [VIEWS[v]], [1.0])
                 late = self.budget.expired(self.reserve.s - 1.5 * self.reserve.export_s + self._member_latency_s())
-                latency[v] = None if late else self._latency(alone, MEMBER_LATENCY_IMAGES)
+                latency[v] = None if late else self._latency(
+                    compose_ensemble(self.extractor.bottom, [members[source]], [VIEWS[v]], [1.0]), 1,
+                    MEMBER_LATENCY_IMAGES)
             report.append({"source": source, "view": VIEWS[v].name, "weight": float(w),
                            "val_accuracy": accuracy(val[i], self.acts.y_val), "p95_latency_ms": latency[v]})
         return report
 
-    def _latency(self, model: keras.Model, images: int = LATENCY_IMAGES) -> float:
-        """p95 milliseconds of ``model`` on one image at a time (this machine, after 3 warm-up calls)."""
+    def _latency(self, model: keras.Model, views: int, images: int = LATENCY_IMAGES) -> float:
+        """p95 milliseconds of ``model`` on one image at a time (this machine, after 3 warm-up calls). Its first
+        call traces it: that time per view of the image the model runs its bottom on (``views``) raises
+        ``self.trace_s`` for the plans that follow when it is longer."""
         batch = np.zeros((1, self.size, self.size, 3), np.uint8)
         times = []
-        for i in range(images + 3):
+        for _ in range(images + 3):
             t = time.perf_counter()
             model.predict_on_batch(batch)
-            if i >= 3:
-                times.append(time.perf_counter() - t)
-        return float(np.percentile(times, 95) * 1000)
+            times.append(time.perf_counter() - t)
+        self.trace_s = max(self.trace_s, (times[0] - float(np.median(times[3:]))) / views)
+        return float(np.percentile(times[3:], 95) * 1000)
 
     # finalise: the best checkpoint's weights into the exported model, and the report
     def _finalise(self, head_info: dict, ft_info: dict, ensemble_info: dict) -> OnlineResult:
