@@ -108,7 +108,7 @@ def greedy_weights(
 class Choice:
     """The ensemble rule picked by ``choose`` and its weights refit on all of val.
 
-    ``heldout`` maps each rule to its mean held-out fold accuracy (empty when M == 1, where
+    ``heldout`` maps each rule to its held-out accuracy pooled over the folds (empty when M == 1, where
     ``single_heldout`` is NaN because nothing was cross-validated).
     """
 
@@ -166,10 +166,11 @@ def _stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
 def choose(probs: np.ndarray, labels: np.ndarray, folds: int = 2, seed: int = 0) -> Choice:
     """Pick the rule with the best held-out accuracy over stratified folds of val, refit on all of val.
 
-    An ensemble rule wins only if its held-out accuracy is strictly above the best single
-    member's and its refit on all of val keeps more than one candidate (greedy selection can
-    end with one); among winners the highest accuracy is taken, ties going to the earlier
-    (simpler) rule in the order average, greedy, greedy-confidence. Otherwise the rule is "single".
+    Held-out accuracy is pooled over the folds (images right / val images), so an ensemble rule wins
+    only if it gets at least one more held-out image right than the best single member, and its
+    refit on all of val keeps more than one candidate (greedy selection can end with one); among
+    winners the highest accuracy is taken, ties going to the earlier (simpler) rule in the order
+    average, greedy, greedy-confidence. Otherwise the rule is "single".
     """
     p = _as_probs(probs)
     y = _check_labels(p, labels)
@@ -177,13 +178,13 @@ def choose(probs: np.ndarray, labels: np.ndarray, folds: int = 2, seed: int = 0)
         return Choice("single", np.ones(1), False, {}, float("nan"),
                       "there is one candidate: it is the output")
     fold_of = _stratified_folds(y, folds, seed)
-    scores: dict[str, list[float]] = {rule: [] for rule in RULES}
+    right = dict.fromkeys(RULES, 0)  # held-out images each rule gets right, over all folds
     for k in range(folds):
         fit, held = fold_of != k, fold_of == k
         for rule in RULES:
             w, conf = _fit(rule, p[:, fit], y[fit])
-            scores[rule].append(accuracy(vote(p[:, held], w, conf), y[held]))
-    heldout = {rule: float(np.mean(s)) for rule, s in scores.items()}
+            right[rule] += int(np.sum(vote(p[:, held], w, conf).argmax(1) == y[held]))
+    heldout = {rule: n / len(y) for rule, n in right.items()}
     single = heldout["single"]
     winners = sorted((r for r in RULES[1:] if heldout[r] > single), key=lambda r: -heldout[r])  # stable: ties
     collapsed = []  # winners whose refit on all of val keeps one candidate: not an ensemble
