@@ -36,6 +36,7 @@ def _run(tmp_path_factory, latency_ms, with_test=True, budget_s=BUDGET_S, zoom_s
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("TIMEBOX_START", raising=False)
         mp.setattr(online_module, "choose", _average_of_all)
+        mp.setattr(online_module, "ENSEMBLE_MAX_SHARE", 1.0)  # at these budgets the phase would give its time to fine-tuning
         start = time.time()
         run_online(cfg)
     report = json.loads((out / "report" / "history.json").read_text())["ensemble"]

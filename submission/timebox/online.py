@@ -23,6 +23,7 @@ Example::
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import signal
@@ -65,6 +66,8 @@ MEMBER_LATENCY_IMAGES = 10  # the same for each member of the output alone, for 
 TRACE_S = 2.0  # least planned time to compose a one-view model and trace its first prediction
 STATE_EVERY_S = 10.0  # least seconds between two fine-tune recovery states: a kill loses at most this much training
 STATE_SHARE = 0.05  # ... or more, so that writing them takes at most this share of the fine-tune's time
+ENSEMBLE_MAX_SHARE = 0.25  # the ensemble phase is planned only if it takes at most this share of fine-tuning's time
+GC_EVERY_S = 10.0  # Python's cyclic garbage collection is off during a run; it runs between saves at most this often
 MEMBER_LOAD_S = 0.5  # building a candidate's model and loading its checkpoint (~0.3 s for Lite0's top here)
 CACHED_VIEWS = 2  # VIEWS[:2] (original, mirrored) are extracted with the training views; the zoomed ones later
 
@@ -164,9 +167,16 @@ def run_online(cfg: OnlineConfig, state: RunState | None = None) -> OnlineResult
         state.begin(cfg.identity(), cfg.resume, command_start())
     budget = Budget(cfg.budget_s - state.spent_s, state.start)
     handlers = {s: signal.signal(s, lambda *_: budget.interrupt()) for s in (signal.SIGTERM, signal.SIGINT)}
+    # Garbage collections that never ended stalled 7 runs for 12-36 s, until the watchdog, 4 of the 5 stacks
+    # inside Keras' h5py weight saving; a collection inside an h5py call can deadlock on h5py's global lock
+    # (h5py#2019), so collections run only between saves (_Run.collect_garbage). bench/RESULTS.md has the runs.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
     try:
         return _run(cfg, budget, state, state.spent_s)
     finally:
+        if gc_was_enabled:
+            gc.enable()
         state.close()
         for s, h in handlers.items():
             signal.signal(s, h)
@@ -212,10 +222,11 @@ class _Run:
         self.phases: list[dict] = []
         self.candidates: dict[str, dict] = {}  # source -> per-view val probabilities and checkpoint of kept models
         self.ensemble_model: keras.Model | None = None
-        self.ensemble_time = True  # False when the head found no time for both fine-tuning and the ensemble
+        self.ensemble_time = True  # False when the head gave the ensemble phase's time to fine-tuning
         self.single_latency_ms = 0.0  # p95 of the one-view backbone (0: not measured, e.g. resumed)
         self.trace_s = TRACE_S  # tracing one view of a model: the largest of TRACE_S and every measured trace
         self.view_sources: dict | None = None  # decoded val and test images, for views extracted later (zoomed)
+        self.collected_at = time.time()
 
     def phase(self, name: str, started: float, planned_s: float | None, **info) -> None:
         self.phases.append({"phase": name, "start_s": round(started - self.budget.start + self.spent, 2),
@@ -224,6 +235,13 @@ class _Run:
 
     def expired(self, extra_s: float = 0.0) -> bool:
         return self.budget.expired(self.reserve.s + extra_s)
+
+    def collect_garbage(self, every_s: float = GC_EVERY_S) -> None:
+        """Python's cyclic garbage collection (off during the run), at most every ``every_s``; called only
+        where no h5py call is under way."""
+        if time.time() - self.collected_at >= every_s:
+            gc.collect()
+            self.collected_at = time.time()
 
     def run(self) -> OnlineResult:
         cfg, log = self.cfg, self.log
@@ -370,7 +388,12 @@ class _Run:
         outputs_s = EXPORT_GUESS_S + (sum(len(v) for v in acts.test) / top_rate if top_rate else 0.0)
         self.top_rate = top_rate
         after_head_s = self.budget.remaining() - self.reserve.s - head_time - outputs_s
-        if not self._fine_tune_fits(after_head_s - self._ensemble_s()):
+        ensemble_s = self._ensemble_s()
+        if ensemble_s > ENSEMBLE_MAX_SHARE * after_head_s and self._fine_tune_fits(after_head_s - ensemble_s):
+            self.ensemble_time = False  # a vote over few, close checkpoints: worth less than more fine-tuning
+            self.notes.append(f"the ensemble phase ({ensemble_s:.0f}s) would take over {ENSEMBLE_MAX_SHARE:.0%} of the "
+                              f"{after_head_s:.0f}s after the head: fine-tuning gets it")
+        elif not self._fine_tune_fits(after_head_s - ensemble_s):
             if self._fine_tune_fits(after_head_s):  # the ensemble needs fine-tuned checkpoints: they come first
                 self.ensemble_time = False
                 self.notes.append("no time for both fine-tuning and the ensemble phase: fine-tuning gets it")
@@ -403,6 +426,7 @@ class _Run:
 
     def score(self, phase: str, epoch: int, step: int) -> None:
         """Checkpoint the scored model if it is in the top k; new predictions if it is the best yet."""
+        self.collect_garbage()
         acts = self.acts
         per_view = [_predict(self.scored, [view]) for view in acts.val]  # every view: candidates of the ensemble
         probs = sum(per_view[: self.n_views]) / self.n_views
@@ -609,6 +633,7 @@ class _Run:
     def _ensemble(self) -> dict:
         acts, log = self.acts, self.log
         t = time.time()
+        self.collect_garbage(0.0)
         if len(self.candidates) < 2:
             self.notes.append("no ensemble: fewer than two scored models to vote over in this session")
             return {}
