@@ -321,8 +321,12 @@ class _Run:
         t = time.time()
 
         def acts(cache, idx, reserve, flip=False):
+            def on_batch(done: int) -> None:
+                log.status("extract", done, len(idx))
+                self.collect_garbage()
+
             f = extract_features(extractor.bottom, cache.images, idx, cfg.batch_size, lambda: budget.expired(reserve),
-                                 on_batch=lambda done: log.status("extract", done, len(idx)), flip=flip,
+                                 on_batch=on_batch, flip=flip,
                                  dtype=np.float16 if extractor.top is not None else np.float32)
             return f.values, f.done
 
@@ -637,6 +641,8 @@ class _Run:
         if len(self.candidates) < 2:
             self.notes.append("no ensemble: fewer than two scored models to vote over in this session")
             return {}
+        if not self.ensemble_time:  # the head gave its time to fine-tuning, and said so
+            return {"used": False}
         plan, planned_s = self._ensemble_plan(), self._ensemble_s()
         left_s = self.budget.remaining() - self.reserve.s
         if self.budget.interrupted or not plan or left_s < 0.8 * (plan["test"] + plan["round"]):
