@@ -637,12 +637,12 @@ class _Run:
     def _ensemble(self) -> dict:
         acts, log = self.acts, self.log
         t = time.time()
-        self.collect_garbage(0.0)
         if len(self.candidates) < 2:
             self.notes.append("no ensemble: fewer than two scored models to vote over in this session")
             return {}
         if not self.ensemble_time:  # the head gave its time to fine-tuning, and said so
             return {"used": False}
+        self.collect_garbage(0.0)
         plan, planned_s = self._ensemble_plan(), self._ensemble_s()
         left_s = self.budget.remaining() - self.reserve.s
         if self.budget.interrupted or not plan or left_s < 0.8 * (plan["test"] + plan["round"]):
