@@ -167,9 +167,10 @@ def run_online(cfg: OnlineConfig, state: RunState | None = None) -> OnlineResult
         state.begin(cfg.identity(), cfg.resume, command_start())
     budget = Budget(cfg.budget_s - state.spent_s, state.start)
     handlers = {s: signal.signal(s, lambda *_: budget.interrupt()) for s in (signal.SIGTERM, signal.SIGINT)}
-    # Garbage collections that never ended stalled 7 runs for 12-36 s, until the watchdog, 4 of the 5 stacks
-    # inside Keras' h5py weight saving; a collection inside an h5py call can deadlock on h5py's global lock
-    # (h5py#2019), so collections run only between saves (_Run.collect_garbage). bench/RESULTS.md has the runs.
+    # Garbage collections that never ended stalled 7 runs for 12-36 s, until the watchdog; 3 of the 5 stacks
+    # caught were inside Keras' h5py weight saving, where a collection can deadlock on h5py's global lock
+    # (h5py#2019). So collections run only at chosen points, between saves (_Run.collect_garbage).
+    # bench/RESULTS.md has the runs.
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
