@@ -3,7 +3,8 @@ for speed), bad files included, then the saved model predicting again; and input
 clear exit 2 instead of a crash.
 
 One successful run (module-scoped) serves most assertions: it has a zero-byte .jpg and a text file
-named .jpg both in a training class folder and in the test folder.
+named .jpg both in a training class folder and in the test folder. It may fine-tune from a deeper cut
+after one epoch (instead of 10) fits, so its saved model is the deep path's.
 """
 
 import csv
@@ -18,6 +19,7 @@ import pytest
 
 from timebox.cli import main
 from timebox.data.synthetic import make_synthetic
+from timebox import online
 from timebox.online import OnlineConfig, run_online
 from timebox.predict import LABELS_FILE, MODEL_FILE, LabelMap, predict_dir
 from timebox.score import score
@@ -43,6 +45,7 @@ def run(tmp_path_factory):
                        weights="imagenet", size=SIZE, cache_dir=tmp_path_factory.mktemp("cache"), workers=1)
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("TIMEBOX_START", raising=False)  # `./run.sh test` exports it: count from now instead
+        mp.setattr(online, "DEEP_MIN_EPOCHS", 1)
         start = time.time()
         result = run_online(cfg)
         outer_wall = time.time() - start
@@ -111,6 +114,17 @@ def test_test_accuracy_on_synthetic_data(run):
 def test_run_finishes_within_its_budget(run):
     assert run["result"].wall_s < BUDGET_S
     assert run["outer_wall"] < BUDGET_S
+
+
+def test_fine_tuning_goes_deeper_when_its_epochs_fit(run):
+    """The cut is chosen after the val images' extraction measured the speed: with the budget's room for
+    one epoch at a deeper cut, the activations are cached there and fine-tuning trains from there."""
+    report = run["out"] / "report"
+    extract = next(p for p in json.loads((report / "timeline.json").read_text())["phases"] if p["phase"] == "extract")
+    assert extract["cut"] in (11, 8, 5, 3, 1)
+    notes = json.loads((report / "summary.json").read_text())["notes"]
+    assert any(n.startswith(f"fine-tuning from block {extract['cut']} (default 12)") for n in notes)
+    assert json.loads((report / "history.json").read_text())["finetune"]["epochs_run"] >= 1
 
 
 def test_saved_model_folder_reproduces_the_predictions(run, tmp_path):

@@ -38,7 +38,7 @@ def _checked(key: str):
 def _add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=None,
                    help="tuned settings, a JSON object (backbone, weights, size, seed, layout, val_fraction, "
-                        "batch_size, keep, finetune, margin_s, ensemble, latency_ms, zoom_share); flags win over it "
+                        "batch_size, keep, finetune, margin_s, ensemble, latency_ms, zoom_share, finetune_cut); flags win over it "
                         "(default: submission/config.json when it exists, as `package --config` ships it)")
     p.add_argument("--backbone", default=None,
                    help="backbone name (efficientnet-lite0/1/2, any keras.applications name, efn-b0..b7); "
@@ -68,6 +68,10 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--zoom-share", type=_checked("zoom_share"), default=None,
                    help="most of the budget the zoomed test-time views (the centre at 1.25x, and its mirror) may "
                         "cost as ensemble candidates; 0: never (default: 0.1)")
+    p.add_argument("--finetune-cut", type=int, default=None,
+                   help="EfficientNet-Lite: the block fine-tuning starts from (its activations are cached); "
+                        "default: the deepest stage start at which enough epochs fit the budget, else the "
+                        "last blocks (block 12 of Lite0)")
     p.add_argument("--no-ensemble", dest="ensemble", action="store_const", const=False, default=None,
                    help="never vote over checkpoints: the output is one model")
     p.add_argument("--margin", type=_duration, default=None,
@@ -168,7 +172,8 @@ def _online(args) -> int:
 
 _FLAGS = {"backbone": "backbone", "weights": "weights", "size": "size", "seed": "seed", "layout": "layout",
           "val_fraction": "val_fraction", "keep": "keep", "margin_s": "margin", "latency_ms": "latency_ms",
-          "ensemble": "ensemble", "zoom_share": "zoom_share"}  # setting -> flag (args attribute)
+          "ensemble": "ensemble", "zoom_share": "zoom_share",
+          "finetune_cut": "finetune_cut"}  # setting -> flag (args attribute)
 
 
 def _settings(args) -> tuple[Path | None, dict]:

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import psutil
 
 from .budget import Budget, command_start
 from .checkpoints import CheckpointManager
@@ -47,18 +48,20 @@ from .metrics import accuracy, accuracy_noise, confusion_matrix, log_loss
 from .models.features import extract_features
 from .models.ensemble_model import VIEWS, compose_ensemble, member_copy, view_model
 from .models.heads import compose_classifier
-from .models.registry import build_extractor, get_backbone
+from .models.registry import build_extractor, get_backbone, split_extractor
 from .predict import LABELS_FILE, MODEL_FILE, LabelMap, predict_batches, prediction_rows, write_predictions
 from .progress import Progress
 from .recovery import RunState
 from .report import environment, timeline_png, write_report
+from .train.depth import CutCost, CutPlan, choose_cut
 from .train.finetune import FineTuneState, fine_tune, freeze_batch_norm
 from .train.head import fit_head
 from .watchdog import Watchdog
 
 EXPORT_GUESS_S = 5.0  # the final export's cost until the export after the head measures it (~3 s for Lite0)
 REPORT_S = 2.0  # writing the report and timeline.png
-FT_COST_RATIO = 0.6  # first guess of a fine-tune step's cost per image relative to the bottom's
+FT_COST_RATIO = 0.6  # first guess of a fine-tune step's cost per image relative to the bottom's (default cut)
+DEEP_MIN_EPOCHS = 10  # fine-tuning starts from a deeper cut only if this many of its epochs fit
 MIN_FT_EPOCHS = 4  # mirrored views are extracted only if this many fine-tune epochs still fit
 FT_SETUP_S = 5.0  # compiling and tracing the fine-tune step, before its first useful step
 LATENCY_IMAGES = 20  # single-image predictions timed for the p95 latency (after 3 warm-up calls)
@@ -123,6 +126,8 @@ class _Activations:
     y_train: np.ndarray
     usable: np.ndarray  # test files that get a model's prediction (readable and extracted)
     rate: float  # images per second through the bottom
+    ft_image_s: float  # estimated seconds of a fine-tune step per image (until fine-tuning measures it)
+    cut: int | None  # the block the cached activations enter (None: the backbone is not split)
     quarantine: list[dict]
     unreadable_test: list[dict]
     notes: list[str]
@@ -131,7 +136,7 @@ class _Activations:
         arrays = {f"{part}{i}": v for part in ("val", "test", "train") for i, v in enumerate(getattr(self, part))}
         arrays.update(y_val=self.y_val, y_train=self.y_train, usable=self.usable)
         state.write("activations", {"views": [len(self.val), len(self.test), len(self.train)], "rate": self.rate,
-                                    "quarantine": self.quarantine, "unreadable_test": self.unreadable_test,
+                                    "ft_image_s": self.ft_image_s, "cut": self.cut, "quarantine": self.quarantine, "unreadable_test": self.unreadable_test,
                                     "notes": self.notes}, arrays=arrays)
 
     @classmethod
@@ -142,7 +147,7 @@ class _Activations:
         info, a = record["info"], record["arrays"]
         views = {part: [a[f"{part}{i}"] for i in range(n)] for part, n in zip(("val", "test", "train"), info["views"])}
         return cls(**views, y_val=a["y_val"], y_train=a["y_train"], usable=a["usable"], rate=info["rate"],
-                   quarantine=info["quarantine"], unreadable_test=info["unreadable_test"], notes=info["notes"])
+                   ft_image_s=info["ft_image_s"], cut=info["cut"], quarantine=info["quarantine"], unreadable_test=info["unreadable_test"], notes=info["notes"])
 
 
 def _predict(model: keras.Model, views: list[np.ndarray], batch: int = 256) -> np.ndarray:
@@ -251,8 +256,10 @@ class _Run:
             log(f"no time left to train: {self.outputs.path} is kept from {self.outputs.written_by or 'the prior class'}")
             return self._result(0.0, False)
         t = time.time()
-        self.extractor = build_extractor(self.spec, self.size, cfg.weights)
+        self.extractor = build_extractor(self.spec, self.size, cfg.weights, cfg.finetune_cut)
         acts = _Activations.load(self.state)
+        if acts is not None and acts.cut != self.extractor.cut:  # the cut an earlier session chose
+            self.extractor = split_extractor(self.extractor, self.spec, acts.cut)
         if acts is None:
             acts = self._extract(t)
             if acts is None:  # interrupted before any model could exist
@@ -334,6 +341,20 @@ class _Run:
         v0 = time.time()
         val, n_val = acts(train_cache, val_idx, final_s)
         rate = n_val / max(time.time() - v0, 1e-3)
+        cuts = self.spec.cuts
+        # seconds of one image through the whole backbone, and of a fine-tune step per image at the default cut
+        full_image_s = 1 / (rate * (1 - cuts.share(extractor.cut))) if extractor.top is not None else 1 / rate
+        ft_image_s = FT_COST_RATIO * (1 - cuts.share(cuts.default)) * full_image_s if extractor.top is not None else 0.0
+        if extractor.top is not None and cfg.finetune and cfg.finetune_cut is None and n_val == len(val_idx):
+            plan = self._choose_cut(ft_image_s, full_image_s, len(val_idx), len(test_idx), len(train_idx), notes)
+            if plan.cut != extractor.cut:
+                self.extractor = extractor = split_extractor(extractor, self.spec, plan.cut)
+                v0 = time.time()
+                val, n_val = acts(train_cache, val_idx, final_s)
+                rate = n_val / max(time.time() - v0, 1e-3)
+                ft_image_s *= plan.cost_ratio
+        elif extractor.top is not None:  # a cut given: scaled by multiply-adds
+            ft_image_s *= cuts.share(extractor.cut) / cuts.share(cuts.default)
         test, n_test = acts(test_cache, test_idx, final_s)
         train, n_train = acts(train_cache, train_idx, head_s + final_s)
         log(f"activations: {n_val}/{len(val_idx)} val, {n_test}/{len(test_idx)} test, {n_train}/{len(train_idx)} train "
@@ -346,7 +367,7 @@ class _Run:
         if n_train < len(train_idx):
             notes.append(f"the budget allowed features of {n_train} of {len(train_idx)} training images")
         flip_cost = (len(test_idx) + len(val_idx) + n_train) / rate
-        ft_epoch = n_train / (rate / FT_COST_RATIO)
+        ft_epoch = n_train * ft_image_s
         left_after_flips = budget.remaining() - final_s - head_s - flip_cost
         want_flips = extractor.top is None or not cfg.finetune or left_after_flips > MIN_FT_EPOCHS * ft_epoch
         views_val, views_test, views_train = [val], [test], [train[:n_train]]
@@ -361,13 +382,54 @@ class _Run:
             log(f"mirrored views: {n_tf}/{len(test_idx)} test, {n_vf}/{len(val_idx)} val, {n_trf}/{n_train} train")
         else:
             notes.append("mirrored views skipped: the time is worth more to fine-tuning")
-        self.phase("extract", t, None, images_per_s=round(rate, 2), views=len(views_train))
+        self.phase("extract", t, None, images_per_s=round(rate, 2), views=len(views_train), cut=extractor.cut)
         if n_test < len(test_idx):
             notes.append(f"{len(test_idx) - n_test} test files got the prior class: no time left to extract them")
         unreadable = [{"file": str(f), "reason": e} for f, e in zip(self.test_files, test_cache.errors) if e]
         self.view_sources = {"val": (train_cache, val_idx), "test": (test_cache, test_idx[:n_test])}
         return _Activations(views_val, views_test, views_train, ds.labels[val_idx], ds.labels[train_idx[:n_train]],
-                            test_ok & (test_idx < n_test), rate, quarantine, unreadable, notes)
+                            test_ok & (test_idx < n_test), rate, ft_image_s, extractor.cut, quarantine, unreadable,
+                            notes)
+
+    def _choose_cut(self, ft_image_s: float, full_image_s: float, n_val: int, n_test: int, n_train: int,
+                    notes: list[str]) -> CutPlan:
+        """The cut fine-tuning starts from (see :mod:`timebox.train.depth`). The time it will get is what is
+        left after extracting and pooling every image's two views, the head and the end reserve, less the
+        ensemble phase's largest share. Costs are first estimated from multiply-adds (which underestimate
+        deeper cuts: their high-resolution layers are slower per multiply-add); then, if a deeper cut fits
+        by that estimate, the default's and the deeper cuts' tops are timed (a trace and a batch each), the
+        deepest first, until one fits."""
+        cuts = self.spec.cuts
+        images = 2 * (n_val + n_test + n_train)
+        before_s = (images - n_val) * full_image_s + self.head_s + self.reserve.s
+        time_s = (self.budget.remaining() - before_s) * (1 - ENSEMBLE_MAX_SHARE)
+        image_bytes = {c: 2 * int(np.prod(cuts.shape(self.size, c))) for c in cuts.options()}
+
+        def plan(top_s: dict[int, float]):
+            costs = [CutCost(c, s, image_bytes[c]) for c, s in top_s.items()]
+            return choose_cut(costs, ft_image_s, time_s, n_train, 2 * n_val + n_test, images,
+                              psutil.virtual_memory().available, DEEP_MIN_EPOCHS)
+
+        estimate = plan({c: full_image_s * cuts.share(c) for c in cuts.options()})
+        if estimate.cut != cuts.default:
+            deeper = cuts.options()[1 : cuts.options().index(estimate.cut) + 1]
+            default_s = self._top_inference_s(cuts.default)
+            for cut in reversed(deeper):
+                estimate = plan({cuts.default: default_s, cut: self._top_inference_s(cut)})
+                if estimate.cut == cut:
+                    break
+        notes.append(estimate.reason)
+        self.log(estimate.reason)
+        return estimate
+
+    def _top_inference_s(self, cut: int) -> float:
+        """Measured seconds per image of the backbone's part after block ``cut`` (one batch, after its trace)."""
+        top = split_extractor(self.extractor, self.spec, cut).top
+        batch = np.zeros((self.cfg.batch_size, *self.spec.cuts.shape(self.size, cut)), np.float32)
+        top.predict_on_batch(batch)
+        t = time.perf_counter()
+        top.predict_on_batch(batch)
+        return (time.perf_counter() - t) / len(batch)
 
     # 2. head on pooled features (or restored from the state of an earlier session)
     def _head(self) -> tuple[keras.Model, dict]:
@@ -426,7 +488,7 @@ class _Run:
         """Whether ``time_s`` seconds hold the fine-tune's setup and a quarter of an epoch (the shortest it runs)."""
         if self.extractor.top is None or not self.cfg.finetune:
             return False
-        epoch_s = len(self.acts.y_train) * FT_COST_RATIO / self.acts.rate
+        epoch_s = len(self.acts.y_train) * self.acts.ft_image_s
         return time_s >= FT_SETUP_S + 0.25 * epoch_s
 
     def score(self, phase: str, epoch: int, step: int) -> None:
@@ -539,7 +601,7 @@ class _Run:
         top_rate = head_info["top_rate"]
         scored_images = sum(len(v) for v in acts.val) + 0.5 * sum(len(v) for v in acts.test[: self.n_views])
         eval_s = scored_images / top_rate  # every val view is scored (ensemble candidates); test when it is the best
-        log(f"fine-tuning the last blocks of {self.spec.name} for up to {ft_time:.0f}s")
+        log(f"fine-tuning {self.spec.name} from block {self.extractor.cut} for up to {ft_time:.0f}s")
 
         def on_epoch(epoch: int, step: int) -> None:
             self.score("finetune", epoch, step)

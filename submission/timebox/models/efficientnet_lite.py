@@ -117,6 +117,38 @@ def default_cut(variant: int) -> int:
     return max(b for b, (_, stride, *_rest) in enumerate(plan) if stride == 2) + 1
 
 
+def stage_starts(variant: int) -> list[int]:
+    """The first block of every stage after the stem's (the cuts fine-tuning can start from, besides
+    :func:`default_cut`)."""
+    plan, starts = block_plan(variant), []
+    for b in range(1, len(plan)):
+        if plan[b][3] != plan[b][4] or plan[b][1] != 1:  # a block that changes width or resolution opens a stage
+            starts.append(b)
+    return starts
+
+
+def top_share(variant: int, cut: int) -> float:
+    """The share of the backbone's multiply-adds in blocks ``cut``... and the head convolution: what
+    fine-tuning from ``cut`` runs per image, relative to the whole backbone (any input size)."""
+    plan, side, macs = block_plan(variant), 112.0, []  # per 224 px; every term scales with the input's area
+    for kernel, stride, expand, c_in, c_out in plan:
+        wide = c_in * expand
+        expand_macs = side * side * c_in * wide if expand != 1 else 0.0
+        side /= stride
+        macs.append(expand_macs + side * side * wide * (kernel * kernel + c_out))
+    head = side * side * plan[-1][4] * 1280
+    stem = 112.0 * 112.0 * 3 * 32 * 9
+    return (sum(macs[cut:]) + head) / (stem + sum(macs) + head)
+
+
+def cut_activation_shape(variant: int, size: int, cut: int) -> tuple[int, int, int]:
+    """The shape of one image's activations entering block ``cut`` at input ``size`` (what is cached)."""
+    plan, side = block_plan(variant), -(-size // 2)
+    for _, stride, _, _, _ in plan[:cut]:
+        side = -(-side // stride)
+    return side, side, plan[cut - 1][4]
+
+
 def split_lite(model: keras.Model, variant: int, cut: int) -> tuple[keras.Model, keras.Model]:
     """(bottom, top) of a Lite backbone at block ``cut``, sharing ``model``'s layers and weights.
 

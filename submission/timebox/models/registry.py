@@ -17,10 +17,27 @@ from typing import Callable
 import keras
 
 from ..errors import UsageError
-from .efficientnet_lite import LITE_PARAMS, default_cut, efficientnet_lite, load_lite_weights, split_lite
+from .efficientnet_lite import (LITE_PARAMS, cut_activation_shape, default_cut, efficientnet_lite, load_lite_weights,
+                               split_lite, stage_starts, top_share)
 from .preprocessing import Preprocess
 from .torch_weights import read_legacy_state_dict
 from .weights import fetch_weights, resolve_weights
+
+
+@dataclass(frozen=True)
+class Cuts:
+    """Where a splittable backbone can be cut: the activations entering block ``cut`` are cached, and
+    fine-tuning trains the blocks from ``cut`` on. ``default`` trains the last few blocks; ``deeper``
+    (deepest last) train more of the backbone for more compute per step and more memory per image."""
+
+    default: int
+    deeper: tuple[int, ...]
+    share: Callable[[int], float]  # cut -> share of the backbone's multiply-adds from that block on
+    shape: Callable[[int, int], tuple[int, int, int]]  # (input size, cut) -> one image's cached activations
+
+    def options(self) -> tuple[int, ...]:
+        """Every cut, the default first, then deeper and deeper."""
+        return (self.default, *self.deeper)
 
 
 @dataclass(frozen=True)
@@ -32,7 +49,8 @@ class BackboneSpec:
     preprocess: str  # a mode of timebox.models.preprocessing.MODES
     default_size: int
     build: Callable[..., keras.Model]  # build(input_shape, weights=None); weights only when fetching
-    split: Callable[[keras.Model], tuple[keras.Model, keras.Model]] | None = None  # (bottom, top) sharing layers
+    split: Callable[[keras.Model, int], tuple[keras.Model, keras.Model]] | None = None  # (bottom, top) at a cut
+    cuts: Cuts | None = None  # where ``split`` may cut
 
 
 @dataclass(frozen=True)
@@ -42,11 +60,13 @@ class Extractor:
     ``full``: uint8 image -> pooled features (what is saved with the head). ``bottom``: uint8
     image -> the activations that are cached. ``top``: activations -> pooled features, the part
     fine-tuning trains; None when the backbone cannot be split (``bottom`` is then ``full``).
+    ``cut``: the block ``top`` starts from (None: not split).
     """
 
     full: keras.Model
     bottom: keras.Model
     top: keras.Model | None
+    cut: int | None = None
 
 
 def _keras_app(cls_name: str) -> Callable[..., keras.Model]:
@@ -91,8 +111,10 @@ _KERAS_APPS = {
 _EFN_SIZES = (224, 240, 260, 300, 380, 456, 528, 600)
 
 BACKBONES: dict[str, BackboneSpec] = {
-    **{f"efficientnet-lite{v}": BackboneSpec(f"efficientnet-lite{v}", "lite", "lite", p[2], _lite(v),
-                                             lambda m, v=v: split_lite(m, v, default_cut(v)))
+    **{f"efficientnet-lite{v}": BackboneSpec(
+        f"efficientnet-lite{v}", "lite", "lite", p[2], _lite(v), lambda m, cut, v=v: split_lite(m, v, cut),
+        Cuts(default_cut(v), tuple(reversed([b for b in stage_starts(v) if b < default_cut(v)])),
+             lambda cut, v=v: top_share(v, cut), lambda size, cut, v=v: cut_activation_shape(v, size, cut)))
        for v, p in LITE_PARAMS.items()},
     **{n: BackboneSpec(n, "keras", pre, size, _keras_app(n)) for n, (pre, size) in _KERAS_APPS.items()},
     **{f"efn-b{i}": BackboneSpec(f"efn-b{i}", "efficientnet", "torch", s, _efn(f"EfficientNetB{i}")) for i, s in enumerate(_EFN_SIZES)},
@@ -107,8 +129,9 @@ def get_backbone(name: str) -> BackboneSpec:
     return by_lower[name.lower()]
 
 
-def build_extractor(spec: BackboneSpec, size: int, weights: str = "imagenet") -> Extractor:
-    """The backbone at ``size`` px with ``weights`` loaded, as full / bottom / top models.
+def build_extractor(spec: BackboneSpec, size: int, weights: str = "imagenet", cut: int | None = None) -> Extractor:
+    """The backbone at ``size`` px with ``weights`` loaded, as full / bottom / top models split at block
+    ``cut`` (default: ``spec.cuts.default``).
 
     ``weights`` is ``none``, ``imagenet`` (or another named set) resolved from local files
     only, or a path to a weights file.
@@ -120,10 +143,21 @@ def build_extractor(spec: BackboneSpec, size: int, weights: str = "imagenet") ->
     inputs = keras.Input((size, size, 3), dtype="uint8", name="image")
     scaled = Preprocess(spec.preprocess, name="preprocess")(inputs)
     full = keras.Model(inputs, backbone(scaled), name=f"{spec.name}_features")
-    if spec.split is None:
+    if spec.split is None and cut is None:
         return Extractor(full, full, None)
-    bottom, top = spec.split(backbone)
-    return Extractor(full, keras.Model(inputs, bottom(scaled), name=f"{spec.name}_bottom"), top)
+    return split_extractor(Extractor(full, full, None), spec, cut or spec.cuts.default)
+
+
+def split_extractor(extractor: Extractor, spec: BackboneSpec, cut: int) -> Extractor:
+    """``extractor`` split at block ``cut`` instead (same layers and weights)."""
+    if spec.split is None or cut not in spec.cuts.options():
+        choices = ", ".join(map(str, spec.cuts.options())) if spec.cuts else "none: it cannot be split"
+        raise UsageError(f"{spec.name} cannot be cut for fine-tuning at block {cut}; choose one of: {choices}")
+    full = extractor.full
+    backbone, scale = full.layers[-1], full.get_layer("preprocess")
+    bottom, top = spec.split(backbone, cut)
+    inputs = keras.Input(full.input_shape[1:], dtype="uint8", name="image")
+    return Extractor(full, keras.Model(inputs, bottom(scale(inputs)), name=f"{spec.name}_bottom"), top, cut)
 
 
 def build_feature_extractor(spec: BackboneSpec, size: int, weights: str = "imagenet") -> keras.Model:

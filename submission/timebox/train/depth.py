@@ -1,0 +1,69 @@
+"""How deep fine-tuning goes: the deepest cut of the backbone whose epochs still fit the budget.
+
+Fine-tuning trains the blocks after a cut on cached activations. Cutting deeper trains more of
+the backbone, for more compute per step (the share of the backbone's multiply-adds after the
+cut) and more memory per cached image. Measured on trashnet, at equal epochs, fine-tuning from
+block 5 of EfficientNet-Lite0 scored better than from block 12 (bench/RESULTS.md), but a short
+budget is better spent on more epochs of the last blocks. So the deepest cut is chosen at which
+``min_epochs`` epochs still fit in the time fine-tuning will get, and whose activations fit in
+memory; else the default cut.
+
+Example::
+
+    plan = choose_cut([CutCost(12, 0.0026, 18_816), CutCost(5, 0.0084, 62_720)], ft_image_s=0.009,
+                      time_s=600, n_train=1700, n_scored=800, images=5000, free_bytes=20e9, min_epochs=10)
+    plan.cut, plan.reason
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class CutCost:
+    """One cut: where it is, seconds per image of the part after it (inference), and bytes of one image's
+    cached activations."""
+
+    cut: int
+    top_s: float
+    image_bytes: int
+
+
+@dataclass(frozen=True)
+class CutPlan:
+    cut: int
+    epochs: dict[int, float]  # cut -> estimated fine-tune epochs in the time given
+    cost_ratio: float  # the chosen cut's cost per image relative to the default cut's
+    reason: str
+
+
+MEMORY_SHARE = 0.5  # cached activations may take at most this share of the memory available
+
+
+def choose_cut(costs: list[CutCost], ft_image_s: float, time_s: float, n_train: int, n_scored: int, images: int,
+               free_bytes: float, min_epochs: float) -> CutPlan:
+    """The deepest of ``costs`` (the default cut first, then deeper ones) whose estimated epochs in
+    ``time_s`` reach ``min_epochs`` and whose cached activations of ``images`` images fit in
+    ``MEMORY_SHARE`` of ``free_bytes``; the default cut when none does.
+
+    ``ft_image_s``: seconds of a fine-tune step per image at the default cut; at a deeper cut it
+    grows as the inference time after the cut does. An epoch trains ``n_train`` images and
+    scores ``n_scored`` (val and test views) with the part after the cut.
+
+    >>> choose_cut([CutCost(12, 0.002, 100), CutCost(5, 0.008, 400)], ft_image_s=0.01, time_s=600,
+    ...            n_train=1000, n_scored=500, images=3000, free_bytes=1e9, min_epochs=10).cut
+    5
+    """
+    default = costs[0]
+    epochs = {}
+    for c in costs:
+        epoch_s = n_train * ft_image_s * c.top_s / default.top_s + n_scored * c.top_s
+        epochs[c.cut] = max(time_s, 0.0) / max(epoch_s, 1e-9)
+    fits = [c for c in costs[1:] if epochs[c.cut] >= min_epochs and c.image_bytes * images <= MEMORY_SHARE * free_bytes]
+    if not fits:
+        return CutPlan(default.cut, epochs, 1.0, f"fine-tuning from block {default.cut}: no deeper cut fits "
+                                            f"{min_epochs:g} epochs and its activations in memory")
+    chosen = fits[-1]
+    return CutPlan(chosen.cut, epochs, chosen.top_s / default.top_s, f"fine-tuning from block {chosen.cut} (default {default.cut}): "
+                                       f"~{epochs[chosen.cut]:.0f} epochs fit, at least {min_epochs:g} wanted")

@@ -1,0 +1,81 @@
+"""How deep fine-tuning goes: the cut rule (the deepest cut whose epochs fit the time and whose
+activations fit in memory), and the Lite backbone split at every cut it offers."""
+
+import numpy as np
+import pytest
+
+from timebox.errors import UsageError
+from timebox.models.efficientnet_lite import cut_activation_shape, top_share
+from timebox.models.registry import build_extractor, get_backbone, split_extractor
+from timebox.train.depth import CutCost, choose_cut
+
+COSTS = [CutCost(12, 0.002, 100), CutCost(8, 0.004, 200), CutCost(5, 0.008, 400)]
+KW = dict(ft_image_s=0.01, n_train=1000, n_scored=500, images=3000, free_bytes=1e9, min_epochs=10)
+
+
+def _epoch_s(top_s):  # the rule's epoch cost: training scales with the top's inference time, plus scoring
+    return 1000 * 0.01 * top_s / 0.002 + 500 * top_s
+
+
+def test_the_deepest_cut_whose_epochs_fit_is_chosen():
+    plan = choose_cut(COSTS, time_s=10 * _epoch_s(0.008), **KW)
+    assert plan.cut == 5 and plan.cost_ratio == pytest.approx(4.0)
+    assert plan.epochs[5] == pytest.approx(10.0) and plan.epochs[12] == pytest.approx(40.0)
+
+
+def test_a_shallower_deep_cut_when_the_deepest_does_not_fit():
+    plan = choose_cut(COSTS, time_s=10 * _epoch_s(0.004), **KW)
+    assert plan.cut == 8 and plan.cost_ratio == pytest.approx(2.0)
+
+
+def test_the_default_cut_when_no_deeper_one_fits_the_epochs():
+    plan = choose_cut(COSTS, time_s=9.9 * _epoch_s(0.004), **KW)
+    assert (plan.cut, plan.cost_ratio) == (12, 1.0)
+    assert "no deeper cut fits" in plan.reason
+
+
+def test_a_cut_whose_activations_do_not_fit_in_memory_is_passed_over():
+    plan = choose_cut(COSTS, time_s=1e9, **{**KW, "free_bytes": 2 * 3000 * 300})  # 200-byte images fit, 400 not
+    assert plan.cut == 8
+
+
+def test_no_time_at_all_keeps_the_default_cut():
+    assert choose_cut(COSTS, time_s=-5.0, **KW).cut == 12
+
+
+def test_deeper_cuts_run_a_larger_share_of_the_backbone():
+    shares = [top_share(0, c) for c in (15, 12, 8, 5, 1)]
+    assert shares == sorted(shares) and 0 < shares[0] and shares[-1] < 1
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return get_backbone("efficientnet-lite0"), build_extractor(get_backbone("efficientnet-lite0"), 64, "none")
+
+
+def test_lite0_offers_the_default_cut_then_deeper_stage_starts(lite0):
+    spec, extractor = lite0
+    assert spec.cuts.options() == (12, 11, 8, 5, 3, 1)
+    assert extractor.cut == 12
+
+
+@pytest.mark.parametrize("cut", [12, 8, 5, 1])
+def test_bottom_then_top_at_any_cut_equals_the_whole_backbone(lite0, cut):
+    spec, extractor = lite0
+    split = split_extractor(extractor, spec, cut)
+    images = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    acts = np.asarray(split.bottom.predict_on_batch(images))
+    assert acts.shape[1:] == cut_activation_shape(0, 64, cut)
+    np.testing.assert_allclose(np.asarray(split.top.predict_on_batch(acts)),
+                               np.asarray(extractor.full.predict_on_batch(images)), rtol=1e-4, atol=1e-4)
+
+
+def test_a_cut_the_backbone_does_not_offer_is_a_usage_error_listing_the_choices(lite0):
+    spec, extractor = lite0
+    with pytest.raises(UsageError, match="choose one of: 12, 11, 8, 5, 3, 1"):
+        split_extractor(extractor, spec, 7)
+
+
+def test_a_cut_for_a_backbone_that_cannot_be_split_is_a_usage_error():
+    with pytest.raises(UsageError, match="cannot be split"):
+        build_extractor(get_backbone("MobileNetV3Small"), 32, "none", cut=5)
