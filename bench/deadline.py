@@ -35,11 +35,12 @@ def _spin() -> None:
         pass
 
 
-def run(dataset: str, budget_s: float, hog: bool, cache_dir: Path) -> dict:
+def run(dataset: str, budget_s: float, hog: bool, cache_dir: Path, extra: tuple[str, ...] = ()) -> dict:
+    """One `online` run (``extra``: more of its flags); its figures, and the report's folder as "report"."""
     train, test = (DATA / dataset / d for d in SPLITS[dataset])
     out = Path(tempfile.mkdtemp()) / "OUT"
     cmd = [str(ROOT / "run.sh"), "online", "--budget", f"{budget_s:.0f}s", "--train-dir", str(train),
-           "--test-dir", str(test), "--out", str(out), "--cache-dir", str(cache_dir)]
+           "--test-dir", str(test), "--out", str(out), "--cache-dir", str(cache_dir), *extra]
     env = {k: v for k, v in os.environ.items() if k != "TIMEBOX_START"}
     hog_proc = multiprocessing.Process(target=_spin, daemon=True)
     timer = threading.Timer(budget_s / 2, hog_proc.start) if hog else None
@@ -56,7 +57,7 @@ def run(dataset: str, budget_s: float, hog: bool, cache_dir: Path) -> dict:
     summary = json.loads((out / "report" / "summary.json").read_text()) if (out / "report" / "summary.json").exists() else {}
     acc = score(out / "predictions.csv", DATA / dataset / "test_labels.csv").accuracy if (out / "predictions.csv").exists() else 0.0
     return {"budget_s": budget_s, "hog": hog, "rc": rc, "wall_s": wall, "overrun_s": wall - budget_s,
-            "used": wall / budget_s, "test_accuracy": acc, "notes": summary.get("notes", [])}
+            "used": wall / budget_s, "test_accuracy": acc, "notes": summary.get("notes", []), "report": out / "report"}
 
 
 def main() -> None:

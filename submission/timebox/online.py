@@ -407,8 +407,9 @@ class _Run:
 
         def plan(top_s: dict[int, float]):
             costs = [CutCost(c, s, image_bytes[c]) for c, s in top_s.items()]
-            return choose_cut(costs, ft_image_s, time_s, n_train, 2 * n_val + n_test, images,
-                              psutil.virtual_memory().available, DEEP_MIN_EPOCHS)
+            free = min(psutil.virtual_memory().available, psutil.disk_usage(self.out).free)  # OUT/state keeps a copy
+            return choose_cut(costs, ft_image_s, time_s, n_train, 2 * n_val + n_test, images, free,
+                              DEEP_MIN_EPOCHS)
 
         estimate = plan({c: full_image_s * cuts.share(c) for c in cuts.options()})
         if estimate.cut != cuts.default:

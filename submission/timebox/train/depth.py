@@ -1,12 +1,11 @@
 """How deep fine-tuning goes: the deepest cut of the backbone whose epochs still fit the budget.
 
 Fine-tuning trains the blocks after a cut on cached activations. Cutting deeper trains more of
-the backbone, for more compute per step (the share of the backbone's multiply-adds after the
-cut) and more memory per cached image. Measured on trashnet, at equal epochs, fine-tuning from
-block 5 of EfficientNet-Lite0 scored better than from block 12 (bench/RESULTS.md), but a short
-budget is better spent on more epochs of the last blocks. So the deepest cut is chosen at which
-``min_epochs`` epochs still fit in the time fine-tuning will get, and whose activations fit in
-memory; else the default cut.
+the backbone, for more compute per step and more memory per cached image. On trashnet, at equal
+epochs (8), fine-tuning EfficientNet-Lite0 from block 5 scored better than from block 12, at
+about 2.7 times the time per epoch (bench/RESULTS.md). A deep cut needs its epochs, though, so
+the deepest cut is chosen at which ``min_epochs`` epochs still fit in the time fine-tuning will
+get and whose activations fit in memory; else the default cut (the last blocks).
 
 Example::
 
@@ -38,7 +37,7 @@ class CutPlan:
     reason: str
 
 
-MEMORY_SHARE = 0.5  # cached activations may take at most this share of the memory available
+MEMORY_SHARE = 0.5  # cached activations may take at most this share of the free memory (and disk: a copy is kept)
 
 
 def choose_cut(costs: list[CutCost], ft_image_s: float, time_s: float, n_train: int, n_scored: int, images: int,

@@ -1,0 +1,80 @@
+"""Fine-tuning from a deeper cut at equal epochs: EfficientNet-Lite0 at 224 px on trashnet, the
+activations of the original and mirrored views cached at block ``cut``, a head fitted on their pooled
+features, then ``epochs`` epochs of `timebox.train.finetune.fine_tune` (the schedule `online` uses)
+per learning rate; val and test accuracy (both views averaged) after every epoch.
+
+    .venv/bin/python bench/depth_epochs.py CUT LR[,LR...] EPOCHS      e.g. 5 1e-3,3e-4 8
+"""
+
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "submission"))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from timebox.data.cache import build_cache  # noqa: E402
+from timebox.data.layouts import list_images, read_dataset  # noqa: E402
+from timebox.data.splits import stratified_split  # noqa: E402
+from timebox.metrics import accuracy  # noqa: E402
+from timebox.models.features import extract_features  # noqa: E402
+from timebox.models.registry import build_extractor, get_backbone  # noqa: E402
+from timebox.score import read_labels  # noqa: E402
+from timebox.train.finetune import fine_tune, freeze_batch_norm  # noqa: E402
+from timebox.train.head import fit_head  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "datasets" / "trashnet"
+
+
+def _predict(model, views):
+    return sum(np.concatenate([model.predict_on_batch(v[i:i + 128].astype(np.float32)) for i in range(0, len(v), 128)])
+               for v in views) / len(views)
+
+
+def main(cut: int, lrs: list[float], epochs: int) -> None:
+    ds, test_files = read_dataset(DATA / "train_data"), list_images(DATA / "test_data")
+    cache_dir = Path.home() / ".cache" / "timebox"
+    train_cache, test_cache = build_cache(ds.files, 224, cache_dir), build_cache(test_files, 224, cache_dir)
+    good = np.array([i for i, e in enumerate(train_cache.errors) if e is None])
+    tr, va = stratified_split(ds.labels[good], 0.15, 0)  # online's split and order (seed 0)
+    tr_idx, va_idx = np.random.default_rng(0).permutation(good[tr]), good[va]
+    truth, root = read_labels(DATA / "test_labels.csv"), (DATA / "test_data").resolve()
+    ids = {str(c): i for i, c in enumerate(ds.class_ids)}
+    y_test = np.array([ids[truth[f.relative_to(root).as_posix()]] for f in test_files])
+    y_train, y_val = ds.labels[tr_idx], ds.labels[va_idx]
+    ex = build_extractor(get_backbone("efficientnet-lite0"), 224, "imagenet", cut)
+    t = time.time()
+    parts = {"val": (train_cache, va_idx), "test": (test_cache, np.arange(len(test_files))), "train": (train_cache, tr_idx)}
+    views = {p: [extract_features(ex.bottom, c.images, i, 32, flip=f, dtype=np.float16).values for f in (False, True)]
+             for p, (c, i) in parts.items()}
+    print(f"cut {cut}: activations {views['val'][0].shape[1:]} extracted in {time.time() - t:.1f}s", flush=True)
+    t = time.time()
+    pooled_val, pooled_train = _predict(ex.top, views["val"][:1]), np.concatenate([_predict(ex.top, [v]) for v in views["train"]])
+    print(f"pooled features in {time.time() - t:.1f}s", flush=True)
+    start_weights = ex.full.get_weights()
+    for lr in lrs:
+        ex.full.set_weights(start_weights)
+        head = fit_head(pooled_train, np.tile(y_train, 2), pooled_val, y_val, len(ids), time_s=20, seed=0).model
+        a = keras.Input(views["val"][0].shape[1:])
+        scored = keras.Model(a, head(ex.top(a)))
+        freeze_batch_norm(scored)
+        print(f"lr {lr}: head val {accuracy(_predict(scored, views['val']), y_val):.4f} "
+              f"test {accuracy(_predict(scored, views['test']), y_test):.4f}", flush=True)
+        last = [time.time()]
+
+        def on_epoch(epoch: int, step: int) -> None:
+            trained = time.time() - last[0]
+            print(f"  cut {cut} lr {lr} epoch {epoch}: trained {trained:.1f}s  val "
+                  f"{accuracy(_predict(scored, views['val']), y_val):.4f} test "
+                  f"{accuracy(_predict(scored, views['test']), y_test):.4f}", flush=True)
+            last[0] = time.time()
+
+        fine_tune(scored, views["train"], y_train, len(ids), time_s=1e9, eval_s=1.0, expired=lambda: False,
+                  on_epoch=on_epoch, lr=lr, max_epochs=epochs)
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), [float(x) for x in sys.argv[2].split(",")], int(sys.argv[3]))
