@@ -10,11 +10,11 @@ from timebox.models.registry import build_extractor, get_backbone, split_extract
 from timebox.train.depth import CutCost, choose_cut
 
 COSTS = [CutCost(12, 0.002, 100), CutCost(8, 0.004, 200), CutCost(5, 0.008, 400)]
-KW = dict(ft_image_s=0.01, n_train=1000, n_scored=500, images=3000, free_bytes=1e9, min_epochs=10)
+KW = dict(n_train=1000, n_scored=500, images=3000, free_bytes=1e9, min_epochs=10, train_per_infer=3.0)
 
 
-def _epoch_s(top_s):  # the rule's epoch cost: training scales with the top's inference time, plus scoring
-    return 1000 * 0.01 * top_s / 0.002 + 500 * top_s
+def _epoch_s(top_s):  # the rule's epoch cost: training (3x inference) and scoring, with the part after the cut
+    return top_s * (1000 * 3.0 + 500)
 
 
 def test_the_deepest_cut_whose_epochs_fit_is_chosen():

@@ -38,7 +38,8 @@ def _checked(key: str):
 def _add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=None,
                    help="tuned settings, a JSON object (backbone, weights, size, seed, layout, val_fraction, "
-                        "batch_size, keep, finetune, margin_s, ensemble, latency_ms, zoom_share, finetune_cut); flags win over it "
+                        "batch_size, keep, finetune, margin_s, ensemble, latency_ms, zoom_share, finetune_cut); "
+                        "flags win over it "
                         "(default: submission/config.json when it exists, as `package --config` ships it)")
     p.add_argument("--backbone", default=None,
                    help="backbone name (efficientnet-lite0/1/2, any keras.applications name, efn-b0..b7); "

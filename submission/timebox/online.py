@@ -136,8 +136,8 @@ class _Activations:
         arrays = {f"{part}{i}": v for part in ("val", "test", "train") for i, v in enumerate(getattr(self, part))}
         arrays.update(y_val=self.y_val, y_train=self.y_train, usable=self.usable)
         state.write("activations", {"views": [len(self.val), len(self.test), len(self.train)], "rate": self.rate,
-                                    "ft_image_s": self.ft_image_s, "cut": self.cut, "quarantine": self.quarantine, "unreadable_test": self.unreadable_test,
-                                    "notes": self.notes}, arrays=arrays)
+                                    "ft_image_s": self.ft_image_s, "cut": self.cut, "quarantine": self.quarantine,
+                                    "unreadable_test": self.unreadable_test, "notes": self.notes}, arrays=arrays)
 
     @classmethod
     def load(cls, state: RunState) -> "_Activations | None":
@@ -147,7 +147,8 @@ class _Activations:
         info, a = record["info"], record["arrays"]
         views = {part: [a[f"{part}{i}"] for i in range(n)] for part, n in zip(("val", "test", "train"), info["views"])}
         return cls(**views, y_val=a["y_val"], y_train=a["y_train"], usable=a["usable"], rate=info["rate"],
-                   ft_image_s=info["ft_image_s"], cut=info["cut"], quarantine=info["quarantine"], unreadable_test=info["unreadable_test"], notes=info["notes"])
+                   ft_image_s=info["ft_image_s"], cut=info["cut"], quarantine=info["quarantine"],
+                   unreadable_test=info["unreadable_test"], notes=info["notes"])
 
 
 def _predict(model: keras.Model, views: list[np.ndarray], batch: int = 256) -> np.ndarray:
@@ -346,7 +347,7 @@ class _Run:
         full_image_s = 1 / (rate * (1 - cuts.share(extractor.cut))) if extractor.top is not None else 1 / rate
         ft_image_s = FT_COST_RATIO * (1 - cuts.share(cuts.default)) * full_image_s if extractor.top is not None else 0.0
         if extractor.top is not None and cfg.finetune and cfg.finetune_cut is None and n_val == len(val_idx):
-            plan = self._choose_cut(ft_image_s, full_image_s, len(val_idx), len(test_idx), len(train_idx), notes)
+            plan = self._choose_cut(full_image_s, len(val_idx), len(test_idx), len(train_idx), notes)
             if plan.cut != extractor.cut:
                 self.extractor = extractor = split_extractor(extractor, self.spec, plan.cut)
                 v0 = time.time()
@@ -391,46 +392,47 @@ class _Run:
                             test_ok & (test_idx < n_test), rate, ft_image_s, extractor.cut, quarantine, unreadable,
                             notes)
 
-    def _choose_cut(self, ft_image_s: float, full_image_s: float, n_val: int, n_test: int, n_train: int,
-                    notes: list[str]) -> CutPlan:
+    def _choose_cut(self, full_image_s: float, n_val: int, n_test: int, n_train: int, notes: list[str]) -> CutPlan:
         """The cut fine-tuning starts from (see :mod:`timebox.train.depth`). The time it will get is what is
         left after extracting and pooling every image's two views, the head and the end reserve, less the
-        ensemble phase's largest share. Costs are first estimated from multiply-adds (which underestimate
-        deeper cuts: their high-resolution layers are slower per multiply-add); then, if a deeper cut fits
-        by that estimate, the default's and the deeper cuts' tops are timed (a trace and a batch each), the
-        deepest first, until one fits."""
+        ensemble phase's largest share. Only if a deeper cut fits by an optimistic estimate (half its share of
+        the backbone's multiply-adds times ``full_image_s``) are the tops timed (a trace and two batches each):
+        the default's, then deeper and deeper ones up to that estimate's, until one does not fit."""
         cuts = self.spec.cuts
         images = 2 * (n_val + n_test + n_train)
         before_s = (images - n_val) * full_image_s + self.head_s + self.reserve.s
         time_s = (self.budget.remaining() - before_s) * (1 - ENSEMBLE_MAX_SHARE)
-        image_bytes = {c: 2 * int(np.prod(cuts.shape(self.size, c))) for c in cuts.options()}
+        free = min(psutil.virtual_memory().available, psutil.disk_usage(self.out).free)  # OUT/state keeps a copy
 
-        def plan(top_s: dict[int, float]):
-            costs = [CutCost(c, s, image_bytes[c]) for c, s in top_s.items()]
-            free = min(psutil.virtual_memory().available, psutil.disk_usage(self.out).free)  # OUT/state keeps a copy
-            return choose_cut(costs, ft_image_s, time_s, n_train, 2 * n_val + n_test, images, free,
-                              DEEP_MIN_EPOCHS)
+        def plan(top_s: dict[int, float]) -> CutPlan:
+            costs = [CutCost(c, s, 2 * int(np.prod(cuts.shape(self.size, c)))) for c, s in top_s.items()]
+            return choose_cut(costs, time_s, n_train, 2 * n_val + n_test, images, free, DEEP_MIN_EPOCHS)
 
-        estimate = plan({c: full_image_s * cuts.share(c) for c in cuts.options()})
-        if estimate.cut != cuts.default:
-            deeper = cuts.options()[1 : cuts.options().index(estimate.cut) + 1]
-            default_s = self._top_inference_s(cuts.default)
-            for cut in reversed(deeper):
-                estimate = plan({cuts.default: default_s, cut: self._top_inference_s(cut)})
-                if estimate.cut == cut:
+        chosen = plan({c: 0.5 * full_image_s * cuts.share(c) for c in cuts.options()})
+        if chosen.cut != cuts.default:
+            measured = {cuts.default: self._top_inference_s(cuts.default)}
+            for cut in cuts.options()[1 : cuts.options().index(chosen.cut) + 1]:
+                measured[cut] = self._top_inference_s(cut)
+                if plan(measured).cut != cut:
                     break
-        notes.append(estimate.reason)
-        self.log(estimate.reason)
-        return estimate
+            chosen = plan(measured)
+        estimates = ", ".join(f"{c}: {e:.0f}" for c, e in chosen.epochs.items())
+        notes.append(f"{chosen.reason} (estimated epochs by cut: {estimates})")
+        self.log(notes[-1])
+        return chosen
 
     def _top_inference_s(self, cut: int) -> float:
-        """Measured seconds per image of the backbone's part after block ``cut`` (one batch, after its trace)."""
+        """Measured seconds per image of the backbone's part after block ``cut`` (the faster of two batches,
+        after its trace)."""
         top = split_extractor(self.extractor, self.spec, cut).top
         batch = np.zeros((self.cfg.batch_size, *self.spec.cuts.shape(self.size, cut)), np.float32)
         top.predict_on_batch(batch)
-        t = time.perf_counter()
-        top.predict_on_batch(batch)
-        return (time.perf_counter() - t) / len(batch)
+        times = []
+        for _ in range(2):
+            t = time.perf_counter()
+            top.predict_on_batch(batch)
+            times.append(time.perf_counter() - t)
+        return min(times) / len(batch)
 
     # 2. head on pooled features (or restored from the state of an earlier session)
     def _head(self) -> tuple[keras.Model, dict]:

@@ -9,8 +9,8 @@ get and whose activations fit in memory; else the default cut (the last blocks).
 
 Example::
 
-    plan = choose_cut([CutCost(12, 0.0026, 18_816), CutCost(5, 0.0084, 62_720)], ft_image_s=0.009,
-                      time_s=600, n_train=1700, n_scored=800, images=5000, free_bytes=20e9, min_epochs=10)
+    plan = choose_cut([CutCost(12, 0.0026, 18_816), CutCost(5, 0.0084, 62_720)], time_s=600, n_train=1700,
+                      n_scored=800, images=5000, free_bytes=20e9, min_epochs=10)
     plan.cut, plan.reason
 """
 
@@ -38,31 +38,29 @@ class CutPlan:
 
 
 MEMORY_SHARE = 0.5  # cached activations may take at most this share of the free memory (and disk: a copy is kept)
+TRAIN_PER_INFER = 3.0  # a training step per image over inference per image, of the same part (2.7-3.3 measured)
 
 
-def choose_cut(costs: list[CutCost], ft_image_s: float, time_s: float, n_train: int, n_scored: int, images: int,
-               free_bytes: float, min_epochs: float) -> CutPlan:
+def choose_cut(costs: list[CutCost], time_s: float, n_train: int, n_scored: int, images: int, free_bytes: float,
+               min_epochs: float, train_per_infer: float = TRAIN_PER_INFER) -> CutPlan:
     """The deepest of ``costs`` (the default cut first, then deeper ones) whose estimated epochs in
     ``time_s`` reach ``min_epochs`` and whose cached activations of ``images`` images fit in
     ``MEMORY_SHARE`` of ``free_bytes``; the default cut when none does.
 
-    ``ft_image_s``: seconds of a fine-tune step per image at the default cut; at a deeper cut it
-    grows as the inference time after the cut does. An epoch trains ``n_train`` images and
-    scores ``n_scored`` (val and test views) with the part after the cut.
+    An epoch trains ``n_train`` images (``train_per_infer`` times the inference cost each) and
+    scores ``n_scored`` (val and test views), all with the part after the cut.
 
-    >>> choose_cut([CutCost(12, 0.002, 100), CutCost(5, 0.008, 400)], ft_image_s=0.01, time_s=600,
-    ...            n_train=1000, n_scored=500, images=3000, free_bytes=1e9, min_epochs=10).cut
+    >>> choose_cut([CutCost(12, 0.002, 100), CutCost(5, 0.008, 400)], time_s=600, n_train=1000, n_scored=500,
+    ...            images=3000, free_bytes=1e9, min_epochs=10).cut
     5
     """
     default = costs[0]
-    epochs = {}
-    for c in costs:
-        epoch_s = n_train * ft_image_s * c.top_s / default.top_s + n_scored * c.top_s
-        epochs[c.cut] = max(time_s, 0.0) / max(epoch_s, 1e-9)
+    epochs = {c.cut: max(time_s, 0.0) / max(c.top_s * (n_train * train_per_infer + n_scored), 1e-9) for c in costs}
     fits = [c for c in costs[1:] if epochs[c.cut] >= min_epochs and c.image_bytes * images <= MEMORY_SHARE * free_bytes]
     if not fits:
         return CutPlan(default.cut, epochs, 1.0, f"fine-tuning from block {default.cut}: no deeper cut fits "
-                                            f"{min_epochs:g} epochs and its activations in memory")
+                                                 f"{min_epochs:g} epochs and its activations in memory")
     chosen = fits[-1]
-    return CutPlan(chosen.cut, epochs, chosen.top_s / default.top_s, f"fine-tuning from block {chosen.cut} (default {default.cut}): "
-                                       f"~{epochs[chosen.cut]:.0f} epochs fit, at least {min_epochs:g} wanted")
+    return CutPlan(chosen.cut, epochs, chosen.top_s / default.top_s,
+                   f"fine-tuning from block {chosen.cut} (default {default.cut}): ~{epochs[chosen.cut]:.0f} epochs "
+                   f"fit, at least {min_epochs:g} wanted")
