@@ -225,3 +225,23 @@ def test_drop_order_ties_drop_the_later_group_first():
     assert drop_order(weights, [[0], [1], [2]]) == [1, 0, 2]
     weights = np.array([0.3, 0.1, 0.2, 0.0, 0.4])  # in floats 0.1 + 0.2 > 0.3: still a tie
     assert drop_order(weights, [[0], [1, 2], [3], [4]]) == [2, 1, 0, 3]
+
+
+def test_held_out_accuracy_is_pooled_over_folds_of_unequal_size():
+    """Images right over all val images, not the mean of per-fold accuracies: with 7 images in folds of 4 and
+    3, a fold mean such as (3/4 + 1/3) / 2 is no count over 7, and the best single member's held-out score
+    is its held-out images right / 7, recomputed here fold by fold."""
+    rng = np.random.default_rng(5)
+    y = np.array([0, 0, 1, 1, 2, 2, 0])
+    probs = rng.dirichlet(np.ones(C), size=(3, len(y)))
+    choice = choose(probs, y, folds=2, seed=0)
+    for rule, acc in choice.heldout.items():
+        assert acc * len(y) == pytest.approx(round(acc * len(y))), rule
+    fold_of = _stratified_folds(y, 2, 0)
+    assert sorted(np.bincount(fold_of)) == [3, 4]
+    right = 0
+    for k in range(2):
+        fit, held = fold_of != k, fold_of == k
+        best = min(range(3), key=lambda m: (-accuracy(probs[m, fit], y[fit]), log_loss(probs[m, fit], y[fit]), m))
+        right += int(np.sum(probs[best, held].argmax(1) == y[held]))
+    assert choice.single_heldout == pytest.approx(right / len(y))
