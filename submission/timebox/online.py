@@ -397,7 +397,7 @@ class _Run:
         left after extracting and pooling every image's two views, the head and the end reserve, less the
         ensemble phase's largest share. Only if a deeper cut fits by an optimistic estimate (a quarter of its
         share of the backbone's multiply-adds times ``full_image_s``; on trashnet at 224 px the default top's
-        inference took 0.45 of that share) are the tops timed (a trace and two batches each):
+        inference took about 0.4 of that share) are the tops timed (a trace and two batches each):
         the default's, then deeper and deeper ones up to that estimate's, until one does not fit."""
         cuts = self.spec.cuts
         images = 2 * (n_val + n_test + n_train)
