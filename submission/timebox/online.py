@@ -417,7 +417,7 @@ class _Run:
                 if plan(measured).cut != cut:
                     break
             chosen = plan(measured)
-        estimates = ", ".join(f"{c}: {e:.0f}" for c, e in chosen.epochs.items())
+        estimates = ", ".join(f"{c}: {e:.1f}" for c, e in chosen.epochs.items())
         notes.append(f"{chosen.reason} (estimated epochs by cut: {estimates})")
         self.log(notes[-1])
         return chosen
