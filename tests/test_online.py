@@ -3,8 +3,8 @@ for speed), bad files included, then the saved model predicting again; and input
 clear exit 2 instead of a crash.
 
 One successful run (module-scoped) serves most assertions: it has a zero-byte .jpg and a text file
-named .jpg both in a training class folder and in the test folder. It may fine-tune from a deeper cut
-after one epoch (instead of 10) fits, so its saved model is the deep path's.
+named .jpg both in a training class folder and in the test folder. It fine-tunes from a deeper cut
+as soon as a little of an epoch there fits (instead of 10 epochs), so its saved model is the deep path's.
 """
 
 import csv
@@ -45,7 +45,7 @@ def run(tmp_path_factory):
                        weights="imagenet", size=SIZE, cache_dir=tmp_path_factory.mktemp("cache"), workers=1)
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("TIMEBOX_START", raising=False)  # `./run.sh test` exports it: count from now instead
-        mp.setattr(online, "DEEP_MIN_EPOCHS", 1)
+        mp.setattr(online, "DEEP_MIN_EPOCHS", 1e-3)  # any time left: the deep path, on any machine
         start = time.time()
         result = run_online(cfg)
         outer_wall = time.time() - start
@@ -117,8 +117,8 @@ def test_run_finishes_within_its_budget(run):
 
 
 def test_fine_tuning_goes_deeper_when_its_epochs_fit(run):
-    """The cut is chosen after the val images' extraction measured the speed: with the budget's room for
-    one epoch at a deeper cut, the activations are cached there and fine-tuning trains from there."""
+    """The cut is chosen after the val images' extraction measured the speed: when the epochs wanted fit at a
+    deeper cut, the activations are cached there and fine-tuning trains from there."""
     report = run["out"] / "report"
     extract = next(p for p in json.loads((report / "timeline.json").read_text())["phases"] if p["phase"] == "extract")
     assert extract["cut"] in (11, 8, 5, 3, 1)

@@ -70,9 +70,9 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
                    help="most of the budget the zoomed test-time views (the centre at 1.25x, and its mirror) may "
                         "cost as ensemble candidates; 0: never (default: 0.1)")
     p.add_argument("--finetune-cut", type=int, default=None,
-                   help="EfficientNet-Lite: the block fine-tuning starts from (its activations are cached); "
-                        "default: the deepest stage start at which enough epochs fit the budget, else the "
-                        "last blocks (block 12 of Lite0)")
+                   help="EfficientNet-Lite: the block fine-tuning starts from (its activations are cached; "
+                        "Lite0: 12, 11, 8, 5, 3 or 1); default: the deepest of these at which 10 epochs and "
+                        "the activations fit, else 12 (the last blocks)")
     p.add_argument("--no-ensemble", dest="ensemble", action="store_const", const=False, default=None,
                    help="never vote over checkpoints: the output is one model")
     p.add_argument("--margin", type=_duration, default=None,

@@ -8,8 +8,9 @@ Everything is sized to the wall-clock budget, counted from the command's start:
    measured speed leaves time for fine-tuning after them.
 2. ``head``: a softmax head on pooled features, epochs and learning rate sized to its share;
    the model is exported once, which measures what the final export will cost.
-3. ``finetune``: the last blocks of the backbone plus the head, on the cached activations,
-   epochs and learning rate sized to the time that is left.
+3. ``finetune``: the backbone's blocks after the cut plus the head, on the cached activations,
+   epochs and learning rate sized to the time that is left (the cut: the deepest whose epochs
+   fit, chosen after the val images' extraction measured the speed; see ``timebox.train.depth``).
 
 From the first scored model on, ``OUT/predictions.csv`` always exists and is replaced whenever
 a better model (by timebox's own val accuracy) exists; SIGTERM/SIGINT end training early and
@@ -53,7 +54,7 @@ from .predict import LABELS_FILE, MODEL_FILE, LabelMap, predict_batches, predict
 from .progress import Progress
 from .recovery import RunState
 from .report import environment, timeline_png, write_report
-from .train.depth import CutCost, CutPlan, choose_cut
+from .train.depth import TRAIN_PER_INFER, CutCost, CutPlan, choose_cut
 from .train.finetune import FineTuneState, fine_tune, freeze_batch_norm
 from .train.head import fit_head
 from .watchdog import Watchdog
@@ -257,7 +258,8 @@ class _Run:
             log(f"no time left to train: {self.outputs.path} is kept from {self.outputs.written_by or 'the prior class'}")
             return self._result(0.0, False)
         t = time.time()
-        self.extractor = build_extractor(self.spec, self.size, cfg.weights, cfg.finetune_cut)
+        cut = cfg.finetune_cut if cfg.finetune else None  # without fine-tuning, deeper activations are no use
+        self.extractor = build_extractor(self.spec, self.size, cfg.weights, cut)
         acts = _Activations.load(self.state)
         if acts is not None and acts.cut != self.extractor.cut:  # the cut an earlier session chose
             self.extractor = split_extractor(self.extractor, self.spec, acts.cut)
@@ -342,20 +344,22 @@ class _Run:
         v0 = time.time()
         val, n_val = acts(train_cache, val_idx, final_s)
         rate = n_val / max(time.time() - v0, 1e-3)
-        cuts = self.spec.cuts
-        # seconds of one image through the whole backbone, and of a fine-tune step per image at the default cut
-        full_image_s = 1 / (rate * (1 - cuts.share(extractor.cut))) if extractor.top is not None else 1 / rate
-        ft_image_s = FT_COST_RATIO * (1 - cuts.share(cuts.default)) * full_image_s if extractor.top is not None else 0.0
-        if extractor.top is not None and cfg.finetune and cfg.finetune_cut is None and n_val == len(val_idx):
-            plan = self._choose_cut(full_image_s, len(val_idx), len(test_idx), len(train_idx), notes)
-            if plan.cut != extractor.cut:
-                self.extractor = extractor = split_extractor(extractor, self.spec, plan.cut)
-                v0 = time.time()
-                val, n_val = acts(train_cache, val_idx, final_s)
-                rate = n_val / max(time.time() - v0, 1e-3)
-                ft_image_s *= plan.cost_ratio
-        elif extractor.top is not None:  # a cut given: scaled by multiply-adds
-            ft_image_s *= cuts.share(extractor.cut) / cuts.share(cuts.default)
+        ft_image_s = 0.0  # estimated seconds of a fine-tune step per image (no fine-tuning: unused)
+        if extractor.top is not None and cfg.finetune and n_val == len(val_idx):
+            if cfg.finetune_cut is None:
+                # seconds of one image through the whole backbone, and of a fine-tune step per image at the default cut
+                cuts = self.spec.cuts
+                full_image_s = 1 / (rate * (1 - cuts.share(extractor.cut)))
+                ft_image_s = FT_COST_RATIO * (1 - cuts.share(cuts.default)) * full_image_s
+                plan = self._choose_cut(full_image_s, len(val_idx), len(test_idx), len(train_idx), notes)
+                if plan.cut != extractor.cut:
+                    self.extractor = extractor = split_extractor(extractor, self.spec, plan.cut)
+                    v0 = time.time()
+                    val, n_val = acts(train_cache, val_idx, final_s)
+                    rate = n_val / max(time.time() - v0, 1e-3)
+                    ft_image_s *= plan.cost_ratio
+            else:  # a cut given: its top timed (the bottom's speed says little when it is a few layers)
+                ft_image_s = TRAIN_PER_INFER * self._top_inference_s(extractor.cut)
         test, n_test = acts(test_cache, test_idx, final_s)
         train, n_train = acts(train_cache, train_idx, head_s + final_s)
         log(f"activations: {n_val}/{len(val_idx)} val, {n_test}/{len(test_idx)} test, {n_train}/{len(train_idx)} train "
@@ -402,10 +406,10 @@ class _Run:
         cuts = self.spec.cuts
         images = 2 * (n_val + n_test + n_train)
         before_s = (images - n_val) * full_image_s + self.head_s + self.reserve.s
-        time_s = (self.budget.remaining() - before_s) * (1 - ENSEMBLE_MAX_SHARE)
         free = min(psutil.virtual_memory().available, psutil.disk_usage(self.out).free)  # OUT/state keeps a copy
 
-        def plan(top_s: dict[int, float]) -> CutPlan:
+        def plan(top_s: dict[int, float]) -> CutPlan:  # the time left is read anew: timing the tops takes some
+            time_s = (self.budget.remaining() - before_s) * (1 - ENSEMBLE_MAX_SHARE)
             costs = [CutCost(c, s, 2 * int(np.prod(cuts.shape(self.size, c)))) for c, s in top_s.items()]
             return choose_cut(costs, time_s, n_train, 2 * n_val + n_test, images, free, DEEP_MIN_EPOCHS)
 
@@ -423,8 +427,8 @@ class _Run:
         return chosen
 
     def _top_inference_s(self, cut: int) -> float:
-        """Measured seconds per image of the backbone's part after block ``cut`` (the faster of two batches,
-        after its trace)."""
+        """Measured seconds per image of the backbone's part from block ``cut`` on (inference; the faster of two
+        batches, after its trace)."""
         top = split_extractor(self.extractor, self.spec, cut).top
         batch = np.zeros((self.cfg.batch_size, *self.spec.cuts.shape(self.size, cut)), np.float32)
         top.predict_on_batch(batch)
@@ -686,8 +690,10 @@ class _Run:
         return self.trace_s + (MEMBER_LATENCY_IMAGES + 3) * self._one_image_s()
 
     def _one_image_s(self) -> float:
-        """Seconds of one image alone through the bottom and top: measured, else from the extraction's rate."""
-        return self.single_latency_ms / 1000 or 1 / self.acts.rate
+        """Seconds of one image alone through the bottom and top: measured, else from their measured rates."""
+        if self.single_latency_ms:
+            return self.single_latency_ms / 1000
+        return 1 / self.acts.rate + (1 / self.top_rate if self.top_rate else 0.0)
 
     def _ensemble_s(self) -> float:
         """Time the ensemble phase is planned to need (see :meth:`_ensemble_plan`)."""

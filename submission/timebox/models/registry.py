@@ -145,7 +145,7 @@ def build_extractor(spec: BackboneSpec, size: int, weights: str = "imagenet", cu
     full = keras.Model(inputs, backbone(scaled), name=f"{spec.name}_features")
     if spec.split is None and cut is None:
         return Extractor(full, full, None)
-    return split_extractor(Extractor(full, full, None), spec, cut or spec.cuts.default)
+    return split_extractor(Extractor(full, full, None), spec, spec.cuts.default if cut is None else cut)
 
 
 def split_extractor(extractor: Extractor, spec: BackboneSpec, cut: int) -> Extractor:
