@@ -399,7 +399,7 @@ class _Run:
     def _choose_cut(self, full_image_s: float, n_val: int, n_test: int, n_train: int, notes: list[str]) -> CutPlan:
         """The cut fine-tuning starts from (see :mod:`timebox.train.depth`). The time it will get is what is
         left after extracting and pooling every image's two views, the head and the end reserve, less the
-        ensemble phase's largest share. Only if a deeper cut fits by an optimistic estimate (a quarter of its
+        ensemble phase's largest share (if there is one). Only if a deeper cut fits by an optimistic estimate (a quarter of its
         share of the backbone's multiply-adds times ``full_image_s``; on trashnet at 224 px the default top's
         inference took about 0.4 of that share) are the tops timed (a trace and two batches each):
         the default's, then deeper and deeper ones up to that estimate's, until one does not fit."""
@@ -409,7 +409,7 @@ class _Run:
         free = min(psutil.virtual_memory().available, psutil.disk_usage(self.out).free)  # OUT/state keeps a copy
 
         def plan(top_s: dict[int, float]) -> CutPlan:  # the time left is read anew: timing the tops takes some
-            time_s = (self.budget.remaining() - before_s) * (1 - ENSEMBLE_MAX_SHARE)
+            time_s = (self.budget.remaining() - before_s) * (1 - ENSEMBLE_MAX_SHARE * self.cfg.ensemble)
             costs = [CutCost(c, s, 2 * int(np.prod(cuts.shape(self.size, c)))) for c, s in top_s.items()]
             return choose_cut(costs, time_s, n_train, 2 * n_val + n_test, images, free, DEEP_MIN_EPOCHS)
 
