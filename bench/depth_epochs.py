@@ -22,6 +22,7 @@ from timebox.data.splits import stratified_split  # noqa: E402
 from timebox.metrics import accuracy  # noqa: E402
 from timebox.models.features import extract_features  # noqa: E402
 from timebox.models.registry import build_extractor, get_backbone  # noqa: E402
+from timebox.predict import predict_batches  # noqa: E402
 from timebox.score import read_labels  # noqa: E402
 from timebox.train.finetune import fine_tune, freeze_batch_norm  # noqa: E402
 from timebox.train.head import fit_head  # noqa: E402
@@ -30,8 +31,8 @@ DATA = ROOT.parent / "shared" / "datasets" / "trashnet"
 
 
 def _predict(model, views):
-    return sum(np.concatenate([model.predict_on_batch(v[i:i + 128].astype(np.float32)) for i in range(0, len(v), 128)])
-               for v in views) / len(views)
+    """The model's outputs averaged over views, as `online` scores them."""
+    return sum(predict_batches(model, v, 256) for v in views) / len(views)
 
 
 def main(cut: int, lrs: list[float], epochs: int) -> None:
