@@ -150,8 +150,11 @@ def build_extractor(spec: BackboneSpec, size: int, weights: str = "imagenet", cu
 
 def split_extractor(extractor: Extractor, spec: BackboneSpec, cut: int) -> Extractor:
     """``extractor`` split at block ``cut`` instead (same layers and weights)."""
-    if spec.split is None or cut not in spec.cuts.options():
-        choices = ", ".join(map(str, spec.cuts.options())) if spec.cuts else "none: it cannot be split"
+    if spec.split is None:
+        raise UsageError(f"{spec.name} cannot be split for fine-tuning (only EfficientNet-Lite can); "
+                         "leave --finetune-cut out")
+    if cut not in spec.cuts.options():
+        choices = ", ".join(map(str, spec.cuts.options()))
         raise UsageError(f"{spec.name} cannot be cut for fine-tuning at block {cut}; choose one of: {choices}")
     full = extractor.full
     backbone, scale = full.layers[-1], full.get_layer("preprocess")
