@@ -9,6 +9,7 @@ from keras import layers
 from timebox.errors import UsageError
 from timebox.models import registry, weights
 from timebox.models.efficientnet_lite import efficientnet_lite, load_lite_weights
+from timebox.models import features
 from timebox.models.features import extract_features
 from timebox.models.losses import select_loss
 from timebox.models.preprocessing import MODES, Preprocess
@@ -308,3 +309,16 @@ def test_output_rows_follow_unsorted_indices(flatten_extractor, images):
     np.testing.assert_array_equal(feats.values, images[idx].reshape(len(idx), -1))
     flipped = extract_features(flatten_extractor, images, idx, batch_size=4, flip=True)
     np.testing.assert_array_equal(flipped.values, images[idx][:, :, ::-1].reshape(len(idx), -1))
+
+
+def test_default_batch_is_the_machines_image_batch(flatten_extractor, images, monkeypatch):
+    """Without a batch size, extraction batches by image_batch_size(): small on a CPU (the early layers'
+    activations stay in cache), large on an accelerator; the features do not depend on it."""
+    for devices, expected in (((), features.CPU_IMAGE_BATCH), (("GPU:0",), features.ACCELERATOR_IMAGE_BATCH)):
+        monkeypatch.setattr(features, "accelerators", lambda devices=devices: devices)
+        assert features.image_batch_size() == expected
+    monkeypatch.setattr(features, "accelerators", lambda: ())
+    seen = []
+    feats = extract_features(flatten_extractor, images, np.arange(20), on_batch=seen.append)
+    assert seen == list(range(features.CPU_IMAGE_BATCH, 20, features.CPU_IMAGE_BATCH)) + [20]
+    np.testing.assert_array_equal(feats.values, images.reshape(20, -1))

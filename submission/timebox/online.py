@@ -73,6 +73,7 @@ STATE_SHARE = 0.05  # ... or more, so that writing them takes at most this share
 ENSEMBLE_MAX_SHARE = 0.25  # the ensemble phase is planned only if it takes at most this share of fine-tuning's time
 GC_EVERY_S = 10.0  # Python's cyclic garbage collection is off during a run; it runs between saves at most this often
 MEMBER_LOAD_S = 0.5  # building a candidate's model and loading its checkpoint (~0.3 s for Lite0's top here)
+ACTIVATION_BATCH = 32  # cached activations through a top: ~2x the images per second of 256 (bench/infer_batch.py)
 CACHED_VIEWS = 2  # VIEWS[:2] (original, mirrored) are extracted with the training views; the zoomed ones later
 
 
@@ -152,7 +153,7 @@ class _Activations:
                    unreadable_test=info["unreadable_test"], notes=info["notes"])
 
 
-def _predict(model: keras.Model, views: list[np.ndarray], batch: int = 256) -> np.ndarray:
+def _predict(model: keras.Model, views: list[np.ndarray], batch: int = ACTIVATION_BATCH) -> np.ndarray:
     """The model's outputs averaged over views (e.g. original and mirrored), in fixed-size batches."""
     return sum(predict_batches(model, view, batch) for view in views) / len(views)
 
@@ -336,7 +337,7 @@ class _Run:
                 log.status("extract", done, len(idx))
                 self.collect_garbage()
 
-            f = extract_features(extractor.bottom, cache.images, idx, cfg.batch_size, lambda: budget.expired(reserve),
+            f = extract_features(extractor.bottom, cache.images, idx, should_stop=lambda: budget.expired(reserve),
                                  on_batch=on_batch, flip=flip,
                                  dtype=np.float16 if extractor.top is not None else np.float32)
             return f.values, f.done
@@ -430,7 +431,7 @@ class _Run:
         """Measured seconds per image of the backbone's part from block ``cut`` on (inference; the faster of two
         batches, after its trace)."""
         top = split_extractor(self.extractor, self.spec, cut).top
-        batch = np.zeros((self.cfg.batch_size, *self.spec.cuts.shape(self.size, cut)), np.float32)
+        batch = np.zeros((ACTIVATION_BATCH, *self.spec.cuts.shape(self.size, cut)), np.float32)
         top.predict_on_batch(batch)
         times = []
         for _ in range(2):
@@ -849,12 +850,12 @@ class _Run:
                                   "does not fit")
                 break
             acts = extract_features(view_model(self.extractor.bottom, VIEWS[v]), cache.images, idx,
-                                    self.cfg.batch_size, stop, dtype=np.float16)
+                                    should_stop=stop, dtype=np.float16)
             by_source = {}
             for source, member in members.items():
                 if acts.done < len(idx) or stop():
                     break
-                by_source[source] = predict_batches(member, acts.values, 256)
+                by_source[source] = predict_batches(member, acts.values, ACTIVATION_BATCH)
             if len(by_source) < len(members):
                 self.notes.append(f"{VIEWS[v].name} view of the {part} images cut by the deadline: not a candidate")
                 break
@@ -871,7 +872,7 @@ class _Run:
             if v < len(self.acts.test):
                 if n_test and self.expired(keep_s):
                     return None
-                test[(source, v)] = (predict_batches(members[source], self.acts.test[v][:n_test], 256) if n_test
+                test[(source, v)] = (predict_batches(members[source], self.acts.test[v][:n_test], ACTIVATION_BATCH) if n_test
                                      else np.zeros((0, self.num_classes), np.float32))
         if zoomed and n_test:
             probs = self._zoomed(members, "test", zoomed, keep_s)

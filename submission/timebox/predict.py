@@ -74,6 +74,7 @@ def predict_dir(model_dir: Path, images: Path, out_csv: Path, cache_dir: Path) -
     from .data.cache import build_cache
     from .data.layouts import list_images
     from .errors import UsageError
+    from .models.features import image_batch_size
     from .models.registry import load_model
 
     model_dir = Path(model_dir)
@@ -85,7 +86,7 @@ def predict_dir(model_dir: Path, images: Path, out_csv: Path, cache_dir: Path) -
     files = list_images(images)
     cache = build_cache(files, labels.input_size, cache_dir)
     usable = np.array([e is None for e in cache.errors])
-    probs = predict_batches(model, cache.images)
+    probs = predict_batches(model, cache.images, image_batch_size())
     root = Path(images).resolve()
     names = [f.relative_to(root).as_posix() for f in files]
     write_predictions(out_csv, prediction_rows(names, probs, usable, labels))

@@ -33,8 +33,9 @@ def environment() -> dict:
     try:
         import keras
 
-        backend = keras.backend.backend()
-        devices = [str(d) for d in _accelerators(backend)]
+        from .accelerators import accelerators
+
+        backend, devices = keras.backend.backend(), list(accelerators())
     except ImportError:
         backend, devices = None, []
     mem = psutil.virtual_memory()
@@ -50,18 +51,6 @@ def environment() -> dict:
         "accelerators": devices,
         "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_") or k == "LD_PRELOAD"},
     }
-
-
-def _accelerators(backend: str) -> list:
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return tf.config.list_physical_devices("GPU")
-    if backend == "jax":
-        import jax
-
-        return [d for d in jax.devices() if d.platform != "cpu"]
-    return []
 
 
 def _cpu_model() -> str:
