@@ -127,6 +127,17 @@ def test_fine_tuning_goes_deeper_when_its_epochs_fit(run):
     assert json.loads((report / "history.json").read_text())["finetune"]["epochs_run"] >= 1
 
 
+def test_first_predictions_come_before_the_mirrored_views(run):
+    """The mirrored views take as long again as the original ones, so a head fitted in seconds on the original
+    view writes predictions.csv before them; the real head comes after."""
+    log = (run["out"] / "report" / "log.txt").read_text()
+    assert "mirrored views: " in log, "this run extracted the mirrored views"
+    early = log.index("(from the early head on the original view")
+    assert early < log.index("mirrored views: ") < log.index("(from the head, val accuracy")
+    phases = [p["phase"] for p in json.loads((run["out"] / "report" / "timeline.json").read_text())["phases"]]
+    assert phases.index("early output") < phases.index("head")
+
+
 def test_saved_model_folder_reproduces_the_predictions(run, tmp_path):
     """model/ (model.keras + labels.json) reloads and predicts the same labels (flip TTA aside)."""
     model_dir = run["result"].model_dir

@@ -74,6 +74,7 @@ ENSEMBLE_MAX_SHARE = 0.25  # the ensemble phase is planned only if it takes at m
 GC_EVERY_S = 10.0  # Python's cyclic garbage collection is off during a run; it runs between saves at most this often
 MEMBER_LOAD_S = 0.5  # building a candidate's model and loading its checkpoint (~0.3 s for Lite0's top here)
 ACTIVATION_BATCH = 32  # cached activations through a top: ~2x the images per second of 256 (bench/infer_batch.py)
+EARLY_HEAD_S = 3.0  # the early output's head: fitted in this long, before the mirrored views are extracted
 CACHED_VIEWS = 2  # VIEWS[:2] (original, mirrored) are extracted with the training views; the zoomed ones later
 
 
@@ -236,6 +237,8 @@ class _Run:
         self.trace_s = TRACE_S  # tracing one view of a model: the largest of TRACE_S and every measured trace
         self.view_sources: dict | None = None  # decoded val and test images, for views extracted later (zoomed)
         self.collected_at = time.time()
+        self.pooled: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # id(activations) -> (them, pooled features)
+        self.pool_rate: float | None = None  # the top's measured images per second when pooling
 
     def phase(self, name: str, started: float, planned_s: float | None, **info) -> None:
         self.phases.append({"phase": name, "start_s": round(started - self.budget.start + self.spent, 2),
@@ -376,15 +379,18 @@ class _Run:
         ft_epoch = n_train * ft_image_s
         left_after_flips = budget.remaining() - final_s - head_s - flip_cost
         want_flips = extractor.top is None or not cfg.finetune or left_after_flips > MIN_FT_EPOCHS * ft_epoch
-        views_val, views_test, views_train = [val], [test], [train[:n_train]]
+        train = train[:n_train]
+        views_val, views_test, views_train = [val], [test], [train]
         if want_flips and n_test == len(test_idx):
+            self._early_output(val, test, train, ds.labels[val_idx], ds.labels[train_idx[:n_train]], test_ok,
+                               head_s + final_s)
             test_f, n_tf = acts(test_cache, test_idx, head_s + final_s, flip=True)
             val_f, n_vf = acts(train_cache, val_idx, head_s + final_s, flip=True)
             train_f, n_trf = acts(train_cache, train_idx[:n_train], head_s + final_s, flip=True)
             if n_tf == len(test_idx) and n_vf == len(val_idx):
                 views_val, views_test = [val, val_f], [test, test_f]
             if n_trf == n_train:
-                views_train = [train[:n_train], train_f]
+                views_train = [train, train_f]
             log(f"mirrored views: {n_tf}/{len(test_idx)} test, {n_vf}/{len(val_idx)} val, {n_trf}/{n_train} train")
         else:
             notes.append("mirrored views skipped: the time is worth more to fine-tuning")
@@ -396,6 +402,33 @@ class _Run:
         return _Activations(views_val, views_test, views_train, ds.labels[val_idx], ds.labels[train_idx[:n_train]],
                             test_ok & (test_idx < n_test), rate, ft_image_s, extractor.cut, quarantine, unreadable,
                             notes)
+
+    def _early_output(self, val: np.ndarray, test: np.ndarray, train: np.ndarray, y_val: np.ndarray,
+                      y_train: np.ndarray, usable: np.ndarray, keep_s: float) -> None:
+        """The first predictions, from a head fitted in ``EARLY_HEAD_S`` on the original view's pooled features,
+        written before the mirrored views are extracted (they take about as long again as the originals).
+        The pooled features are kept for the real head. Skipped if it would leave less than ``keep_s``."""
+        if self.extractor.top is None or self.budget.expired(keep_s + EARLY_HEAD_S):
+            return
+        t = time.time()
+        (pooled_val, pooled_train, pooled_test), _ = self._pool([val, train, test])
+        head = fit_head(pooled_train, y_train, pooled_val, y_val, self.num_classes, time_s=EARLY_HEAD_S,
+                        expired=lambda: self.budget.expired(keep_s), seed=self.cfg.seed)
+        self.outputs.write(predict_batches(head.model, pooled_test, 256), usable, "the early head")
+        self.phase("early output", t, EARLY_HEAD_S, val_accuracy=round(head.val_accuracy, 4))
+        self.log(f"wrote {self.outputs.path} (from the early head on the original view, val accuracy "
+                 f"{head.val_accuracy:.4f})")
+
+    def _pool(self, views: list[np.ndarray]) -> tuple[list[np.ndarray], float | None]:
+        """Each view's activations through the top (pooled features; those pooled before are reused), and the
+        top's measured images per second (of the views pooled now, else of the last pooling)."""
+        todo = [v for v in views if id(v) not in self.pooled]
+        t = time.time()
+        for v in todo:
+            self.pooled[id(v)] = (v, _predict(self.extractor.top, [v]))  # the array kept: its id stays unique
+        if todo:
+            self.pool_rate = sum(len(v) for v in todo) / max(time.time() - t, 1e-3)
+        return [self.pooled[id(v)][1] for v in views], self.pool_rate
 
     def _choose_cut(self, full_image_s: float, n_val: int, n_test: int, n_train: int, notes: list[str]) -> CutPlan:
         """The cut fine-tuning starts from (see :mod:`timebox.train.depth`). The time it will get is what is
@@ -451,11 +484,8 @@ class _Run:
             return head, info
         t = time.time()
         if top is not None:
-            pool = lambda views: [_predict(top, [v]) for v in views]  # noqa: E731  (pooled features)
-            p0 = time.time()
-            pooled_val = pool(acts.val)
-            top_rate = sum(len(v) for v in acts.val) / max(time.time() - p0, 1e-3)
-            pooled_train = pool(acts.train)
+            pooled_val, top_rate = self._pool(acts.val)
+            pooled_train, _ = self._pool(acts.train)
         else:
             pooled_val, pooled_train, top_rate = acts.val, acts.train, None
         if self.cfg.ensemble and top_rate:  # sizes the ensemble phase's plan, which the head's time decision needs
