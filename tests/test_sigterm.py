@@ -107,7 +107,9 @@ def test_budget_ending_during_training_leaves_complete_predictions_within_budget
     assert "watchdog" not in proc.stderr
 
 
-def test_sigterm_during_head_training_keeps_the_heads_predictions(tmp_path, monkeypatch):
+def test_sigterm_after_the_first_head_keeps_its_predictions(tmp_path, monkeypatch):
+    """SIGTERM right after the first head is fitted (the early one, before the mirrored views): the run ends
+    with that head's predictions, not with a head fitted in the time left after the signal."""
     import timebox.online as online
     from timebox.score import score
 

@@ -56,7 +56,7 @@ from .recovery import RunState
 from .report import environment, timeline_png, write_report
 from .train.depth import TRAIN_PER_INFER, CutCost, CutPlan, choose_cut
 from .train.finetune import FineTuneState, fine_tune, freeze_batch_norm
-from .train.head import fit_head
+from .train.head import HeadResult, fit_head
 from .watchdog import Watchdog
 
 EXPORT_GUESS_S = 5.0  # the final export's cost until the export after the head measures it (~3 s for Lite0)
@@ -239,6 +239,8 @@ class _Run:
         self.collected_at = time.time()
         self.pooled: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # id(activations) -> (them, pooled features)
         self.pool_rate: float | None = None  # the top's measured images per second when pooling
+        self.early = {"val_accuracy": -1.0, "source": None}  # the early output's val accuracy: later ones must match it
+        self.early_head: HeadResult | None = None  # its head: the head of a run interrupted before the real one
 
     def phase(self, name: str, started: float, planned_s: float | None, **info) -> None:
         self.phases.append({"phase": name, "start_s": round(started - self.budget.start + self.spent, 2),
@@ -291,11 +293,15 @@ class _Run:
         self.head = head
         self.checkpoints = CheckpointManager(self.out / "checkpoints", k=cfg.keep)
         best = self.state.read("best", load_arrays=False)
-        self.best = best["info"] if best else {"val_accuracy": -1.0, "source": None}
+        self.best = best["info"] if best else dict(self.early)
         self.last = dict(self.best)  # the last model scored
         if best is None:
             self.score("head", head_info["chosen_epoch"], head_info["epochs_run"])
-            log(f"wrote {self.outputs.path} (from the head, val accuracy {self.best['val_accuracy']:.4f})")
+            if self.best["source"] == self.last["source"]:
+                log(f"wrote {self.outputs.path} (from the head, val accuracy {self.best['val_accuracy']:.4f})")
+            else:
+                log(f"kept {self.outputs.path} from {self.best['source']} (val accuracy "
+                    f"{self.best['val_accuracy']:.4f}; the head's {self.last['val_accuracy']:.4f})")
         self._sync_with_checkpoints()
         exported = self.spent > 0 and (self.out / "model" / MODEL_FILE).exists()
         if not exported and not self.budget.expired(self.reserve.s + EXPORT_GUESS_S):
@@ -415,6 +421,7 @@ class _Run:
         head = fit_head(pooled_train, y_train, pooled_val, y_val, self.num_classes, time_s=EARLY_HEAD_S,
                         expired=lambda: self.budget.expired(keep_s), seed=self.cfg.seed)
         self.outputs.write(predict_batches(head.model, pooled_test, 256), usable, "the early head")
+        self.early, self.early_head = {"val_accuracy": float(head.val_accuracy), "source": "the early head"}, head
         self.phase("early output", t, EARLY_HEAD_S, val_accuracy=round(head.val_accuracy, 4))
         self.log(f"wrote {self.outputs.path} (from the early head on the original view, val accuracy "
                  f"{head.val_accuracy:.4f})")
@@ -508,9 +515,12 @@ class _Run:
                 self.notes.append(f"fine-tuning cannot fit a useful epoch after the head: the head gets "
                                   f"{head_time:.0f}s")
         head_end = time.time() + head_time
-        head = fit_head(np.concatenate(pooled_train), np.tile(acts.y_train, len(pooled_train)), pooled_val[0], acts.y_val,
-                        self.num_classes, time_s=head_time, expired=lambda: self.expired() or time.time() > head_end,
-                        seed=self.cfg.seed)
+        if self.budget.interrupted and self.early_head:  # no time to fit a better one
+            head = self.early_head
+        else:
+            head = fit_head(np.concatenate(pooled_train), np.tile(acts.y_train, len(pooled_train)), pooled_val[0],
+                            acts.y_val, self.num_classes, time_s=head_time,
+                            expired=lambda: self.expired() or time.time() > head_end, seed=self.cfg.seed)
         val_single = _predict(head.model, pooled_val[:1])
         val_tta = _predict(head.model, pooled_val) if len(pooled_val) > 1 else val_single
         tta = len(pooled_val) > 1 and accuracy(val_tta, acts.y_val) >= accuracy(val_single, acts.y_val)
@@ -545,7 +555,10 @@ class _Run:
         kept = {e["file"] for e in self.checkpoints.entries}
         self.candidates = {k: c for k, c in self.candidates.items()
                            if k == self.last["source"] or (c["path"] is not None and c["path"].name in kept)}
-        if acc > self.best["val_accuracy"] and (self.best["source"] is None or not self.expired()):
+        # the early output's head had 3 s and one view: a model as good on val replaces it
+        provisional = self.early["source"] is not None and self.best["source"] == self.early["source"]
+        better = acc > self.best["val_accuracy"] or (provisional and acc == self.best["val_accuracy"])
+        if better and (self.best["source"] is None or not self.expired()):
             self._write_predictions(acc, self.last["source"])
 
     def _prefer_annealed_end(self) -> None:
