@@ -107,18 +107,22 @@ def test_budget_ending_during_training_leaves_complete_predictions_within_budget
     assert "watchdog" not in proc.stderr
 
 
-def test_sigterm_after_the_first_head_keeps_its_predictions(tmp_path, monkeypatch):
-    """SIGTERM right after the first head is fitted (the early one, before the mirrored views): the run ends
-    with that head's predictions, not with a head fitted in the time left after the signal."""
+@pytest.mark.parametrize("after_fit", [1, 2], ids=["early head", "real head"])
+def test_sigterm_after_a_head_is_fitted_keeps_that_heads_predictions(tmp_path, monkeypatch, after_fit):
+    """SIGTERM right after the early head (fitted before the mirrored views) or the real head: the run ends
+    with that head as the output and the exported model, and no head is fitted in the time left after it."""
     import timebox.online as online
     from timebox.score import score
 
     root = make_synthetic(tmp_path / "data", n_per_class=12, n_test_per_class=4, size=64)
     real_fit_head = online.fit_head
+    fits = []
 
     def fit_head_then_sigterm(*args, **kwargs):
         result = real_fit_head(*args, **kwargs)
-        os.kill(os.getpid(), signal.SIGTERM)  # handled by run_online: budget.interrupt()
+        fits.append(result)
+        if len(fits) == after_fit:
+            os.kill(os.getpid(), signal.SIGTERM)  # handled by run_online: budget.interrupt()
         return result
 
     monkeypatch.setattr(online, "fit_head", fit_head_then_sigterm)
@@ -128,6 +132,7 @@ def test_sigterm_after_the_first_head_keeps_its_predictions(tmp_path, monkeypatc
                                           cache_dir=tmp_path / "cache", workers=1))
     summary = json.loads((out / "report" / "summary.json").read_text())
     assert summary["interrupted"] is True
+    assert len(fits) == after_fit
     _assert_complete_predictions(out, root)
-    assert summary["predictions_from"] != "prior"
+    assert summary["predictions_from"].startswith("head epoch")
     assert score(out / "predictions.csv", root / "test_labels.csv").accuracy >= 0.5

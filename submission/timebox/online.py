@@ -75,6 +75,7 @@ GC_EVERY_S = 10.0  # Python's cyclic garbage collection is off during a run; it 
 MEMBER_LOAD_S = 0.5  # building a candidate's model and loading its checkpoint (~0.3 s for Lite0's top here)
 ACTIVATION_BATCH = 32  # cached activations through a top: ~2x the images per second of 256 (bench/infer_batch.py)
 EARLY_HEAD_S = 3.0  # the early output's head: fitted in this long, before the mirrored views are extracted
+EARLY_OUTPUT_S = 5.0  # the early output in all: its head, tracing it, the test images through the top, the CSV
 CACHED_VIEWS = 2  # VIEWS[:2] (original, mirrored) are extracted with the training views; the zoomed ones later
 
 
@@ -239,8 +240,7 @@ class _Run:
         self.collected_at = time.time()
         self.pooled: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # id(activations) -> (them, pooled features)
         self.pool_rate: float | None = None  # the top's measured images per second when pooling
-        self.early = {"val_accuracy": -1.0, "source": None}  # the early output's val accuracy: later ones must match it
-        self.early_head: HeadResult | None = None  # its head: the head of a run interrupted before the real one
+        self.early_head: HeadResult | None = None  # the early output's head: that of a run interrupted before the real one
 
     def phase(self, name: str, started: float, planned_s: float | None, **info) -> None:
         self.phases.append({"phase": name, "start_s": round(started - self.budget.start + self.spent, 2),
@@ -293,15 +293,11 @@ class _Run:
         self.head = head
         self.checkpoints = CheckpointManager(self.out / "checkpoints", k=cfg.keep)
         best = self.state.read("best", load_arrays=False)
-        self.best = best["info"] if best else dict(self.early)
+        self.best = best["info"] if best else {"val_accuracy": -1.0, "source": None}  # the early output is provisional
         self.last = dict(self.best)  # the last model scored
         if best is None:
             self.score("head", head_info["chosen_epoch"], head_info["epochs_run"])
-            if self.best["source"] == self.last["source"]:
-                log(f"wrote {self.outputs.path} (from the head, val accuracy {self.best['val_accuracy']:.4f})")
-            else:
-                log(f"kept {self.outputs.path} from {self.best['source']} (val accuracy "
-                    f"{self.best['val_accuracy']:.4f}; the head's {self.last['val_accuracy']:.4f})")
+            log(f"wrote {self.outputs.path} (from the head, val accuracy {self.best['val_accuracy']:.4f})")
         self._sync_with_checkpoints()
         exported = self.spent > 0 and (self.out / "model" / MODEL_FILE).exists()
         if not exported and not self.budget.expired(self.reserve.s + EXPORT_GUESS_S):
@@ -383,7 +379,7 @@ class _Run:
             notes.append(f"the budget allowed features of {n_train} of {len(train_idx)} training images")
         flip_cost = (len(test_idx) + len(val_idx) + n_train) / rate
         ft_epoch = n_train * ft_image_s
-        left_after_flips = budget.remaining() - final_s - head_s - flip_cost
+        left_after_flips = budget.remaining() - final_s - head_s - flip_cost - EARLY_OUTPUT_S
         want_flips = extractor.top is None or not cfg.finetune or left_after_flips > MIN_FT_EPOCHS * ft_epoch
         train = train[:n_train]
         views_val, views_test, views_train = [val], [test], [train]
@@ -413,16 +409,18 @@ class _Run:
                       y_train: np.ndarray, usable: np.ndarray, keep_s: float) -> None:
         """The first predictions, from a head fitted in ``EARLY_HEAD_S`` on the original view's pooled features,
         written before the mirrored views are extracted (they take about as long again as the originals).
-        The pooled features are kept for the real head. Skipped if it would leave less than ``keep_s``."""
-        if self.extractor.top is None or self.budget.expired(keep_s + EARLY_HEAD_S):
+        Provisional: the real head's predictions replace them, and it reuses the pooled features. Skipped if
+        it would leave less than ``keep_s``."""
+        if self.extractor.top is None or self.budget.expired(keep_s + EARLY_OUTPUT_S):
             return
         t = time.time()
-        (pooled_val, pooled_train, pooled_test), _ = self._pool([val, train, test])
+        (pooled_val, pooled_train), _ = self._pool([val, train])
+        pooled_test = _predict(self.extractor.top, [test])
         head = fit_head(pooled_train, y_train, pooled_val, y_val, self.num_classes, time_s=EARLY_HEAD_S,
                         expired=lambda: self.budget.expired(keep_s), seed=self.cfg.seed)
         self.outputs.write(predict_batches(head.model, pooled_test, 256), usable, "the early head")
-        self.early, self.early_head = {"val_accuracy": float(head.val_accuracy), "source": "the early head"}, head
-        self.phase("early output", t, EARLY_HEAD_S, val_accuracy=round(head.val_accuracy, 4))
+        self.early_head = head
+        self.phase("early output", t, EARLY_OUTPUT_S, val_accuracy=round(head.val_accuracy, 4))
         self.log(f"wrote {self.outputs.path} (from the early head on the original view, val accuracy "
                  f"{head.val_accuracy:.4f})")
 
@@ -446,7 +444,7 @@ class _Run:
         the default's, then deeper and deeper ones up to that estimate's, until one does not fit."""
         cuts = self.spec.cuts
         images = 2 * (n_val + n_test + n_train)
-        before_s = (images - n_val) * full_image_s + self.head_s + self.reserve.s
+        before_s = (images - n_val) * full_image_s + EARLY_OUTPUT_S + self.head_s + self.reserve.s
         free = min(psutil.virtual_memory().available, psutil.disk_usage(self.out).free)  # OUT/state keeps a copy
 
         def plan(top_s: dict[int, float]) -> CutPlan:  # the time left is read anew: timing the tops takes some
@@ -521,6 +519,7 @@ class _Run:
             head = fit_head(np.concatenate(pooled_train), np.tile(acts.y_train, len(pooled_train)), pooled_val[0],
                             acts.y_val, self.num_classes, time_s=head_time,
                             expired=lambda: self.expired() or time.time() > head_end, seed=self.cfg.seed)
+        self.pooled.clear()
         val_single = _predict(head.model, pooled_val[:1])
         val_tta = _predict(head.model, pooled_val) if len(pooled_val) > 1 else val_single
         tta = len(pooled_val) > 1 and accuracy(val_tta, acts.y_val) >= accuracy(val_single, acts.y_val)
@@ -555,10 +554,7 @@ class _Run:
         kept = {e["file"] for e in self.checkpoints.entries}
         self.candidates = {k: c for k, c in self.candidates.items()
                            if k == self.last["source"] or (c["path"] is not None and c["path"].name in kept)}
-        # the early output's head had 3 s and one view: a model as good on val replaces it
-        provisional = self.early["source"] is not None and self.best["source"] == self.early["source"]
-        better = acc > self.best["val_accuracy"] or (provisional and acc == self.best["val_accuracy"])
-        if better and (self.best["source"] is None or not self.expired()):
+        if acc > self.best["val_accuracy"] and (self.best["source"] is None or not self.expired()):
             self._write_predictions(acc, self.last["source"])
 
     def _prefer_annealed_end(self) -> None:
