@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "submission"))
 
 import numpy as np  # noqa: E402
+from deadline import DATA, SPLITS  # noqa: E402
 
 from timebox.data.cache import build_cache  # noqa: E402
 from timebox.data.layouts import read_dataset  # noqa: E402
@@ -32,15 +33,13 @@ TOP_BATCHES = (6, 16, 32, 64, 256)
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dataset", default="trashnet")
+    ap.add_argument("--dataset", default="trashnet", choices=sorted(SPLITS))
     ap.add_argument("--images", type=int, default=192)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--cache-dir", type=Path, default=ROOT / ".cache" / "bench")
     args = ap.parse_args()
 
-    train_dir = next(p for p in (ROOT.parent / "shared" / "datasets" / args.dataset).iterdir()
-                     if p.is_dir() and "train" in p.name)
-    ds = read_dataset(train_dir)
+    ds = read_dataset(DATA / args.dataset / SPLITS[args.dataset][0])
     cache = build_cache(ds.files[: args.images], 224, args.cache_dir)
     spec = get_backbone("efficientnet-lite0")
     idx = np.arange(len(cache.images))

@@ -7,9 +7,8 @@ import pytest
 from keras import layers
 
 from timebox.errors import UsageError
-from timebox.models import registry, weights
+from timebox.models import features, registry, weights
 from timebox.models.efficientnet_lite import efficientnet_lite, load_lite_weights
-from timebox.models import features
 from timebox.models.features import extract_features
 from timebox.models.losses import select_loss
 from timebox.models.preprocessing import MODES, Preprocess

@@ -418,7 +418,7 @@ class _Run:
         pooled_test = _predict(self.extractor.top, [test])
         head = fit_head(pooled_train, y_train, pooled_val, y_val, self.num_classes, time_s=EARLY_HEAD_S,
                         expired=lambda: self.budget.expired(keep_s), seed=self.cfg.seed)
-        self.outputs.write(predict_batches(head.model, pooled_test, 256), usable, "the early head")
+        self.outputs.write(_predict(head.model, [pooled_test]), usable, "the early head")
         self.early_head = head
         self.phase("early output", t, EARLY_OUTPUT_S, val_accuracy=round(head.val_accuracy, 4))
         self.log(f"wrote {self.outputs.path} (from the early head on the original view, val accuracy "
@@ -894,7 +894,7 @@ class _Run:
             for source, member in members.items():
                 if acts.done < len(idx) or stop():
                     break
-                by_source[source] = predict_batches(member, acts.values, ACTIVATION_BATCH)
+                by_source[source] = _predict(member, [acts.values])
             if len(by_source) < len(members):
                 self.notes.append(f"{VIEWS[v].name} view of the {part} images cut by the deadline: not a candidate")
                 break
@@ -911,7 +911,7 @@ class _Run:
             if v < len(self.acts.test):
                 if n_test and self.expired(keep_s):
                     return None
-                test[(source, v)] = (predict_batches(members[source], self.acts.test[v][:n_test], ACTIVATION_BATCH) if n_test
+                test[(source, v)] = (_predict(members[source], [self.acts.test[v][:n_test]]) if n_test
                                      else np.zeros((0, self.num_classes), np.float32))
         if zoomed and n_test:
             probs = self._zoomed(members, "test", zoomed, keep_s)
