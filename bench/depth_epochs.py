@@ -1,9 +1,10 @@
-"""Fine-tuning from a deeper cut at equal epochs: EfficientNet-Lite0 at 224 px on trashnet, the
+"""Fine-tuning from a deeper cut at equal epochs: EfficientNet-Lite0 on trashnet (or flowers5), the
 activations of the original and mirrored views cached at block ``cut``, a head fitted on their pooled
 features, then ``epochs`` epochs of `timebox.train.finetune.fine_tune` (the schedule `online` uses)
-per learning rate; val and test accuracy (both views averaged) after every epoch.
+per learning rate; val and test accuracy (both views averaged) after every epoch. At cut 0 (the
+image) every batch gets random-resized crops, as in `online`.
 
-    .venv/bin/python bench/depth_epochs.py CUT LR[,LR...] EPOCHS      e.g. 5 1e-3,3e-4 8
+    .venv/bin/python bench/depth_epochs.py CUT LR[,LR...] EPOCHS [SIZE [DATASET]]   e.g. 5 1e-3,3e-4 8
 """
 
 import sys
@@ -27,7 +28,8 @@ from timebox.score import read_labels  # noqa: E402
 from timebox.train.finetune import fine_tune, freeze_batch_norm  # noqa: E402
 from timebox.train.head import fit_head  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "datasets" / "trashnet"
+from deadline import DATA, SPLITS  # noqa: E402
+from timebox.train.augment import random_resized_crop  # noqa: E402
 
 
 def _predict(model, views):
@@ -35,18 +37,19 @@ def _predict(model, views):
     return sum(predict_batches(model, v, 256) for v in views) / len(views)
 
 
-def main(cut: int, lrs: list[float], epochs: int) -> None:
-    ds, test_files = read_dataset(DATA / "train_data"), list_images(DATA / "test_data")
+def main(cut: int, lrs: list[float], epochs: int, size: int = 224, dataset: str = "trashnet") -> None:
+    train_dir, test_dir = (DATA / dataset / d for d in SPLITS[dataset])
+    ds, test_files = read_dataset(train_dir), list_images(test_dir)
     cache_dir = Path.home() / ".cache" / "timebox"
-    train_cache, test_cache = build_cache(ds.files, 224, cache_dir), build_cache(test_files, 224, cache_dir)
+    train_cache, test_cache = build_cache(ds.files, size, cache_dir), build_cache(test_files, size, cache_dir)
     good = np.array([i for i, e in enumerate(train_cache.errors) if e is None])
     tr, va = stratified_split(ds.labels[good], 0.15, 0)  # online's split and order (seed 0)
     tr_idx, va_idx = np.random.default_rng(0).permutation(good[tr]), good[va]
-    truth, root = read_labels(DATA / "test_labels.csv"), (DATA / "test_data").resolve()
+    truth, root = read_labels(DATA / dataset / "test_labels.csv"), test_dir.resolve()
     ids = {str(c): i for i, c in enumerate(ds.class_ids)}
     y_test = np.array([ids[truth[f.relative_to(root).as_posix()]] for f in test_files])
     y_train, y_val = ds.labels[tr_idx], ds.labels[va_idx]
-    ex = build_extractor(get_backbone("efficientnet-lite0"), 224, "imagenet", cut)
+    ex = build_extractor(get_backbone("efficientnet-lite0"), size, "imagenet", cut)
     t = time.time()
     parts = {"val": (train_cache, va_idx), "test": (test_cache, np.arange(len(test_files))), "train": (train_cache, tr_idx)}
     views = {p: [extract_features(ex.bottom, c.images, i, 32, flip=f, dtype=np.float16).values for f in (False, True)]
@@ -74,8 +77,9 @@ def main(cut: int, lrs: list[float], epochs: int) -> None:
             last[0] = time.time()
 
         fine_tune(scored, views["train"], y_train, len(ids), time_s=1e9, eval_s=1.0, expired=lambda: False,
-                  on_epoch=on_epoch, lr=lr, max_epochs=epochs)
+                  on_epoch=on_epoch, lr=lr, max_epochs=epochs, augment=random_resized_crop if cut == 0 else None)
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), [float(x) for x in sys.argv[2].split(",")], int(sys.argv[3]))
+    main(int(sys.argv[1]), [float(x) for x in sys.argv[2].split(",")], int(sys.argv[3]), *map(int, sys.argv[4:5]),
+         *sys.argv[5:6])

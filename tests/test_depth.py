@@ -44,8 +44,8 @@ def test_no_time_at_all_keeps_the_default_cut():
 
 
 def test_deeper_cuts_run_a_larger_share_of_the_backbone():
-    shares = [top_share(0, c) for c in (15, 12, 8, 5, 1)]
-    assert shares == sorted(shares) and 0 < shares[0] and shares[-1] < 1
+    shares = [top_share(0, c) for c in (15, 12, 8, 5, 1, 0)]
+    assert shares == sorted(shares) and 0 < shares[0] and shares[-2] < 1 and shares[-1] == 1.0
 
 
 @pytest.fixture(scope="module")
@@ -53,13 +53,13 @@ def lite0():
     return get_backbone("efficientnet-lite0"), build_extractor(get_backbone("efficientnet-lite0"), 64, "none")
 
 
-def test_lite0_offers_the_default_cut_then_deeper_stage_starts(lite0):
+def test_lite0_offers_the_default_cut_then_deeper_stage_starts_then_the_image(lite0):
     spec, extractor = lite0
-    assert spec.cuts.options() == (12, 11, 8, 5, 3, 1)
+    assert spec.cuts.options() == (12, 11, 8, 5, 3, 1, 0) and spec.cuts.image == 0
     assert extractor.cut == 12
 
 
-@pytest.mark.parametrize("cut", [12, 8, 5, 1])
+@pytest.mark.parametrize("cut", [12, 8, 5, 1, 0])
 def test_bottom_then_top_at_any_cut_equals_the_whole_backbone(lite0, cut):
     spec, extractor = lite0
     split = split_extractor(extractor, spec, cut)
@@ -72,10 +72,34 @@ def test_bottom_then_top_at_any_cut_equals_the_whole_backbone(lite0, cut):
 
 def test_a_cut_the_backbone_does_not_offer_is_a_usage_error_listing_the_choices(lite0):
     spec, extractor = lite0
-    with pytest.raises(UsageError, match="choose one of: 12, 11, 8, 5, 3, 1"):
+    with pytest.raises(UsageError, match="choose one of: 12, 11, 8, 5, 3, 1, 0"):
         split_extractor(extractor, spec, 7)
+
+
+def test_at_the_image_cut_the_cached_activations_are_the_scaled_images_and_the_top_is_the_backbone(lite0):
+    spec, extractor = lite0
+    split = split_extractor(extractor, spec, 0)
+    images = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    np.testing.assert_allclose(np.asarray(split.bottom.predict_on_batch(images)),
+                               np.asarray(extractor.full.get_layer("preprocess")(images)), atol=1e-6)
+    assert split.top is extractor.full.layers[-1]  # training the top trains every layer of the backbone
 
 
 def test_a_cut_for_a_backbone_that_cannot_be_split_is_a_usage_error():
     with pytest.raises(UsageError, match="cannot be split"):
         build_extractor(get_backbone("MobileNetV3Small"), 32, "none", cut=5)
+
+
+def test_the_image_cut_is_named_as_training_the_whole_backbone_on_crops():
+    costs = [*COSTS, CutCost(0, 0.01, 500)]
+    plan = choose_cut(costs, time_s=1e9, **KW, image_cut=0)
+    assert plan.cut == 0
+    assert plan.reason.startswith("fine-tuning the whole backbone, on random crops of the images (default: from block 12)")
+
+
+def test_the_image_cut_needs_its_own_number_of_epochs():
+    costs = [*COSTS, CutCost(0, 0.01, 500)]
+    kw = {**KW, "image_cut": 0, "image_min_epochs": 20}
+    assert choose_cut(costs, time_s=19.9 * _epoch_s(0.01), **kw).cut == 5  # block 5 fits its 10 epochs
+    plan = choose_cut(costs, time_s=20 * _epoch_s(0.01), **kw)
+    assert plan.cut == 0 and plan.reason.endswith("at least 20 wanted")

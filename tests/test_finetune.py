@@ -106,6 +106,18 @@ def test_generous_time_runs_max_epochs_and_scores_each_with_increasing_steps():
     assert int(model.optimizer.iterations.numpy()) == 5 * STEPS_PER_EPOCH
 
 
+def test_augment_transforms_every_training_batch_with_the_run_s_generator():
+    seen = []
+
+    def augment(batch, rng):
+        seen.append((batch.shape, isinstance(rng, np.random.Generator)))
+        return batch[:, ::-1]
+
+    model, result, _ = _run(time_s=1e6, max_epochs=2, augment=augment)
+    assert len(seen) == int(model.optimizer.iterations.numpy()) == 2 * STEPS_PER_EPOCH
+    assert all(shape[1:] == (4, 4, 8) and is_generator for shape, is_generator in seen)
+
+
 def test_planned_epochs_follow_measured_step_time_and_eval_cost(monkeypatch):
     # step 0.1 s, 4 steps per epoch, eval 0.3 s: 0.7 s an epoch -> 3.8 s fit 5 epochs
     clock = _VirtualTime(0.1, eval_s=0.3)

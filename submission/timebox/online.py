@@ -54,6 +54,7 @@ from .predict import LABELS_FILE, MODEL_FILE, LabelMap, predict_batches, predict
 from .progress import Progress
 from .recovery import RunState
 from .report import environment, timeline_png, write_report
+from .train.augment import random_resized_crop
 from .train.depth import TRAIN_PER_INFER, CutCost, CutPlan, choose_cut
 from .train.finetune import FineTuneState, fine_tune, freeze_batch_norm
 from .train.head import HeadResult, fit_head
@@ -63,6 +64,7 @@ EXPORT_GUESS_S = 5.0  # the final export's cost until the export after the head 
 REPORT_S = 2.0  # writing the report and timeline.png
 FT_COST_RATIO = 0.6  # first guess of a fine-tune step's cost per image relative to the bottom's (default cut)
 DEEP_MIN_EPOCHS = 10  # fine-tuning starts from a deeper cut only if this many of its epochs fit
+IMAGE_MIN_EPOCHS = 20  # ... the whole backbone on random crops: crops paid off at 20 epochs, not at 8 (bench/RESULTS.md)
 MIN_FT_EPOCHS = 4  # mirrored views are extracted only if this many fine-tune epochs still fit
 FT_SETUP_S = 5.0  # compiling and tracing the fine-tune step, before its first useful step
 LATENCY_IMAGES = 20  # single-image predictions timed for the p95 latency (after 3 warm-up calls)
@@ -450,7 +452,8 @@ class _Run:
         def plan(top_s: dict[int, float]) -> CutPlan:  # the time left is read anew: timing the tops takes some
             time_s = (self.budget.remaining() - before_s) * (1 - ENSEMBLE_MAX_SHARE * self.cfg.ensemble)
             costs = [CutCost(c, s, 2 * int(np.prod(cuts.shape(self.size, c)))) for c, s in top_s.items()]
-            return choose_cut(costs, time_s, n_train, 2 * n_val + n_test, images, free, DEEP_MIN_EPOCHS)
+            return choose_cut(costs, time_s, n_train, 2 * n_val + n_test, images, free, DEEP_MIN_EPOCHS,
+                              image_cut=cuts.image, image_min_epochs=IMAGE_MIN_EPOCHS)
 
         chosen = plan({c: 0.25 * full_image_s * cuts.share(c) for c in cuts.options()})
         if chosen.cut != cuts.default:
@@ -649,7 +652,9 @@ class _Run:
         top_rate = head_info["top_rate"]
         scored_images = sum(len(v) for v in acts.val) + 0.5 * sum(len(v) for v in acts.test[: self.n_views])
         eval_s = scored_images / top_rate  # every val view is scored (ensemble candidates); test when it is the best
-        log(f"fine-tuning {self.spec.name} from block {self.extractor.cut} for up to {ft_time:.0f}s")
+        on_images = self.extractor.cut == self.spec.cuts.image
+        log(f"fine-tuning {self.spec.name} " + ("whole, on random crops of the images" if on_images else
+                                                f"from block {self.extractor.cut}") + f" for up to {ft_time:.0f}s")
 
         def on_epoch(epoch: int, step: int) -> None:
             self.score("finetune", epoch, step)
@@ -669,7 +674,7 @@ class _Run:
 
         ft = fine_tune(self.scored, acts.train, acts.y_train, self.num_classes, ft_time, eval_s,
                        expired=self.expired, on_epoch=on_epoch, seed=self.cfg.seed, batch_size=self.cfg.batch_size,
-                       resume=resume, on_state=on_state)
+                       resume=resume, on_state=on_state, augment=random_resized_crop if on_images else None)
         result = asdict(ft)
         self.phase("finetune", t, ft_time, **result)
         if ft.epochs_planned == 0:

@@ -117,9 +117,12 @@ def default_cut(variant: int) -> int:
     return max(b for b, (_, stride, *_rest) in enumerate(plan) if stride == 2) + 1
 
 
+IMAGE_CUT = 0  # the cut before the stem: the whole backbone is trained, on the (scaled) images themselves
+
+
 def stage_starts(variant: int) -> list[int]:
     """The first block of every stage after the stem's (the cuts fine-tuning can start from, besides
-    :func:`default_cut`)."""
+    :func:`default_cut` and :data:`IMAGE_CUT`)."""
     plan, starts = block_plan(variant), []
     for b in range(1, len(plan)):
         if plan[b][3] != plan[b][4] or plan[b][1] != 1:  # a block that changes width or resolution opens a stage
@@ -130,6 +133,8 @@ def stage_starts(variant: int) -> list[int]:
 def top_share(variant: int, cut: int) -> float:
     """The share of the backbone's multiply-adds in blocks ``cut``... and the head convolution: what
     fine-tuning from ``cut`` runs per image, relative to the whole backbone (any input size)."""
+    if cut == IMAGE_CUT:
+        return 1.0
     plan, side, macs = block_plan(variant), 112.0, []  # per 224 px; every term scales with the input's area
     for kernel, stride, expand, c_in, c_out in plan:
         wide = c_in * expand
@@ -143,6 +148,8 @@ def top_share(variant: int, cut: int) -> float:
 
 def cut_activation_shape(variant: int, size: int, cut: int) -> tuple[int, int, int]:
     """The shape of one image's activations entering block ``cut`` at input ``size`` (what is cached)."""
+    if cut == IMAGE_CUT:
+        return size, size, 3
     plan, side = block_plan(variant), -(-size // 2)
     for _, stride, _, _, _ in plan[:cut]:
         side = -(-side // stride)
@@ -153,11 +160,14 @@ def split_lite(model: keras.Model, variant: int, cut: int) -> tuple[keras.Model,
     """(bottom, top) of a Lite backbone at block ``cut``, sharing ``model``'s layers and weights.
 
     ``bottom`` maps the backbone's input to the activations entering block ``cut``; ``top`` maps
-    those to pooled features, so training ``top`` trains the last blocks of ``model`` itself.
+    those to pooled features, so training ``top`` trains the last blocks of ``model`` itself. At
+    :data:`IMAGE_CUT` the bottom passes its input through and ``top`` is ``model``: the whole backbone.
     """
     plan = block_plan(variant)
-    if not 0 < cut < len(plan):
-        raise UsageError(f"cut must be between 1 and {len(plan) - 1} for EfficientNet-Lite{variant}, got {cut}")
+    if not 0 <= cut < len(plan):
+        raise UsageError(f"cut must be between 0 and {len(plan) - 1} for EfficientNet-Lite{variant}, got {cut}")
+    if cut == IMAGE_CUT:
+        return keras.Model(model.input, model.input, name=f"{model.name}_bottom0"), model
     last = cut - 1
     name = f"block{last}_add" if any(l.name == f"block{last}_add" for l in model.layers) else f"block{last}_project_bn"
     bottom = keras.Model(model.input, model.get_layer(name).output, name=f"{model.name}_bottom{cut}")

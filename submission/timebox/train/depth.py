@@ -42,13 +42,16 @@ TRAIN_PER_INFER = 3.0  # a training step per image over inference per image, of 
 
 
 def choose_cut(costs: list[CutCost], time_s: float, n_train: int, n_scored: int, images: int, free_bytes: float,
-               min_epochs: float, train_per_infer: float = TRAIN_PER_INFER) -> CutPlan:
+               min_epochs: float, train_per_infer: float = TRAIN_PER_INFER, image_cut: int | None = None,
+               image_min_epochs: float | None = None) -> CutPlan:
     """The deepest of ``costs`` (the default cut first, then deeper ones) whose estimated epochs in
     ``time_s`` reach ``min_epochs`` and whose cached activations of ``images`` images fit in
     ``MEMORY_SHARE`` of ``free_bytes``; the default cut when none does.
 
     An epoch trains ``n_train`` images (``train_per_infer`` times the inference cost each) and
-    scores ``n_scored`` (val and test views), all with the part after the cut.
+    scores ``n_scored`` (val and test views), all with the part after the cut. ``image_cut`` is the cut
+    whose activations are the images (the whole backbone trained on random crops): it needs
+    ``image_min_epochs`` (default ``min_epochs``), as crops pay off only over more epochs.
 
     >>> choose_cut([CutCost(12, 0.002, 100), CutCost(5, 0.008, 400)], time_s=600, n_train=1000, n_scored=500,
     ...            images=3000, free_bytes=1e9, min_epochs=10).cut
@@ -56,11 +59,16 @@ def choose_cut(costs: list[CutCost], time_s: float, n_train: int, n_scored: int,
     """
     default = costs[0]
     epochs = {c.cut: max(time_s, 0.0) / max(c.top_s * (n_train * train_per_infer + n_scored), 1e-9) for c in costs}
-    fits = [c for c in costs[1:] if epochs[c.cut] >= min_epochs and c.image_bytes * images <= MEMORY_SHARE * free_bytes]
+    wanted = {c.cut: image_min_epochs if c.cut == image_cut and image_min_epochs is not None else min_epochs
+              for c in costs}
+    fits = [c for c in costs[1:]
+            if epochs[c.cut] >= wanted[c.cut] and c.image_bytes * images <= MEMORY_SHARE * free_bytes]
     if not fits:
         return CutPlan(default.cut, epochs, 1.0, f"fine-tuning from block {default.cut}: no deeper cut fits "
                                                  f"{min_epochs:g} epochs and its activations in memory")
     chosen = fits[-1]
+    where = ("the whole backbone, on random crops of the images" if chosen.cut == image_cut
+             else f"from block {chosen.cut}")
     return CutPlan(chosen.cut, epochs, chosen.top_s / default.top_s,
-                   f"fine-tuning from block {chosen.cut} (default {default.cut}): ~{epochs[chosen.cut]:.0f} epochs "
-                   f"fit, at least {min_epochs:g} wanted")
+                   f"fine-tuning {where} (default: from block {default.cut}): ~{epochs[chosen.cut]:.0f} epochs "
+                   f"fit, at least {wanted[chosen.cut]:g} wanted")

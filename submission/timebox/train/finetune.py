@@ -138,6 +138,7 @@ def fine_tune(
     max_epochs: int = 100,
     resume: FineTuneState | None = None,
     on_state: Callable[[FineTuneState], None] | None = None,
+    augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
 ) -> FineTuneResult:
     """Train ``model`` (activations -> probabilities) on ``views`` of the same samples.
 
@@ -146,7 +147,8 @@ def fine_tune(
     duration (the learning-rate schedule is resized with the plan); ``expired()`` is checked
     after every batch. After each scored epoch ``on_state`` gets a :class:`FineTuneState`;
     passing it back as ``resume`` (with the model's weights of that epoch loaded) continues
-    from there: optimizer state, schedule position, shuffling and plan included.
+    from there: optimizer state, schedule position, shuffling and plan included. ``augment`` (e.g.
+    :func:`timebox.train.augment.random_resized_crop`) transforms every training batch.
     """
     n = len(labels)
     steps_per_epoch = int(np.ceil(n / batch_size))
@@ -180,7 +182,8 @@ def fine_tune(
             if step >= end_step:  # a last epoch shortened to fit
                 break
             idx = order[start : start + batch_size]
-            model.train_on_batch(_batch(views, idx, rng), labels[idx])
+            batch = _batch(views, idx, rng)
+            model.train_on_batch(batch if augment is None else augment(batch, rng), labels[idx])
             step += 1
             epoch_steps += 1
             session_steps += 1

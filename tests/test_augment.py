@@ -1,0 +1,41 @@
+"""Random-resized crops: what fine-tuning the whole backbone on images trains on."""
+
+import numpy as np
+
+from timebox.train.augment import random_resized_crop
+
+
+def _batch(n=6, h=20, w=24):
+    return np.random.default_rng(1).normal(size=(n, h, w, 3)).astype(np.float32)
+
+
+def test_crops_keep_the_batch_shape_and_dtype_and_take_every_pixel_from_the_same_image():
+    batch = _batch()
+    out = random_resized_crop(batch, np.random.default_rng(0))
+    assert out.shape == batch.shape and out.dtype == batch.dtype
+    for i in range(len(batch)):
+        source = {tuple(p) for p in batch[i].reshape(-1, 3)}
+        assert all(tuple(p) in source for p in out[i].reshape(-1, 3))
+
+
+def test_crops_are_reproducible_from_the_generator_and_differ_between_batches():
+    batch = _batch()
+    a = random_resized_crop(batch, np.random.default_rng(0))
+    np.testing.assert_array_equal(a, random_resized_crop(batch, np.random.default_rng(0)))
+    rng = np.random.default_rng(0)
+    assert not np.array_equal(random_resized_crop(batch, rng), random_resized_crop(batch, rng))
+
+
+def test_a_crop_of_the_whole_image_at_its_own_aspect_is_the_image():
+    batch = _batch(h=16, w=16)
+    out = random_resized_crop(batch, np.random.default_rng(0), area=(1.0, 1.0), ratio=(1.0, 1.0))
+    np.testing.assert_array_equal(out, batch)
+
+
+def test_a_small_crop_enlarges_a_part_of_the_image():
+    batch = np.arange(32, dtype=np.float32)[None, None, :, None].repeat(32, 1).repeat(3, 3)  # columns 0..31
+    out = random_resized_crop(batch, np.random.default_rng(0), area=(0.25, 0.25), ratio=(1.0, 1.0))
+    columns, counts = np.unique(out[0, 0, :, 0], return_counts=True)
+    assert 16 <= len(columns) <= 17 and columns.max() - columns.min() <= 16  # half the width (its edge may fall mid-pixel)
+    assert counts.max() == 2  # ... each column drawn about twice
+    assert (out[0] == out[0, :1]).all()  # still the same column pattern on every row
