@@ -71,8 +71,9 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
                         "cost as ensemble candidates; 0: never (default: 0.1)")
     p.add_argument("--finetune-cut", type=int, default=None,
                    help="EfficientNet-Lite: the block fine-tuning starts from (its activations are cached; "
-                        "Lite0: 12, 11, 8, 5, 3 or 1); default: the deepest of these at which 10 epochs and "
-                        "the activations fit, else 12 (the last blocks)")
+                        "Lite0: 12, 11, 8, 5, 3, 1, or 0: the whole backbone on random crops of the images); "
+                        "default: the deepest of these at which 10 epochs (20 for 0) and the activations fit, "
+                        "else 12 (the last blocks)")
     p.add_argument("--no-ensemble", dest="ensemble", action="store_const", const=False, default=None,
                    help="never vote over checkpoints: the output is one model")
     p.add_argument("--margin", type=_duration, default=None,

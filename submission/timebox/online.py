@@ -10,7 +10,8 @@ Everything is sized to the wall-clock budget, counted from the command's start:
    the model is exported once, which measures what the final export will cost.
 3. ``finetune``: the backbone's blocks after the cut plus the head, on the cached activations,
    epochs and learning rate sized to the time that is left (the cut: the deepest whose epochs
-   fit, chosen after the val images' extraction measured the speed; see ``timebox.train.depth``).
+   fit, chosen after the val images' extraction measured the speed; see ``timebox.train.depth``;
+   at the deepest, the image, the whole backbone trains on random crops of the cached images).
 
 From the first scored model on, ``OUT/predictions.csv`` always exists and is replaced whenever
 a better model (by timebox's own val accuracy) exists; SIGTERM/SIGINT end training early and
@@ -64,7 +65,7 @@ EXPORT_GUESS_S = 5.0  # the final export's cost until the export after the head 
 REPORT_S = 2.0  # writing the report and timeline.png
 FT_COST_RATIO = 0.6  # first guess of a fine-tune step's cost per image relative to the bottom's (default cut)
 DEEP_MIN_EPOCHS = 10  # fine-tuning starts from a deeper cut only if this many of its epochs fit
-IMAGE_MIN_EPOCHS = 20  # ... the whole backbone on random crops: crops paid off at 20 epochs, not at 8 (bench/RESULTS.md)
+IMAGE_MIN_EPOCHS = 20  # ... the whole backbone on random crops: they paid off at 20 epochs, not at 8 (bench/RESULTS.md)
 MIN_FT_EPOCHS = 4  # mirrored views are extracted only if this many fine-tune epochs still fit
 FT_SETUP_S = 5.0  # compiling and tracing the fine-tune step, before its first useful step
 LATENCY_IMAGES = 20  # single-image predictions timed for the p95 latency (after 3 warm-up calls)
