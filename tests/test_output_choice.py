@@ -10,11 +10,13 @@ from timebox.metrics import accuracy_noise
 from timebox.online import _Run
 
 
-def _run(best, last, n_val, interrupted=False, final=False):
+def _run(best, last, n_val, interrupted=False, final=False, seconds_left=1e9):
     run = _Run.__new__(_Run)  # only the attributes the choice reads
     run.best = {"val_accuracy": best, "source": "head epoch 54", "final": final}
     run.last = {"val_accuracy": last, "source": "finetune epoch 10"}
-    run.acts = SimpleNamespace(y_val=np.zeros(n_val, int))
+    run.acts = SimpleNamespace(y_val=np.zeros(n_val, int), test=[np.zeros((500, 1))])
+    run.n_views, run.top_rate = 2, 100.0  # the test predictions take 2 * 500 / 100 = 10 s
+    run.expired = lambda extra_s=0.0: extra_s >= seconds_left
     run.budget = SimpleNamespace(interrupted=interrupted)
     run.notes, run.written = [], []
     run.log = lambda message: None
@@ -44,6 +46,15 @@ def test_more_val_images_make_the_tolerance_narrower():
     run = _run(best=0.9076, last=0.8878, n_val=5000)  # 2 SE = 0.008
     run._prefer_annealed_end()
     assert run.written == []
+
+
+def test_the_last_epoch_is_not_made_the_output_when_its_test_predictions_would_not_fit():
+    run = _run(best=0.9076, last=0.8878, n_val=303, seconds_left=9.0)
+    run._prefer_annealed_end()
+    assert run.written == [] and "would not fit before the end reserve" in run.notes[0]
+    fits = _run(best=0.9076, last=0.8878, n_val=303, seconds_left=11.0)
+    fits._prefer_annealed_end()
+    assert len(fits.written) == 1
 
 
 def test_an_interrupted_run_or_an_output_already_chosen_is_left_alone():

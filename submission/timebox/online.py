@@ -492,12 +492,13 @@ class _Run:
             head.load_weights(record["weights"])
             return head, info
         t = time.time()
-        if top is not None:
-            pooled_val, top_rate = self._pool(acts.val)
-            pooled_train, _ = self._pool(acts.train)
+        early = self.budget.interrupted and self.early_head is not None  # no time to fit a better head
+        if top is not None:  # interrupted: the early head's view alone, pooled already (the top can be the backbone)
+            pooled_val, top_rate = self._pool(acts.val[:1] if early else acts.val)
+            pooled_train, _ = self._pool(acts.train[:1] if early else acts.train)
         else:
             pooled_val, pooled_train, top_rate = acts.val, acts.train, None
-        if self.cfg.ensemble and top_rate:  # sizes the ensemble phase's plan, which the head's time decision needs
+        if self.cfg.ensemble and top_rate and not early:  # sizes the ensemble's plan, which the head's time needs
             self.single_latency_ms = self._latency(self.extractor.full, 1)
         head_time = min(self.head_s, self.budget.remaining() - self.reserve.s)
         outputs_s = EXPORT_GUESS_S + (sum(len(v) for v in acts.test) / top_rate if top_rate else 0.0)
@@ -517,7 +518,7 @@ class _Run:
                 self.notes.append(f"fine-tuning cannot fit a useful epoch after the head: the head gets "
                                   f"{head_time:.0f}s")
         head_end = time.time() + head_time
-        if self.budget.interrupted and self.early_head:  # no time to fit a better one
+        if early:
             head = self.early_head
         else:
             head = fit_head(np.concatenate(pooled_train), np.tile(acts.y_train, len(pooled_train)), pooled_val[0],
@@ -575,7 +576,11 @@ class _Run:
         if self.best.get("final") or self.best["source"] == self.last["source"] or self.budget.interrupted:
             return
         tolerance = 2 * accuracy_noise(best, len(self.acts.y_val))
-        if last >= best - tolerance:
+        test_s = self.n_views * len(self.acts.test[0]) / self.top_rate  # the test views through the scored model
+        if last >= best - tolerance and self.expired(test_s):
+            self.notes.append(f"the fine-tune's last epoch (val accuracy {last:.4f}) is not the output: its test "
+                              f"predictions ({test_s:.0f}s) would not fit before the end reserve")
+        elif last >= best - tolerance:
             self._write_predictions(last, f"{self.last['source']} (end of the schedule)", final=True)
             self.notes.append(f"the output is the fine-tune's last epoch (val accuracy {last:.4f}): within 2 standard "
                               f"errors ({tolerance:.4f}) of the best earlier val accuracy {best:.4f}")
