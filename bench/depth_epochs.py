@@ -49,7 +49,8 @@ def main(cut: int, lrs: list[float], epochs: int, size: int = 224, dataset: str 
     ids = {str(c): i for i, c in enumerate(ds.class_ids)}
     y_test = np.array([ids[truth[f.relative_to(root).as_posix()]] for f in test_files])
     y_train, y_val = ds.labels[tr_idx], ds.labels[va_idx]
-    ex = build_extractor(get_backbone("efficientnet-lite0"), size, "imagenet", cut)
+    spec = get_backbone("efficientnet-lite0")
+    ex = build_extractor(spec, size, "imagenet", cut)
     t = time.time()
     parts = {"val": (train_cache, va_idx), "test": (test_cache, np.arange(len(test_files))), "train": (train_cache, tr_idx)}
     views = {p: [extract_features(ex.bottom, c.images, i, 32, flip=f, dtype=np.float16).values for f in (False, True)]
@@ -77,7 +78,7 @@ def main(cut: int, lrs: list[float], epochs: int, size: int = 224, dataset: str 
             last[0] = time.time()
 
         fine_tune(scored, views["train"], y_train, len(ids), time_s=1e9, eval_s=1.0, expired=lambda: False,
-                  on_epoch=on_epoch, lr=lr, max_epochs=epochs, augment=random_resized_crop if cut == 0 else None)
+                  on_epoch=on_epoch, lr=lr, max_epochs=epochs, augment=random_resized_crop if cut == spec.cuts.image else None)
 
 
 if __name__ == "__main__":

@@ -576,16 +576,18 @@ class _Run:
         if self.best.get("final") or self.best["source"] == self.last["source"] or self.budget.interrupted:
             return
         tolerance = 2 * accuracy_noise(best, len(self.acts.y_val))
+        if last < best - tolerance:
+            return
         test_s = self.n_views * len(self.acts.test[0]) / self.top_rate  # the test views through the scored model
-        if last >= best - tolerance and self.expired(test_s):
+        if self.expired(test_s):
             self.notes.append(f"the fine-tune's last epoch (val accuracy {last:.4f}) is not the output: its test "
                               f"predictions ({test_s:.0f}s) would not fit before the end reserve")
-        elif last >= best - tolerance:
-            self._write_predictions(last, f"{self.last['source']} (end of the schedule)", final=True)
-            self.notes.append(f"the output is the fine-tune's last epoch (val accuracy {last:.4f}): within 2 standard "
-                              f"errors ({tolerance:.4f}) of the best earlier val accuracy {best:.4f}")
-            self.log(f"wrote {self.outputs.path} from the end of the fine-tune schedule (val accuracy {last:.4f}; "
-                     f"best earlier {best:.4f}, within 2 standard errors)")
+            return
+        self._write_predictions(last, f"{self.last['source']} (end of the schedule)", final=True)
+        self.notes.append(f"the output is the fine-tune's last epoch (val accuracy {last:.4f}): within 2 standard "
+                          f"errors ({tolerance:.4f}) of the best earlier val accuracy {best:.4f}")
+        self.log(f"wrote {self.outputs.path} from the end of the fine-tune schedule (val accuracy {last:.4f}; "
+                 f"best earlier {best:.4f}, within 2 standard errors)")
 
     def _write_predictions(self, val_accuracy: float, source: str, final: bool = False) -> None:
         probs = np.zeros((len(self.test_files), self.num_classes), np.float32)
