@@ -65,6 +65,12 @@ def test_zoom_share_flag_reaches_the_settings(tmp_path, monkeypatch):
     assert _settings(build_parser().parse_args([*ONLINE, "--zoom-share", "0"])) == (None, {"zoom_share": 0.0})
 
 
+def test_second_backbone_flag_reaches_the_settings(tmp_path, monkeypatch):
+    monkeypatch.setattr(config_module, "SHIPPED_CONFIG", tmp_path / "absent.json")
+    args = build_parser().parse_args([*ONLINE, "--second-backbone", "none"])
+    assert _settings(args) == (None, {"second_backbone": "none"})
+
+
 def test_a_missing_file_is_refused(tmp_path):
     with pytest.raises(UsageError, match="no such file"):
         read_settings(tmp_path / "nope.json")

@@ -51,6 +51,25 @@ def test_the_ensemble_model_votes_over_members_and_views_and_survives_saving(tmp
     np.testing.assert_allclose(loaded.predict_on_batch(images), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_a_member_of_another_backbone_reads_its_own_bottom_and_survives_saving(tmp_path):
+    bottom, a = _bottom(), _member(1, "a")
+    inputs = keras.Input((SIZE, SIZE, 3), dtype="uint8")  # a second backbone: image -> pooled features
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(5, 3, name="conv2")(
+        keras.layers.Rescaling(1 / 255)(inputs)))
+    other = keras.Model(inputs, pooled, name="other_backbone")
+    head_in = keras.Input((5,))
+    head = keras.Model(head_in, keras.layers.Dense(CLASSES, activation="softmax")(head_in), name="other_head")
+    images = np.random.default_rng(3).integers(0, 256, (4, SIZE, SIZE, 3), dtype=np.uint8)
+    expected = vote(np.stack([keras.ops.convert_to_numpy(a(bottom(images))),
+                              keras.ops.convert_to_numpy(head(other(images)))]), np.array([0.6, 0.4]))
+
+    model = compose_ensemble(bottom, [a, head], [VIEWS[0], VIEWS[0]], [0.6, 0.4], bottoms=[None, other])
+    np.testing.assert_allclose(model.predict_on_batch(images), expected, rtol=1e-5, atol=1e-6)
+    model.save(tmp_path / "two_backbones.keras")
+    loaded = load_model(tmp_path / "two_backbones.keras")
+    np.testing.assert_allclose(loaded.predict_on_batch(images), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_one_member_is_a_plain_classifier():
     bottom, a = _bottom(), _member(1, "a")
     model = compose_ensemble(bottom, [a], [VIEWS[0]], [1.0])

@@ -219,6 +219,39 @@ def test_lite_imagenet_resolves_to_the_package_pth():
     assert path.is_file() and path.suffix == ".pth" and path.name.startswith("efficientnet-lite1-")
 
 
+def test_auto_second_backbone_is_another_lite_with_local_weights():
+    lite0, lite1 = registry.get_backbone("efficientnet-lite0"), registry.get_backbone("efficientnet-lite1")
+    assert registry.second_backbone(lite0, "auto", "imagenet")[0] is lite1
+    assert registry.second_backbone(lite1, "AUTO", "imagenet")[0] is lite0
+
+
+def test_no_second_backbone_when_none_or_without_pretrained_weights(tmp_path):
+    lite0 = registry.get_backbone("efficientnet-lite0")
+    assert registry.second_backbone(lite0, "none", "imagenet") == (None, "no second backbone (second_backbone: none)")
+    spec, reason = registry.second_backbone(lite0, "auto", "none")
+    assert spec is None and "--weights none" in reason
+    spec, reason = registry.second_backbone(lite0, "auto", str(tmp_path / "mine.weights.h5"))
+    assert spec is None and "names no pretrained set" in reason
+
+
+def test_auto_second_backbone_without_any_local_weights_is_none(tmp_path, monkeypatch):
+    monkeypatch.setenv("TIMEBOX_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setattr(registry, "SECOND_BACKBONES", ("MobileNetV3Small", "efficientnet-lite0"))
+    spec, reason = registry.second_backbone(registry.get_backbone("efficientnet-lite0"), "auto", "imagenet")
+    assert spec is None and "none of MobileNetV3Small, efficientnet-lite0 has local imagenet weights" in reason
+
+
+def test_a_named_second_backbone_must_differ_from_the_main_and_have_local_weights(tmp_path, monkeypatch):
+    lite0 = registry.get_backbone("efficientnet-lite0")
+    with pytest.raises(UsageError, match="is the main backbone"):
+        registry.second_backbone(lite0, "efficientnet-lite0", "imagenet")
+    with pytest.raises(UsageError, match="unknown backbone"):
+        registry.second_backbone(lite0, "lite9", "imagenet")
+    monkeypatch.setenv("TIMEBOX_WEIGHTS_DIR", str(tmp_path))
+    with pytest.raises(UsageError, match="fetch-weights"):
+        registry.second_backbone(lite0, "MobileNetV3Small", "imagenet")
+
+
 # --- select_loss --------------------------------------------------------------------------------------
 
 

@@ -38,7 +38,7 @@ def _checked(key: str):
 def _add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=None,
                    help="tuned settings, a JSON object (backbone, weights, size, seed, layout, val_fraction, "
-                        "batch_size, keep, finetune, margin_s, ensemble, latency_ms, zoom_share, finetune_cut); "
+                        "batch_size, keep, finetune, margin_s, ensemble, latency_ms, zoom_share, finetune_cut, second_backbone); "
                         "flags win over it "
                         "(default: submission/config.json when it exists, as `package --config` ships it)")
     p.add_argument("--backbone", default=None,
@@ -74,6 +74,10 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
                         "Lite0: 12, 11, 8, 5, 3, 1, or 0: the whole backbone on random crops of the images); "
                         "default: the deepest of these at which 10 epochs (20 for 0) and the activations fit, "
                         "else 12 (the last blocks)")
+    p.add_argument("--second-backbone", default=None, metavar="NAME",
+                   help="a head on this backbone's frozen features joins the ensemble's candidates when its measured "
+                        "cost fits the budget's share for it; 'none' never; default: auto (efficientnet-lite1, or "
+                        "lite0 when that is the main backbone, if its weights are local)")
     p.add_argument("--no-ensemble", dest="ensemble", action="store_const", const=False, default=None,
                    help="never vote over checkpoints: the output is one model")
     p.add_argument("--margin", type=_duration, default=None,
@@ -175,7 +179,7 @@ def _online(args) -> int:
 _FLAGS = {"backbone": "backbone", "weights": "weights", "size": "size", "seed": "seed", "layout": "layout",
           "val_fraction": "val_fraction", "keep": "keep", "margin_s": "margin", "latency_ms": "latency_ms",
           "ensemble": "ensemble", "zoom_share": "zoom_share",
-          "finetune_cut": "finetune_cut"}  # setting -> flag (args attribute)
+          "finetune_cut": "finetune_cut", "second_backbone": "second_backbone"}  # setting -> flag (args attribute)
 
 
 def _settings(args) -> tuple[Path | None, dict]:

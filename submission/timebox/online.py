@@ -50,7 +50,7 @@ from .metrics import accuracy, accuracy_noise, confusion_matrix, log_loss
 from .models.features import extract_features
 from .models.ensemble_model import VIEWS, compose_ensemble, member_copy, view_model
 from .models.heads import compose_classifier
-from .models.registry import build_extractor, get_backbone, split_extractor
+from .models.registry import build_extractor, build_feature_extractor, get_backbone, second_backbone, split_extractor
 from .predict import LABELS_FILE, MODEL_FILE, LabelMap, predict_batches, prediction_rows, write_predictions
 from .progress import Progress
 from .recovery import RunState
@@ -80,6 +80,9 @@ ACTIVATION_BATCH = 32  # cached activations through a top: ~2x the images per se
 EARLY_HEAD_S = 3.0  # the early output's head: fitted in this long, before the mirrored views are extracted
 EARLY_OUTPUT_S = 5.0  # the early output in all: its head, tracing it, the test images through the top, the CSV
 CACHED_VIEWS = 2  # VIEWS[:2] (original, mirrored) are extracted with the training views; the zoomed ones later
+SECOND_SHARE = 0.15  # most of the budget the second backbone's head may cost (extraction and fitting)
+SECOND_COST_RATIO = 1.5  # its planned time per image over the main backbone's (Lite1 over Lite0 at 224 px: 1.23)
+SECOND_SETUP_S = 3.0  # building the second backbone, loading its weights, tracing it
 
 
 @dataclass
@@ -228,6 +231,9 @@ class _Run:
         self.ds, self.test_files, self.size, self.labels, self.outputs = ds, test_files, size, labels, outputs
         self.out = Path(cfg.out)
         self.spec = get_backbone(cfg.backbone)
+        self.second_spec, self.second_reason = second_backbone(self.spec, cfg.second_backbone, cfg.weights)
+        self.second: dict | None = None  # the second backbone's head as an ensemble candidate (see _second_member)
+        self.full_image_s: float | None = None  # seconds of one image through the whole main backbone (measured)
         self.num_classes = len(ds.class_ids)
         self.cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
         self.reserve = _Reserve(cfg.margin_s if cfg.margin_s is not None else max(5.0, 0.02 * cfg.budget_s))
@@ -311,6 +317,7 @@ class _Run:
             log(f"exported {self.out / 'model'} in {self.reserve.export_s:.1f}s; end reserve {self.reserve.s:.1f}s")
 
         self.top_rate = head_info["top_rate"]
+        self._second_member()
         ft_info = self._fine_tune(head_info) if cfg.finetune else {}
         ensemble_info = self._ensemble() if cfg.ensemble else {}
         return self._finalise(head_info, ft_info, ensemble_info)
@@ -353,14 +360,15 @@ class _Run:
         v0 = time.time()
         val, n_val = acts(train_cache, val_idx, final_s)
         rate = n_val / max(time.time() - v0, 1e-3)
+        bottom_share = 1 - self.spec.cuts.share(extractor.cut) if extractor.top is not None else 1.0
+        self.full_image_s = 1 / (rate * bottom_share) if bottom_share > 0 else None  # the image cut: no estimate
         ft_image_s = 0.0  # estimated seconds of a fine-tune step per image (no fine-tuning: unused)
         if extractor.top is not None and cfg.finetune and n_val == len(val_idx):
             if cfg.finetune_cut is None:
                 # seconds of one image through the whole backbone, and of a fine-tune step per image at the default cut
                 cuts = self.spec.cuts
-                full_image_s = 1 / (rate * (1 - cuts.share(extractor.cut)))
-                ft_image_s = FT_COST_RATIO * (1 - cuts.share(cuts.default)) * full_image_s
-                plan = self._choose_cut(full_image_s, len(val_idx), len(test_idx), len(train_idx), notes)
+                ft_image_s = FT_COST_RATIO * (1 - cuts.share(cuts.default)) * self.full_image_s
+                plan = self._choose_cut(self.full_image_s, len(val_idx), len(test_idx), len(train_idx), notes)
                 if plan.cut != extractor.cut:
                     self.extractor = extractor = split_extractor(extractor, self.spec, plan.cut)
                     v0 = time.time()
@@ -403,7 +411,8 @@ class _Run:
         if n_test < len(test_idx):
             notes.append(f"{len(test_idx) - n_test} test files got the prior class: no time left to extract them")
         unreadable = [{"file": str(f), "reason": e} for f, e in zip(self.test_files, test_cache.errors) if e]
-        self.view_sources = {"val": (train_cache, val_idx), "test": (test_cache, test_idx[:n_test])}
+        self.view_sources = {"val": (train_cache, val_idx), "test": (test_cache, test_idx[:n_test]),
+                             "train": (train_cache, train_idx[:n_train])}
         return _Activations(views_val, views_test, views_train, ds.labels[val_idx], ds.labels[train_idx[:n_train]],
                             test_ok & (test_idx < n_test), rate, ft_image_s, extractor.cut, quarantine, unreadable,
                             notes)
@@ -447,7 +456,8 @@ class _Run:
         the default's, then deeper and deeper ones up to that estimate's, until one does not fit."""
         cuts = self.spec.cuts
         images = 2 * (n_val + n_test + n_train)
-        before_s = (images - n_val) * full_image_s + EARLY_OUTPUT_S + self.head_s + self.reserve.s
+        before_s = ((images - n_val) * full_image_s + EARLY_OUTPUT_S + self.head_s + self.reserve.s
+                    + self._second_plan_s(n_val + n_test + n_train))
         free = min(psutil.virtual_memory().available, psutil.disk_usage(self.out).free)  # OUT/state keeps a copy
 
         def plan(top_s: dict[int, float]) -> CutPlan:  # the time left is read anew: timing the tops takes some
@@ -503,7 +513,8 @@ class _Run:
         head_time = min(self.head_s, self.budget.remaining() - self.reserve.s)
         outputs_s = EXPORT_GUESS_S + (sum(len(v) for v in acts.test) / top_rate if top_rate else 0.0)
         self.top_rate = top_rate
-        after_head_s = self.budget.remaining() - self.reserve.s - head_time - outputs_s
+        second_s = self._second_plan_s(len(acts.y_val) + len(acts.test[0]) + len(acts.y_train))
+        after_head_s = self.budget.remaining() - self.reserve.s - head_time - outputs_s - second_s
         ensemble_s = self._ensemble_s()
         if ensemble_s > ENSEMBLE_MAX_SHARE * after_head_s and self._fine_tune_fits(after_head_s - ensemble_s):
             self.ensemble_time = False  # a vote over few, close checkpoints: worth less than more fine-tuning
@@ -536,6 +547,86 @@ class _Run:
                  f"(epoch {head.chosen_epoch}/{head.epochs_run}), flip TTA {'on' if tta else 'off'}")
         self.state.write("head", info, weights=head.model)
         return head.model, info
+
+    # 2b. a second backbone: a head on its frozen features, an ensemble candidate unlike the fine-tune's checkpoints
+    def _second_plan_s(self, n_images: int) -> float:
+        """Seconds planned for the second backbone's head on ``n_images``: its setup, the images at
+        ``SECOND_COST_RATIO`` times the main backbone's measured time per image, and a head; 0 if that is over
+        ``SECOND_SHARE`` of the budget, or there is no second backbone or no ensemble phase to use it."""
+        if self.second_spec is None or not (self.cfg.ensemble and self.cfg.finetune) or self.full_image_s is None:
+            return 0.0
+        plan_s = SECOND_SETUP_S + SECOND_COST_RATIO * n_images * self.full_image_s + self.head_s
+        return plan_s if plan_s <= SECOND_SHARE * self.cfg.budget_s else 0.0
+
+    def _second_member(self) -> None:
+        """A head on the second backbone's pooled features (original view) of the val, test and training images:
+        an ensemble candidate from another backbone. On trashnet a 52-second Lite1 head voted with a 4-minute
+        Lite0 fine-tune beat an 8-minute Lite0 fine-tune on test (bench/RESULTS.md). The val images go first:
+        they measure the speed, and the rest runs only if it fits the planned share and fine-tuning still fits
+        after it. The candidate lives in this session only (a resumed run does without it)."""
+        acts, spec = self.acts, self.second_spec
+        n = {"val": len(acts.y_val), "test": len(acts.test[0]), "train": len(acts.y_train)}
+        share_s = SECOND_SHARE * self.cfg.budget_s
+        if spec is None:
+            self.notes.append(self.second_reason)
+            return
+        if self.view_sources is None or self.budget.interrupted:
+            self.notes.append(f"{spec.name} head skipped: interrupted, or a resumed session (it lives in one session)")
+            return
+        if not self._votes() or self._second_plan_s(sum(n.values())) == 0.0:
+            self.notes.append(f"{spec.name} head skipped: no ensemble phase, or its estimate is over its "
+                              f"{share_s:.0f}s ({SECOND_SHARE:.0%} of the budget)")
+            return
+        t = time.time()
+        ensemble_s = self._ensemble_s()
+        full = build_feature_extractor(spec, self.size, self.cfg.weights)
+
+        marks: list[tuple[float, int]] = []  # (time, images done) after each batch of the val images
+
+        def features(part: str) -> np.ndarray | None:
+            cache, idx = self.view_sources[part]
+
+            def on_batch(done: int) -> None:
+                self.log.status(spec.name, done, len(idx))
+                if part == "val":
+                    marks.append((time.time(), done))
+                self.collect_garbage()
+
+            f = extract_features(full, cache.images, idx, should_stop=self.expired, on_batch=on_batch)
+            return f.values if f.done == len(idx) else None
+
+        v0 = time.time()
+        feats = {"val": features("val")}
+        if len(marks) > 2:  # the first batch traces the model: timed without it
+            image_s = (marks[-1][0] - marks[0][0]) / (marks[-1][1] - marks[0][1])
+        else:
+            image_s = (time.time() - v0) / max(n["val"], 1)
+        planned_s = time.time() - t + (n["test"] + n["train"]) * image_s + self.head_s
+        after_s = self.budget.remaining() - self.reserve.s - ensemble_s - (planned_s - (time.time() - t))
+        if feats["val"] is None or planned_s > share_s or not self._fine_tune_fits(after_s):
+            self.notes.append(f"{spec.name} head skipped: measured at {1 / image_s:.0f} img/s it would take "
+                              f"{planned_s:.0f}s, over its {share_s:.0f}s or fine-tuning's time")
+            self.phase("second backbone", t, share_s, backbone=spec.name, used=False)
+            return
+        for part in ("test", "train"):
+            feats[part] = features(part)
+            if feats[part] is None:
+                self.notes.append(f"{spec.name} head skipped: the deadline came while extracting its features")
+                self.phase("second backbone", t, share_s, backbone=spec.name, used=False)
+                return
+        head_end = time.time() + self.head_s
+        head = fit_head(feats["train"], acts.y_train, feats["val"], acts.y_val, self.num_classes, time_s=self.head_s,
+                        expired=lambda: self.expired() or time.time() > head_end, seed=self.cfg.seed)
+        source = f"{spec.name} head"
+        self.second = {"source": source, "bottom": full, "member": member_copy(head.model, "second_member"),
+                       "val": _predict(head.model, [feats["val"]]),
+                       "test": (_predict(head.model, [feats["test"]]) if n["test"]
+                                else np.zeros((0, self.num_classes), np.float32)),
+                       "image_s": image_s}
+        val_acc = accuracy(self.second["val"], acts.y_val)
+        self.phase("second backbone", t, planned_s, backbone=spec.name, used=True, images_per_s=round(1 / image_s, 2),
+                   val_accuracy=round(val_acc, 4))
+        self.log(f"{source}: val accuracy {val_acc:.4f} ({1 / image_s:.0f} img/s), an ensemble candidate")
 
     def _fine_tune_fits(self, time_s: float) -> bool:
         """Whether ``time_s`` seconds hold the fine-tune's setup and a quarter of an epoch (the shortest it runs)."""
@@ -717,8 +808,9 @@ class _Run:
                     and self.ensemble_time)
 
     def _ensemble_plan(self) -> dict[str, float]:
-        """Planned seconds of the ensemble phase's parts: loading the candidates, the zoomed views it affords, test
-        predictions of the candidates (usually the top ``keep`` checkpoints, the last epoch among them) on
+        """Planned seconds of the ensemble phase's parts: loading the candidates, the zoomed views it affords (of the
+        val images: a chosen vote's zoomed views of the test images run if time is left, else it is chosen again
+        without them), test predictions of the candidates (usually the top ``keep`` checkpoints, the last epoch among them) on
         the cached views, the latency measurements (one round per possible drop when the latency estimate
         is near ``--latency-ms``). Each view's member latency, for the report, is measured only in time left
         over (not planned: it would take the time of fine-tuning at small budgets). The ensemble's export is
@@ -731,9 +823,10 @@ class _Run:
         views = cached + zoomed
         top_share = self.acts.rate / self.top_rate  # a member's top, relative to the bottom it reads
         ensemble_s = views * self._one_image_s() * (1 + self.cfg.keep * top_share) / (1 + top_share)  # the largest vote
+        ensemble_s += self.second["image_s"] if self.second else 0.0  # the second backbone, on the original view
         latency_s = views * self.trace_s + (LATENCY_IMAGES + 3) * ensemble_s
         return {"members": (self.cfg.keep + 1) * MEMBER_LOAD_S,
-                "zoomed": zoomed * self._zoom_view_s(),
+                "zoomed": zoomed * self._zoom_view_s("val"),  # their test part: only if the vote uses them
                 "test": (self.cfg.keep + 1) * cached * n_test / self.top_rate,
                 "latency": self._latency_rounds(views, 1000 * ensemble_s) * latency_s,
                 "round": latency_s}  # one latency measurement, included in "latency"
@@ -763,7 +856,7 @@ class _Run:
     def _ensemble(self) -> dict:
         acts, log = self.acts, self.log
         t = time.time()
-        if len(self.candidates) < 2:
+        if len(self.candidates) + (self.second is not None) < 2:
             self.notes.append("no ensemble: fewer than two scored models to vote over in this session")
             return {}
         if not self.ensemble_time:  # the head gave its time to fine-tuning, and said so
@@ -777,7 +870,7 @@ class _Run:
             return {"used": False}
         planned_views = self._zoom_views()  # as many as still fit before the test predictions and latency rounds
         spare_s = left_s - plan["test"] - plan["latency"]
-        zoom_views = planned_views[: max(int(spare_s // (0.8 * self._zoom_view_s())), 0)]  # 0.8: plans run over
+        zoom_views = planned_views[: max(int(spare_s // (0.8 * self._zoom_view_s("val"))), 0)]  # 0.8: plans run over
         if len(zoom_views) < len(planned_views):
             self.notes.append(f"{len(planned_views) - len(zoom_views)} zoomed view(s) skipped: the phases before "
                               "ran past their plan")
@@ -785,9 +878,21 @@ class _Run:
         members = self._member_models(sources)
         zoomed_val = self._zoomed(members, "val", zoom_views, keep_s=plan["test"] + plan["latency"])
         keys = [(source, v) for v in [*range(len(acts.val)), *zoomed_val] for source in sources]
-        val = np.stack([zoomed_val[v][source] if v in zoomed_val else self.candidates[source]["val"][v]
-                        for source, v in keys])
+        val = [zoomed_val[v][source] if v in zoomed_val else self.candidates[source]["val"][v] for source, v in keys]
+        if self.second is not None:  # a head on the second backbone's features, original view
+            keys.append((self.second["source"], 0))
+            val.append(self.second["val"])
+            members[self.second["source"]] = self.second["member"]
+        val = np.stack(val)
         choice = choose(val, acts.y_val, seed=self.cfg.seed)
+        used_zoomed = [] if choice.rule == "single" else sorted({keys[i][1] for i in np.flatnonzero(choice.weights)
+                                                                  if keys[i][1] in zoomed_val})
+        if used_zoomed and self.expired(plan["test"] + plan["round"] + len(used_zoomed) * self._zoom_view_s("test")):
+            self.notes.append(f"the vote ({choice.rule}) used zoomed views whose test images no longer fit: chosen "
+                              "again without the zoomed candidates")
+            cached = [i for i, (_, v) in enumerate(keys) if v not in zoomed_val]
+            keys, val, used_zoomed = [keys[i] for i in cached], val[cached], []
+            choice = choose(val, acts.y_val, seed=self.cfg.seed)
         info = {"rule": choice.rule, "reason": choice.reason, "heldout": choice.heldout,
                 "single_heldout": choice.single_heldout, "candidates": [
                     {"source": source, "view": VIEWS[v].name,
@@ -795,14 +900,14 @@ class _Run:
                     for i, (source, v) in enumerate(keys)]}
         log(f"ensemble: {choice.reason}")
         self.notes.append(f"ensemble: {choice.reason}")
-        used_zoomed = [] if choice.rule == "single" else sorted({keys[i][1] for i in np.flatnonzero(choice.weights)
-                                                                  if keys[i][1] in zoomed_val})
         test = self._test_probs(keys, members, used_zoomed, 0.8 * plan["round"])  # the candidates' test predictions
         if test is None:
             self.notes.append("ensemble phase stopped: the deadline came while predicting the test set")
             return {**info, "used": False}
         np.savez_compressed(self.out / "report" / "ensemble_test_probs.npz",
                             **{_candidate_name(key): p for key, p in test.items()})
+        np.savez_compressed(self.out / "report" / "ensemble_val_probs.npz", labels=acts.y_val,
+                            **{_candidate_name(key): p for key, p in zip(keys, val)})  # to study other rules offline
         if choice.rule == "single":
             latency = self._latency(self._output_model(), self.n_views)
             self.phase("ensemble", t, planned_s, rule=choice.rule, p95_latency_ms=latency)
@@ -850,7 +955,8 @@ class _Run:
 
         def compose(used: list[int], weights: np.ndarray) -> keras.Model:
             return compose_ensemble(self.extractor.bottom, [members[keys[i][0]] for i in used],
-                                    [VIEWS[keys[i][1]] for i in used], weights, confidence)
+                                    [VIEWS[keys[i][1]] for i in used], weights, confidence,
+                                    [self._bottom_of(keys[i][0]) for i in used])
 
         start = time.time()
         model = compose(used, weights)
@@ -872,6 +978,15 @@ class _Run:
             model = compose(used, weights)
             latency = self._latency(model, n_views(used))
         return used, weights, model, latency
+
+    def _second_source(self, source: str) -> bool:
+        """Whether candidate ``source`` is the second backbone's head."""
+        return self.second is not None and source == self.second["source"]
+
+    def _bottom_of(self, source: str) -> keras.Model | None:
+        """The model candidate ``source`` reads: the second backbone (uint8 image -> its pooled features) for its
+        head, None (the main bottom) for the fine-tune's checkpoints."""
+        return self.second["bottom"] if self._second_source(source) else None
 
     def _member_models(self, sources: list[str]) -> dict[str, keras.Model]:
         """A copy of the scored model with each candidate's weights, by source."""
@@ -917,15 +1032,19 @@ class _Run:
     def _test_probs(self, keys: list[tuple[str, int]], members: dict[str, keras.Model], zoomed: list[int],
                     keep_s: float) -> dict[tuple[str, int], np.ndarray] | None:
         """Test probabilities of every candidate on a cached view, and of those on the ``zoomed`` views
-        (None if they would leave less than ``keep_s`` before the end reserve)."""
+        (None if they would leave less than ``keep_s`` before the end reserve); the second backbone's head's are
+        those it predicted when fitted."""
         test: dict[tuple[str, int], np.ndarray] = {}
         n_test = len(self.acts.test[0])
         for source, v in keys:
-            if v < len(self.acts.test):
+            if self._second_source(source):  # predicted when it was fitted
+                test[(source, v)] = self.second["test"]
+            elif v < len(self.acts.test):
                 if n_test and self.expired(keep_s):
                     return None
                 test[(source, v)] = (_predict(members[source], [self.acts.test[v][:n_test]]) if n_test
                                      else np.zeros((0, self.num_classes), np.float32))
+        members = {source: m for source, m in members.items() if not self._second_source(source)}
         if zoomed and n_test:
             probs = self._zoomed(members, "test", zoomed, keep_s)
             if len(probs) < len(zoomed):
@@ -938,18 +1057,20 @@ class _Run:
     def _member_report(self, keys: list[tuple[str, int]], used: list[int], weights: np.ndarray, val: np.ndarray,
                        members: dict[str, keras.Model]) -> list[dict]:
         """Per member of the output: source, view, weight, val accuracy and its p95 latency alone (its view, the
-        bottom and its top). Members share one architecture, so that is measured once per view, after the
-        ensemble's export, in time left over before the end reserve (else None)."""
+        bottom and its top). The fine-tune's members share one architecture, so that is measured once per view
+        (and once for the second backbone's head), after the ensemble's export, in time left over before the end
+        reserve (else None)."""
         report, latency = [], {}
         for i, w in zip(used, weights):
             source, v = keys[i]
-            if v not in latency:
+            kind = (self._second_source(source), v)
+            if kind not in latency:
                 late = self.budget.expired(self.reserve.s - 1.5 * self.reserve.export_s + self._member_latency_s())
-                latency[v] = None if late else self._latency(
-                    compose_ensemble(self.extractor.bottom, [members[source]], [VIEWS[v]], [1.0]), 1,
-                    MEMBER_LATENCY_IMAGES)
+                latency[kind] = None if late else self._latency(
+                    compose_ensemble(self.extractor.bottom, [members[source]], [VIEWS[v]], [1.0], False,
+                                     [self._bottom_of(source)]), 1, MEMBER_LATENCY_IMAGES)
             report.append({"source": source, "view": VIEWS[v].name, "weight": float(w),
-                           "val_accuracy": accuracy(val[i], self.acts.y_val), "p95_latency_ms": latency[v]})
+                           "val_accuracy": accuracy(val[i], self.acts.y_val), "p95_latency_ms": latency[kind]})
         return report
 
     def _latency(self, model: keras.Model, views: int, images: int = LATENCY_IMAGES) -> float:

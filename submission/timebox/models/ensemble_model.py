@@ -2,7 +2,7 @@
 
 The frozen bottom of the backbone runs once per test-time :class:`View` that a member uses (the
 image, its mirror, a zoom on its centre, ...); every member (a checkpoint of the trainable top and head) reads the activations
-of its view; a :class:`WeightedVote` layer combines their probabilities with the weights fitted on
+of its view (a member may read another bottom: a second backbone's pooled features); a :class:`WeightedVote` layer combines their probabilities with the weights fitted on
 validation (optionally scaled per image by each member's confidence). Saved as one ``.keras`` file,
 it loads in a fresh process with :func:`timebox.models.registry.load_model`.
 
@@ -104,15 +104,19 @@ class WeightedVote(layers.Layer):
 
 
 def compose_ensemble(bottom: keras.Model, members: Sequence[keras.Model], views: Sequence[View],
-                     weights: Sequence[float], confidence: bool = False) -> keras.Model:
+                     weights: Sequence[float], confidence: bool = False,
+                     bottoms: Sequence[keras.Model | None] | None = None) -> keras.Model:
     """uint8 image -> probabilities: member ``i`` (activations -> probabilities) on ``views[i]``, combined
-    by :class:`WeightedVote`; the bottom runs once per distinct view. Members must have distinct names."""
-    if not (len(members) == len(views) == len(weights)) or not members:
-        raise ValueError(f"members, views and weights differ in length or are empty: "
-                         f"{len(members)}, {len(views)}, {len(weights)}")
+    by :class:`WeightedVote`; each bottom runs once per distinct view. Member ``i`` reads ``bottoms[i]`` (another
+    backbone's, say) where given and not None, else ``bottom``. Members must have distinct names."""
+    bottoms = list(bottoms) if bottoms is not None else [None] * len(members)
+    if not (len(members) == len(views) == len(weights) == len(bottoms)) or not members:
+        raise ValueError(f"members, views, weights and bottoms differ in length or are empty: "
+                         f"{len(members)}, {len(views)}, {len(weights)}, {len(bottoms)}")
+    bottoms = [b if b is not None else bottom for b in bottoms]
     inputs = keras.Input(bottom.input_shape[1:], dtype="uint8", name="image")
-    activations = {view: bottom(view(inputs)) for view in dict.fromkeys(views)}
-    outputs = [member(activations[view]) for member, view in zip(members, views)]
+    activations = {(id(b), view): b(view(inputs)) for b, view in dict.fromkeys(zip(bottoms, views))}
+    outputs = [member(activations[id(b), view]) for member, b, view in zip(members, bottoms, views)]
     if len(outputs) == 1:
         return keras.Model(inputs, outputs[0], name="classifier")
     return keras.Model(inputs, WeightedVote(weights, confidence, name="vote")(outputs), name="ensemble")

@@ -10,6 +10,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -129,6 +130,35 @@ def get_backbone(name: str) -> BackboneSpec:
     if name.lower() not in by_lower:
         raise UsageError(f"unknown backbone {name!r}; choose one of: {', '.join(BACKBONES)}")
     return by_lower[name.lower()]
+
+
+SECOND_BACKBONES = ("efficientnet-lite1", "efficientnet-lite0", "efficientnet-lite2")  # "auto": the first with local weights
+
+
+def second_backbone(main: BackboneSpec, choice: str, weights: str) -> tuple[BackboneSpec | None, str]:
+    """The backbone of the ensemble's second member (a head on its frozen features) and why: ``choice`` is
+    ``none``, ``auto`` (the first of ``SECOND_BACKBONES`` other than ``main`` whose local ``weights`` exist) or a
+    backbone name (UsageError if unknown, the main one, or without local weights). None with
+    ``weights`` ``none`` or a file: random or the main backbone's own features are no second opinion."""
+    if choice.lower() == "none":
+        return None, "no second backbone (second_backbone: none)"
+    if weights.lower() == "none" or Path(weights).suffix or os.sep in weights:
+        return None, f"no second backbone: --weights {weights} names no pretrained set for it"
+    names = SECOND_BACKBONES if choice.lower() == "auto" else (get_backbone(choice).name,)
+    for name in names:
+        spec = get_backbone(name)
+        if spec.name == main.name:
+            if choice.lower() != "auto":
+                raise UsageError(f"--second-backbone {choice} is the main backbone; name another one, or 'none'")
+            continue
+        try:
+            resolve_weights(spec.name, spec.source, weights)
+        except UsageError as exc:
+            if choice.lower() != "auto":
+                raise UsageError(f"--second-backbone {choice}: {exc} Or pass --second-backbone none.") from None
+            continue
+        return spec, f"second backbone: {spec.name}"
+    return None, f"no second backbone: none of {', '.join(names)} has local {weights} weights"
 
 
 def build_extractor(spec: BackboneSpec, size: int, weights: str = "imagenet", cut: int | None = None) -> Extractor:
