@@ -560,10 +560,12 @@ class _Run:
 
     def _second_member(self) -> None:
         """A head on the second backbone's pooled features (original view) of the val, test and training images:
-        an ensemble candidate from another backbone. On trashnet a 52-second Lite1 head voted with a 4-minute
-        Lite0 fine-tune beat an 8-minute Lite0 fine-tune on test (bench/RESULTS.md). The val images go first:
-        they measure the speed, and the rest runs only if it fits the planned share and fine-tuning still fits
-        after it. The candidate lives in this session only (a resumed run does without it)."""
+        an ensemble candidate from another backbone, used only if the guard of the ensemble phase picks it. On
+        trashnet, a 52-second Lite1 head averaged with a 4-minute Lite0 fine-tune beat an 8-minute Lite0 fine-tune
+        on test by 1.4 points (one pair of runs; in two 8-minute runs with it the guard did not pick it:
+        bench/RESULTS.md). The val images go first: they measure the speed, and the rest runs only if it fits
+        ``SECOND_SHARE`` of the budget and fine-tuning still fits after it. The candidate lives in this session
+        only (a resumed run does without it)."""
         acts, spec = self.acts, self.second_spec
         n = {"val": len(acts.y_val), "test": len(acts.test[0]), "train": len(acts.y_train)}
         share_s = SECOND_SHARE * self.cfg.budget_s
