@@ -63,7 +63,7 @@ class OnlineConfig:
     def identity(self) -> dict:
         """The arguments a resumed run must share with the run it continues."""
         keys = ("budget_s", "backbone", "weights", "seed", "layout", "size", "val_fraction", "batch_size", "finetune",
-                "judge", "finetune_cut", "second_backbone")
+                "judge", "finetune_cut")
         return {"train_dir": str(Path(self.train_dir).resolve()),
                 "test_dir": str(Path(self.test_dir).resolve()) if self.test_dir else None,
                 **{k: getattr(self, k) for k in keys}}

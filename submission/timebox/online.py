@@ -231,7 +231,9 @@ class _Run:
         self.ds, self.test_files, self.size, self.labels, self.outputs = ds, test_files, size, labels, outputs
         self.out = Path(cfg.out)
         self.spec = get_backbone(cfg.backbone)
-        self.second_spec, self.second_reason = second_backbone(self.spec, cfg.second_backbone, cfg.weights)
+        self.second_spec, self.second_reason = (second_backbone(self.spec, cfg.second_backbone, cfg.weights)
+                                                if cfg.ensemble and cfg.finetune else (None, "no second backbone: "
+                                                                                        "no ensemble phase"))
         self.second: dict | None = None  # the second backbone's head as an ensemble candidate (see _second_member)
         self.full_image_s: float | None = None  # seconds of one image through the whole main backbone (measured)
         self.num_classes = len(ds.class_ids)
@@ -361,7 +363,7 @@ class _Run:
         val, n_val = acts(train_cache, val_idx, final_s)
         rate = n_val / max(time.time() - v0, 1e-3)
         bottom_share = 1 - self.spec.cuts.share(extractor.cut) if extractor.top is not None else 1.0
-        self.full_image_s = 1 / (rate * bottom_share) if bottom_share > 0 else None  # the image cut: no estimate
+        self.full_image_s = 1 / (rate * bottom_share) if bottom_share > 0 and rate > 0 else None  # image cut: none
         ft_image_s = 0.0  # estimated seconds of a fine-tune step per image (no fine-tuning: unused)
         if extractor.top is not None and cfg.finetune and n_val == len(val_idx):
             if cfg.finetune_cut is None:
@@ -575,12 +577,13 @@ class _Run:
         if self.view_sources is None or self.budget.interrupted:
             self.notes.append(f"{spec.name} head skipped: interrupted, or a resumed session (it lives in one session)")
             return
-        if not self._votes() or self._second_plan_s(sum(n.values())) == 0.0:
-            self.notes.append(f"{spec.name} head skipped: no ensemble phase, or its estimate is over its "
-                              f"{share_s:.0f}s ({SECOND_SHARE:.0%} of the budget)")
+        plan_s, ensemble_s = self._second_plan_s(sum(n.values())), self._ensemble_s()
+        left_s = self.budget.remaining() - self.reserve.s - ensemble_s - plan_s
+        if not self._votes() or plan_s == 0.0 or not self._fine_tune_fits(left_s):
+            self.notes.append(f"{spec.name} head skipped: no ensemble phase, its estimate is over its "
+                              f"{share_s:.0f}s ({SECOND_SHARE:.0%} of the budget), or fine-tuning would not fit after it")
             return
         t = time.time()
-        ensemble_s = self._ensemble_s()
         full = build_feature_extractor(spec, self.size, self.cfg.weights)
 
         marks: list[tuple[float, int]] = []  # (time, images done) after each batch of the val images
@@ -594,7 +597,8 @@ class _Run:
                     marks.append((time.time(), done))
                 self.collect_garbage()
 
-            f = extract_features(full, cache.images, idx, should_stop=self.expired, on_batch=on_batch)
+            f = extract_features(full, cache.images, idx, on_batch=on_batch,  # never past its share
+                                 should_stop=lambda: self.expired() or time.time() - t > share_s)
             return f.values if f.done == len(idx) else None
 
         v0 = time.time()
@@ -613,7 +617,8 @@ class _Run:
         for part in ("test", "train"):
             feats[part] = features(part)
             if feats[part] is None:
-                self.notes.append(f"{spec.name} head skipped: the deadline came while extracting its features")
+                self.notes.append(f"{spec.name} head skipped: its share or the budget ran out while extracting "
+                                  "its features")
                 self.phase("second backbone", t, share_s, backbone=spec.name, used=False)
                 return
         head_end = time.time() + self.head_s
