@@ -245,7 +245,7 @@ def test_a_named_second_backbone_must_differ_from_the_main_and_have_local_weight
     lite0 = registry.get_backbone("efficientnet-lite0")
     with pytest.raises(UsageError, match="is the main backbone"):
         registry.second_backbone(lite0, "efficientnet-lite0", "imagenet")
-    with pytest.raises(UsageError, match="unknown backbone"):
+    with pytest.raises(UsageError, match="--second-backbone lite9: unknown backbone"):
         registry.second_backbone(lite0, "lite9", "imagenet")
     monkeypatch.setenv("TIMEBOX_WEIGHTS_DIR", str(tmp_path))
     with pytest.raises(UsageError, match="fetch-weights"):

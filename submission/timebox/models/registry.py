@@ -144,7 +144,10 @@ def second_backbone(main: BackboneSpec, choice: str, weights: str) -> tuple[Back
         return None, "no second backbone (second_backbone: none)"
     if weights.lower() == "none" or Path(weights).suffix or os.sep in weights:
         return None, f"no second backbone: --weights {weights} names no pretrained set for it"
-    names = SECOND_BACKBONES if choice.lower() == "auto" else (get_backbone(choice).name,)
+    try:
+        names = SECOND_BACKBONES if choice.lower() == "auto" else (get_backbone(choice).name,)
+    except UsageError as exc:
+        raise UsageError(f"--second-backbone {choice}: {exc}") from None
     for name in names:
         spec = get_backbone(name)
         if spec.name == main.name:
