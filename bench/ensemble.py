@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "submission"))
@@ -44,6 +45,17 @@ def run_online(dataset: str, budget_s: float, latency_ms: float, zoom_share: flo
     return out
 
 
+def test_scorer(out: Path, dataset: str) -> Callable[[np.ndarray], float]:
+    """Test accuracy of probabilities (N, C) in the order run ``out`` predicted ``dataset``'s test images."""
+    label_map = LabelMap.load(out / "model" / LABELS_FILE)
+    truth = read_labels(DATA / dataset / "test_labels.csv")
+    test_dir = (DATA / dataset / SPLITS[dataset][1]).resolve()
+    names = [f.relative_to(test_dir).as_posix() for f in list_images(test_dir)]
+    ids = np.array([str(i) for i in label_map.class_ids])
+    y = np.array([truth.get(n, "") for n in names])
+    return lambda p: float(np.mean(ids[p.argmax(1)] == y[: len(p)]))
+
+
 def analyse(out: Path, dataset: str) -> None:
     labels_csv = DATA / dataset / "test_labels.csv"
     history = json.loads((out / "report" / "history.json").read_text())
@@ -57,16 +69,7 @@ def analyse(out: Path, dataset: str) -> None:
     print("  held-out val accuracy per rule: " + ", ".join(f"{k} {v:.4f}" for k, v in ens["heldout"].items()))
     probs_file = out / "report" / "ensemble_test_probs.npz"
     test = dict(np.load(probs_file)) if probs_file.exists() else {}
-    label_map = LabelMap.load(out / "model" / LABELS_FILE)
-    truth = read_labels(labels_csv)
-    test_dir = (DATA / dataset / SPLITS[dataset][1]).resolve()
-    names = [f.relative_to(test_dir).as_posix() for f in list_images(test_dir)]
-    ids = np.array([str(i) for i in label_map.class_ids])
-    y = np.array([truth.get(n, "") for n in names])
-
-    def test_acc(p: np.ndarray) -> float:
-        return float(np.mean(ids[p.argmax(1)] == y[: len(p)]))
-
+    test_acc = test_scorer(out, dataset)
     print(f"  {'candidate':<34} {'val acc':>8} {'weight':>7} {'test acc':>9}")
     best = max(ens["candidates"], key=lambda c: c["val_accuracy"])
     for c in ens["candidates"]:

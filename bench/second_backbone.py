@@ -22,23 +22,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from deadline import DATA, SPLITS, run  # noqa: E402  (bench/deadline.py: one `online` run and its figures)
+from ensemble import test_scorer  # noqa: E402  (bench/ensemble.py)
 
 from timebox.budget import parse_duration  # noqa: E402  (deadline put submission/ on the path)
 from timebox.data.cache import build_cache  # noqa: E402
 from timebox.data.layouts import list_images  # noqa: E402
-from timebox.predict import LABELS_FILE, LabelMap  # noqa: E402
-from timebox.score import read_labels  # noqa: E402
 
 
 SIZE = 224  # efficientnet-lite0's input size, that of the runs
-
-
-def _test_labels(report: Path, dataset: str) -> np.ndarray:
-    """Internal class ids of the test images, in the order the run predicted them."""
-    labels = LabelMap.load(report.parent / "model" / LABELS_FILE)
-    internal = {c: k for k, c in enumerate(labels.class_ids)}
-    truth = read_labels(DATA / dataset / "test_labels.csv")
-    return np.array([internal[int(truth[f.name])] for f in list_images(DATA / dataset / SPLITS[dataset][1])])
 
 
 def second_figures(report: Path, dataset: str) -> dict:
@@ -51,15 +42,14 @@ def second_figures(report: Path, dataset: str) -> dict:
     cands = [c for c in ensemble.get("candidates", []) if c["source"].endswith(" head")]
     if not cands or not (report / "ensemble_test_probs.npz").exists():
         return fig
-    y = _test_labels(report, dataset)
+    test_acc = test_scorer(report.parent, dataset)
     test = np.load(report / "ensemble_test_probs.npz")
     second = next(k for k in test.files if k.startswith(cands[0]["source"]))
     last = max((k for k in test.files if k.startswith("finetune epoch ") and k.endswith("(original)")),
                key=lambda k: int(k.split()[2]))
     fig.update(val=cands[0]["val_accuracy"], weight=cands[0]["weight"],
-               test=float(np.mean(test[second].argmax(1) == y)),
-               last=last, last_test=float(np.mean(test[last].argmax(1) == y)),
-               average_test=float(np.mean((test[last] + test[second]).argmax(1) == y)))
+               test=test_acc(test[second]), last=last, last_test=test_acc(test[last]),
+               average_test=test_acc(test[last] + test[second]))
     return fig
 
 
