@@ -23,13 +23,14 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
-def _checked(key: str):
-    """An argparse type for the number setting ``key``, refusing what timebox.config.check_setting refuses."""
+def _checked(key: str, kind: type = float):
+    """An argparse type for the number setting ``key`` (of type ``kind``), refusing what
+    timebox.config.check_setting refuses."""
     def parse(text: str) -> float:
         from .config import check_setting
 
         try:
-            return check_setting(key, float(text))
+            return check_setting(key, kind(text))
         except (ValueError, UsageError) as exc:
             raise argparse.ArgumentTypeError(str(exc)) from exc
     return parse
@@ -38,7 +39,8 @@ def _checked(key: str):
 def _add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=None,
                    help="tuned settings, a JSON object (backbone, weights, size, seed, layout, val_fraction, "
-                        "batch_size, keep, finetune, margin_s, ensemble, latency_ms, zoom_share, finetune_cut, second_backbone); "
+                        "batch_size, keep, finetune, margin_s, ensemble, latency_ms, zoom_share, finetune_cut, second_backbone, "
+                        "min_size); "
                         "flags win over it "
                         "(default: submission/config.json when it exists, as `package --config` ships it)")
     p.add_argument("--backbone", default=None,
@@ -48,6 +50,9 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
                    help="'imagenet' (local files only, see fetch-weights), another named set, a file path, "
                         "or 'none'; default: imagenet")
     p.add_argument("--size", type=int, default=None, help="input size in pixels (default: the backbone's own)")
+    p.add_argument("--min-size", type=_checked("min_size", int), default=None,
+                   help="smallest input size the run may shrink to when the budget cannot extract every image's "
+                        "features at --size (the report says why); equal to --size: never shrink (default: 128)")
     p.add_argument("--seed", type=int, default=None, help="seed of the split and training (default: 0)")
     p.add_argument("--layout", default=None, choices=["auto", "folders", "modelarts", "csv"],
                    help="training data layout (default: detected)")
@@ -179,7 +184,8 @@ def _online(args) -> int:
 _FLAGS = {"backbone": "backbone", "weights": "weights", "size": "size", "seed": "seed", "layout": "layout",
           "val_fraction": "val_fraction", "keep": "keep", "margin_s": "margin", "latency_ms": "latency_ms",
           "ensemble": "ensemble", "zoom_share": "zoom_share",
-          "finetune_cut": "finetune_cut", "second_backbone": "second_backbone"}  # setting -> flag (args attribute)
+          "finetune_cut": "finetune_cut", "second_backbone": "second_backbone",
+          "min_size": "min_size"}  # setting -> flag (args attribute)
 
 
 def _settings(args) -> tuple[Path | None, dict]:

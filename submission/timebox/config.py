@@ -20,15 +20,18 @@ from pathlib import Path
 
 from .errors import UsageError
 
+MIN_INPUT_SIZE = 32  # the backbones' stride: smaller images leave no spatial position at their last block
 SHIPPED_CONFIG = Path(__file__).resolve().parents[1] / "config.json"  # submission/config.json
 TUNABLE: dict[str, tuple[type, ...]] = {  # setting -> accepted JSON types (None: the default)
     "backbone": (str,), "weights": (str,), "size": (int, type(None)), "seed": (int,), "layout": (str,),
     "val_fraction": (float, int), "batch_size": (int,), "keep": (int,), "finetune": (bool,),
     "margin_s": (float, int, type(None)), "ensemble": (bool,), "latency_ms": (float, int, type(None)),
     "zoom_share": (float, int), "finetune_cut": (int, type(None)), "second_backbone": (str,),
+    "min_size": (int,),
 }
 LIMITS: dict[str, tuple[float, float, str]] = {  # number setting -> (low, high, what it must be)
     "latency_ms": (1e-9, float("inf"), "above 0"), "zoom_share": (0.0, 1.0, "between 0 and 1"),
+    "min_size": (MIN_INPUT_SIZE, float("inf"), f"at least {MIN_INPUT_SIZE} (pixels)"),
 }
 
 
@@ -43,6 +46,7 @@ class OnlineConfig:
     seed: int = 0
     layout: str = "auto"
     size: int | None = None
+    min_size: int = 128  # the size may shrink down to this when the budget cannot extract every image at ``size``
     val_fraction: float = 0.15
     cache_dir: Path | None = None
     workers: int | None = None

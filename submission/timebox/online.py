@@ -5,7 +5,8 @@ Everything is sized to the wall-clock budget, counted from the command's start:
 
 1. ``extract``: the frozen bottom of the backbone runs once per image, in priority order
    (val, test, train), then mirrored views (test-time and training augmentation) when the
-   measured speed leaves time for fine-tuning after them.
+   measured speed leaves time for fine-tuning after them; at a smaller input size (down to
+   ``min_size``) if every image's original view and the head would not fit at the configured one.
 2. ``head``: a softmax head on pooled features, epochs and learning rate sized to its share;
    the model is exported once, which measures what the final export will cost.
 3. ``finetune``: the backbone's blocks after the cut plus the head, on the cached activations,
@@ -30,7 +31,7 @@ import os
 import shutil
 import signal
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import keras
@@ -47,7 +48,7 @@ from .export import export_for_judge, judge_dir
 from .errors import UsageError
 from .ensemble import choose, drop_order, vote
 from .metrics import accuracy, accuracy_noise, confusion_matrix, log_loss
-from .models.features import extract_features
+from .models.features import extract_features, image_batch_size
 from .models.ensemble_model import VIEWS, compose_ensemble, member_copy, view_model
 from .models.heads import compose_classifier
 from .models.registry import build_extractor, build_feature_extractor, get_backbone, second_backbone, split_extractor
@@ -59,6 +60,7 @@ from .train.augment import random_resized_crop
 from .train.depth import TRAIN_PER_INFER, CutCost, CutPlan, choose_cut
 from .train.finetune import FineTuneState, fine_tune, freeze_batch_norm
 from .train.head import HeadResult, fit_head
+from .train.image_size import affordable_size
 from .watchdog import Watchdog
 
 EXPORT_GUESS_S = 5.0  # the final export's cost until the export after the head measures it (~3 s for Lite0)
@@ -138,6 +140,7 @@ class _Activations:
     rate: float  # images per second through the bottom
     ft_image_s: float  # estimated seconds of a fine-tune step per image (until fine-tuning measures it)
     cut: int | None  # the block the cached activations enter (None: the backbone is not split)
+    size: int | None  # the input size they were extracted at (None: a state written before sizes could shrink)
     quarantine: list[dict]
     unreadable_test: list[dict]
     notes: list[str]
@@ -146,7 +149,8 @@ class _Activations:
         arrays = {f"{part}{i}": v for part in ("val", "test", "train") for i, v in enumerate(getattr(self, part))}
         arrays.update(y_val=self.y_val, y_train=self.y_train, usable=self.usable)
         state.write("activations", {"views": [len(self.val), len(self.test), len(self.train)], "rate": self.rate,
-                                    "ft_image_s": self.ft_image_s, "cut": self.cut, "quarantine": self.quarantine,
+                                    "ft_image_s": self.ft_image_s, "cut": self.cut, "size": self.size,
+                                    "quarantine": self.quarantine,
                                     "unreadable_test": self.unreadable_test, "notes": self.notes}, arrays=arrays)
 
     @classmethod
@@ -157,7 +161,7 @@ class _Activations:
         info, a = record["info"], record["arrays"]
         views = {part: [a[f"{part}{i}"] for i in range(n)] for part, n in zip(("val", "test", "train"), info["views"])}
         return cls(**views, y_val=a["y_val"], y_train=a["y_train"], usable=a["usable"], rate=info["rate"],
-                   ft_image_s=info["ft_image_s"], cut=info["cut"], quarantine=info["quarantine"],
+                   ft_image_s=info["ft_image_s"], cut=info["cut"], size=info.get("size"), quarantine=info["quarantine"],
                    unreadable_test=info["unreadable_test"], notes=info["notes"])
 
 
@@ -276,8 +280,10 @@ class _Run:
             return self._result(0.0, False)
         t = time.time()
         cut = cfg.finetune_cut if cfg.finetune else None  # without fine-tuning, deeper activations are no use
-        self.extractor = build_extractor(self.spec, self.size, cfg.weights, cut)
         acts = _Activations.load(self.state)
+        if acts is not None and acts.size is not None:
+            self._set_size(acts.size)  # the size an earlier session extracted at (maybe shrunk)
+        self.extractor = build_extractor(self.spec, self.size, cfg.weights, cut)
         if acts is not None and acts.cut != self.extractor.cut:  # the cut an earlier session chose
             self.extractor = split_extractor(self.extractor, self.spec, acts.cut)
         if acts is None:
@@ -327,8 +333,10 @@ class _Run:
     # 1. extract: the frozen bottom, once per image and view, in priority order
     def _extract(self, t: float) -> _Activations | None:
         cfg, budget, log, ds = self.cfg, self.budget, self.log, self.ds
+        d0 = time.time()
         train_cache = build_cache(ds.files, self.size, self.cache_dir, cfg.workers)
         test_cache = build_cache(self.test_files, self.size, self.cache_dir, cfg.workers)
+        decode_s = time.time() - d0
         self.phase("setup", t, None)
         log(f"images decoded (cache: {self.cache_dir})")
         quarantine = [{"file": str(f), "reason": e} for f, e in zip(ds.files, train_cache.errors) if e]
@@ -345,9 +353,12 @@ class _Run:
         val_idx = good[va_pos]
         test_idx = np.arange(len(self.test_files))
         test_ok = np.array([e is None for e in test_cache.errors], bool)
-        extractor, final_s, head_s = self.extractor, self.reserve.s, self.head_s
         notes: list[str] = []
         t = time.time()
+        if self._shrink_size(train_cache, val_idx, len(good) + len(test_idx), decode_s, notes):
+            train_cache = build_cache(ds.files, self.size, self.cache_dir, cfg.workers)
+            test_cache = build_cache(self.test_files, self.size, self.cache_dir, cfg.workers)
+        extractor, final_s, head_s = self.extractor, self.reserve.s, self.head_s
 
         def acts(cache, idx, reserve, flip=False):
             def on_batch(done: int) -> None:
@@ -387,7 +398,8 @@ class _Run:
             return None
         if n_val < len(val_idx) or n_train == 0:
             raise UsageError(f"the budget of {cfg.budget_s:.0f}s is too short to extract features for "
-                             f"{self.spec.name} at {self.size}px; give a larger --budget or a smaller --size")
+                             f"{self.spec.name} at {self.size}px; give a larger --budget, or a smaller --size or "
+                             f"--min-size (now {self.cfg.min_size})")
         if n_train < len(train_idx):
             notes.append(f"the budget allowed features of {n_train} of {len(train_idx)} training images")
         flip_cost = (len(test_idx) + len(val_idx) + n_train) / rate
@@ -409,15 +421,50 @@ class _Run:
             log(f"mirrored views: {n_tf}/{len(test_idx)} test, {n_vf}/{len(val_idx)} val, {n_trf}/{n_train} train")
         else:
             notes.append("mirrored views skipped: the time is worth more to fine-tuning")
-        self.phase("extract", t, None, images_per_s=round(rate, 2), views=len(views_train), cut=extractor.cut)
+        self.phase("extract", t, None, images_per_s=round(rate, 2), views=len(views_train), cut=extractor.cut,
+                   size=self.size)
         if n_test < len(test_idx):
             notes.append(f"{len(test_idx) - n_test} test files got the prior class: no time left to extract them")
         unreadable = [{"file": str(f), "reason": e} for f, e in zip(self.test_files, test_cache.errors) if e]
         self.view_sources = {"val": (train_cache, val_idx), "test": (test_cache, test_idx[:n_test]),
                              "train": (train_cache, train_idx[:n_train])}
         return _Activations(views_val, views_test, views_train, ds.labels[val_idx], ds.labels[train_idx[:n_train]],
-                            test_ok & (test_idx < n_test), rate, ft_image_s, extractor.cut, quarantine, unreadable,
-                            notes)
+                            test_ok & (test_idx < n_test), rate, ft_image_s, extractor.cut, self.size, quarantine,
+                            unreadable, notes)
+
+    def _shrink_size(self, cache, val_idx: np.ndarray, n_images: int, decode_s: float, notes: list[str]) -> bool:
+        """Shrink the input size (down to ``cfg.min_size``) if extracting every image's original view at this
+        one, then the head, would not fit the budget, by the bottom's speed timed on a val batch (see
+        :mod:`timebox.train.image_size`); the extractor is rebuilt at the new size. True if it shrank."""
+        image_s = self._bottom_image_s(cache, val_idx)
+        need_s = n_images * image_s
+        time_s = self.budget.remaining() - self.reserve.s - self.head_s - decode_s
+        size = affordable_size(self.size, need_s, time_s, self.cfg.min_size)
+        if size == self.size:
+            return False
+        notes.append(f"input size {self.size}px -> {size}px: the {n_images} images' features at {self.size}px "
+                     f"would take {need_s:.1f}s of the {max(time_s, 0):.1f}s left for them (--min-size "
+                     f"{self.cfg.min_size})")
+        self.log(notes[-1])
+        self._set_size(size)
+        self.extractor = build_extractor(self.spec, size, self.cfg.weights, self.extractor.cut)
+        return True
+
+    def _bottom_image_s(self, cache, idx: np.ndarray) -> float:
+        """Seconds per image through the bottom, timed on a batch of real images after its trace (which the
+        extraction then reuses: same model, same batch shape)."""
+        n = image_batch_size()
+        batch = np.zeros((n, self.size, self.size, 3), np.uint8)
+        some = np.sort(idx[:n])
+        batch[: len(some)] = cache.images[some]
+        self.extractor.bottom.predict_on_batch(batch)
+        t = time.perf_counter()
+        self.extractor.bottom.predict_on_batch(batch)
+        return (time.perf_counter() - t) / n
+
+    def _set_size(self, size: int) -> None:
+        self.size = size
+        self.labels = self.outputs.labels = replace(self.labels, input_size=size)
 
     def _early_output(self, val: np.ndarray, test: np.ndarray, train: np.ndarray, y_val: np.ndarray,
                       y_train: np.ndarray, usable: np.ndarray, keep_s: float) -> None:
