@@ -1,5 +1,5 @@
 """A budget too short for every image at the chosen input size shrinks the size (down to --min-size)
-instead of dropping training images: the rule (quadratic cost, multiples of 16, within its floor), and
+instead of dropping training images: the rule (cost a power of the size, multiples of 16, within its floor), and
 an `online` run whose measured speed is made too slow for its size, end to end."""
 
 import json
@@ -12,23 +12,24 @@ from timebox.online import OnlineConfig, run_online
 from timebox.predict import LABELS_FILE, LabelMap, predict_dir
 from timebox.recovery import RunState
 from timebox.score import score
-from timebox.train.image_size import FIT, STEP, affordable_size
+from timebox.train.image_size import COST_EXPONENT, FIT, STEP, affordable_size
 
 
 def test_the_size_is_kept_when_its_need_fits():
     assert affordable_size(224, need_s=20.0, time_s=20.0, min_size=128) == 224
 
 
-def test_the_shrunk_size_is_a_multiple_of_the_step_whose_quadratic_need_fits_with_margin():
-    size = affordable_size(224, need_s=30.0, time_s=20.0, min_size=64)
+def test_the_shrunk_size_is_the_largest_multiple_of_the_step_whose_need_fits_after_setup_with_margin():
+    size = affordable_size(224, need_s=30.0, time_s=20.0, min_size=64, setup_s=4.0)
     assert size % STEP == 0 and size < 224
-    assert 30.0 * (size / 224) ** 2 <= FIT * 20.0  # fits, with the estimate's margin
-    assert 30.0 * ((size + STEP) / 224) ** 2 > FIT * 20.0  # the next step up would not
+    assert 30.0 * (size / 224) ** COST_EXPONENT <= FIT * (20.0 - 4.0)  # fits, with the estimate's margin
+    assert 30.0 * ((size + STEP) / 224) ** COST_EXPONENT > FIT * (20.0 - 4.0)  # the next step up would not
 
 
 def test_the_size_never_goes_below_min_size_nor_above_the_size_given():
     assert affordable_size(224, need_s=1000.0, time_s=10.0, min_size=128) == 128
     assert affordable_size(224, need_s=1000.0, time_s=-5.0, min_size=128) == 128  # nothing left: the floor
+    assert affordable_size(224, need_s=30.0, time_s=20.0, min_size=128, setup_s=25.0) == 128  # setup eats it all
     assert affordable_size(64, need_s=1000.0, time_s=10.0, min_size=128) == 64  # min_size above the size: kept
 
 

@@ -85,6 +85,7 @@ CACHED_VIEWS = 2  # VIEWS[:2] (original, mirrored) are extracted with the traini
 SECOND_SHARE = 0.15  # most of the budget the second backbone's head may cost (extraction and fitting)
 SECOND_COST_RATIO = 1.5  # its planned time per image over the main backbone's (Lite1 over Lite0 at 224 px: 1.23)
 SECOND_SETUP_S = 3.0  # building the second backbone, loading its weights, tracing it
+RESIZE_SETUP_S = 3.0  # rebuilding the backbone at a smaller input size, loading its weights, tracing it
 
 
 @dataclass
@@ -435,11 +436,12 @@ class _Run:
     def _shrink_size(self, cache, val_idx: np.ndarray, n_images: int, decode_s: float, notes: list[str]) -> bool:
         """Shrink the input size (down to ``cfg.min_size``) if extracting every image's original view at this
         one, then the head, would not fit the budget, by the bottom's speed timed on a val batch (see
-        :mod:`timebox.train.image_size`); the extractor is rebuilt at the new size. True if it shrank."""
+        :mod:`timebox.train.image_size`; decoding again is taken to cost what ``decode_s`` did); the
+        extractor is rebuilt at the new size. True if it shrank."""
         image_s = self._bottom_image_s(cache, val_idx)
         need_s = n_images * image_s
-        time_s = self.budget.remaining() - self.reserve.s - self.head_s - decode_s
-        size = affordable_size(self.size, need_s, time_s, self.cfg.min_size)
+        time_s = self.budget.remaining() - self.reserve.s - self.head_s
+        size = affordable_size(self.size, need_s, time_s, self.cfg.min_size, setup_s=decode_s + RESIZE_SETUP_S)
         if size == self.size:
             return False
         notes.append(f"input size {self.size}px -> {size}px: the {n_images} images' features at {self.size}px "
