@@ -48,7 +48,7 @@ from .export import export_for_judge, judge_dir
 from .errors import UsageError
 from .ensemble import choose, drop_order, vote
 from .metrics import accuracy, accuracy_noise, confusion_matrix, log_loss
-from .models.features import extract_features, image_batch_size
+from .models.features import Features, extract_features, image_batch_size
 from .models.ensemble_model import VIEWS, compose_ensemble, member_copy, view_model
 from .models.heads import compose_classifier
 from .models.registry import build_extractor, build_feature_extractor, get_backbone, second_backbone, split_extractor
@@ -362,13 +362,8 @@ class _Run:
         extractor, final_s, head_s = self.extractor, self.reserve.s, self.head_s
 
         def acts(cache, idx, reserve, flip=False):
-            def on_batch(done: int) -> None:
-                log.status("extract", done, len(idx))
-                self.collect_garbage()
-
-            f = extract_features(extractor.bottom, cache.images, idx, should_stop=lambda: budget.expired(reserve),
-                                 on_batch=on_batch, flip=flip,
-                                 dtype=np.float16 if extractor.top is not None else np.float32)
+            f = self._features(extractor.bottom, cache, idx, lambda: budget.expired(reserve), "extract", flip=flip,
+                               dtype=np.float16 if extractor.top is not None else np.float32)
             return f.values, f.done
 
         v0 = time.time()
@@ -467,6 +462,19 @@ class _Run:
     def _set_size(self, size: int) -> None:
         self.size = size
         self.labels = self.outputs.labels = replace(self.labels, input_size=size)
+
+    def _features(self, model: keras.Model, cache, idx: np.ndarray, should_stop, label: str, flip: bool = False,
+                  dtype=np.float32, marks: list[tuple[float, int]] | None = None) -> Features:
+        """``model`` on ``cache.images[idx]`` (see :func:`extract_features`), with a status line (``label``) and
+        garbage collection between batches; ``marks`` gets (time, images done) after each batch."""
+        def on_batch(done: int) -> None:
+            self.log.status(label, done, len(idx))
+            if marks is not None:
+                marks.append((time.time(), done))
+            self.collect_garbage()
+
+        return extract_features(model, cache.images, idx, should_stop=should_stop, on_batch=on_batch, flip=flip,
+                                dtype=dtype)
 
     def _early_output(self, val: np.ndarray, test: np.ndarray, train: np.ndarray, y_val: np.ndarray,
                       y_train: np.ndarray, usable: np.ndarray, keep_s: float) -> None:
@@ -639,15 +647,8 @@ class _Run:
 
         def features(part: str) -> np.ndarray | None:
             cache, idx = self.view_sources[part]
-
-            def on_batch(done: int) -> None:
-                self.log.status(spec.name, done, len(idx))
-                if part == "val":
-                    marks.append((time.time(), done))
-                self.collect_garbage()
-
-            f = extract_features(full, cache.images, idx, on_batch=on_batch,  # never past its share
-                                 should_stop=lambda: self.expired() or time.time() - t > share_s)
+            f = self._features(full, cache, idx, lambda: self.expired() or time.time() - t > share_s,  # its share
+                               spec.name, marks=marks if part == "val" else None)
             return f.values if f.done == len(idx) else None
 
         v0 = time.time()
@@ -1072,8 +1073,8 @@ class _Run:
                 self.notes.append(f"{VIEWS[v].name} view of the {part} images skipped: its cost, {view_s:.0f}s, "
                                   "does not fit")
                 break
-            acts = extract_features(view_model(self.extractor.bottom, VIEWS[v]), cache.images, idx,
-                                    should_stop=stop, dtype=np.float16)
+            acts = self._features(view_model(self.extractor.bottom, VIEWS[v]), cache, idx, stop, VIEWS[v].name,
+                                  dtype=np.float16)
             by_source = {}
             for source, member in members.items():
                 if acts.done < len(idx) or stop():
