@@ -137,3 +137,33 @@ def test_sigterm_after_a_head_is_fitted_keeps_that_heads_predictions(tmp_path, m
     _assert_complete_predictions(out, root)
     assert summary["predictions_from"].startswith("head epoch")
     assert score(out / "predictions.csv", root / "test_labels.csv").accuracy >= 0.5
+
+
+def test_sigterm_before_any_val_image_leaves_the_prior_class_for_every_test_file(tmp_path, monkeypatch):
+    """SIGTERM once the images are decoded, before the first val image goes through the backbone: no model can
+    exist, so the run returns at once with every test file predicted as the most frequent class (no division
+    by the zero images measured, no second backbone, no head)."""
+    import timebox.online as online
+
+    root = make_synthetic(tmp_path / "data", n_per_class=12, n_test_per_class=4, size=64)
+    real_build_cache = online.build_cache
+    built = []
+
+    def build_cache_then_sigterm(*args, **kwargs):
+        cache = real_build_cache(*args, **kwargs)
+        built.append(cache)
+        if len(built) == 2:  # the training and the test images decoded
+            os.kill(os.getpid(), signal.SIGTERM)  # handled by run_online: budget.interrupt()
+        return cache
+
+    monkeypatch.setattr(online, "build_cache", build_cache_then_sigterm)
+    monkeypatch.delenv("TIMEBOX_START", raising=False)
+    out = tmp_path / "out"
+    result = online.run_online(online.OnlineConfig(root / "train", root / "test", out, 120.0, size=64,
+                                                   cache_dir=tmp_path / "cache", workers=1))
+    assert result.val_accuracy == 0.0 and "interrupted before any model existed" in result.notes
+    _assert_complete_predictions(out, root)
+    with open(out / "predictions.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))[1:]
+    assert {(label, float(confidence)) for _, label, _, confidence in rows} == {("0", 0.0)}  # the prior, unscored
+    assert not (out / "model").exists()
