@@ -46,6 +46,21 @@ def _assert_complete_predictions(out, root):
         assert 0.0 <= float(confidence) <= 1.0
 
 
+def _sigterm_after_call(monkeypatch, module, name: str, n: int) -> list:
+    """``module.name`` patched to send this process SIGTERM (run_online's handler: budget.interrupt()) right after
+    its ``n``-th call returns; the list returned collects every call's result."""
+    real, results = getattr(module, name), []
+
+    def call_then_sigterm(*args, **kwargs):
+        results.append(real(*args, **kwargs))
+        if len(results) == n:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return results[-1]
+
+    monkeypatch.setattr(module, name, call_then_sigterm)
+    return results
+
+
 def _kill(proc):
     if proc.poll() is None:
         proc.kill()
@@ -116,17 +131,7 @@ def test_sigterm_after_a_head_is_fitted_keeps_that_heads_predictions(tmp_path, m
     from timebox.score import score
 
     root = make_synthetic(tmp_path / "data", n_per_class=12, n_test_per_class=4, size=64)
-    real_fit_head = online.fit_head
-    fits = []
-
-    def fit_head_then_sigterm(*args, **kwargs):
-        result = real_fit_head(*args, **kwargs)
-        fits.append(result)
-        if len(fits) == after_fit:
-            os.kill(os.getpid(), signal.SIGTERM)  # handled by run_online: budget.interrupt()
-        return result
-
-    monkeypatch.setattr(online, "fit_head", fit_head_then_sigterm)
+    fits = _sigterm_after_call(monkeypatch, online, "fit_head", after_fit)
     monkeypatch.delenv("TIMEBOX_START", raising=False)
     out = tmp_path / "out"
     online.run_online(online.OnlineConfig(root / "train", root / "test", out, 120.0, size=64,
@@ -146,17 +151,7 @@ def test_sigterm_before_any_val_image_leaves_the_prior_class_for_every_test_file
     import timebox.online as online
 
     root = make_synthetic(tmp_path / "data", n_per_class=12, n_test_per_class=4, size=64)
-    real_build_cache = online.build_cache
-    built = []
-
-    def build_cache_then_sigterm(*args, **kwargs):
-        cache = real_build_cache(*args, **kwargs)
-        built.append(cache)
-        if len(built) == 2:  # the training and the test images decoded
-            os.kill(os.getpid(), signal.SIGTERM)  # handled by run_online: budget.interrupt()
-        return cache
-
-    monkeypatch.setattr(online, "build_cache", build_cache_then_sigterm)
+    _sigterm_after_call(monkeypatch, online, "build_cache", 2)  # the training and the test images decoded
     monkeypatch.delenv("TIMEBOX_START", raising=False)
     out = tmp_path / "out"
     result = online.run_online(online.OnlineConfig(root / "train", root / "test", out, 120.0, size=64,

@@ -26,7 +26,7 @@ def _duration(text: str) -> float:
 def _checked(key: str, kind: type = float):
     """An argparse type for the number setting ``key`` (of type ``kind``), refusing what
     timebox.config.check_setting refuses."""
-    def parse(text: str) -> float:
+    def parse(text: str) -> float | int:
         from .config import check_setting
 
         try:

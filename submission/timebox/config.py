@@ -101,7 +101,7 @@ def read_settings(path: Path) -> dict:
     return settings
 
 
-def check_setting(key: str, value: float) -> float:
+def check_setting(key: str, value: float | int) -> float | int:
     """``value`` if it is in the range of setting ``key`` (see LIMITS), else a UsageError saying the range."""
     low, high, what = LIMITS[key]
     if not low <= value <= high:

@@ -334,9 +334,13 @@ class _Run:
     # 1. extract: the frozen bottom, once per image and view, in priority order
     def _extract(self, t: float) -> _Activations | None:
         cfg, budget, log, ds = self.cfg, self.budget, self.log, self.ds
+
+        def decode():  # the training and the test images at the size of the moment
+            return (build_cache(ds.files, self.size, self.cache_dir, cfg.workers),
+                    build_cache(self.test_files, self.size, self.cache_dir, cfg.workers))
+
         d0 = time.time()
-        train_cache = build_cache(ds.files, self.size, self.cache_dir, cfg.workers)
-        test_cache = build_cache(self.test_files, self.size, self.cache_dir, cfg.workers)
+        train_cache, test_cache = decode()
         decode_s = time.time() - d0
         self.phase("setup", t, None)
         log(f"images decoded (cache: {self.cache_dir})")
@@ -357,8 +361,7 @@ class _Run:
         notes: list[str] = []
         t = time.time()
         if self._shrink_size(train_cache, val_idx, len(good) + len(test_idx), decode_s, notes):
-            train_cache = build_cache(ds.files, self.size, self.cache_dir, cfg.workers)
-            test_cache = build_cache(self.test_files, self.size, self.cache_dir, cfg.workers)
+            train_cache, test_cache = decode()
         extractor, final_s, head_s = self.extractor, self.reserve.s, self.head_s
 
         def acts(cache, idx, reserve, flip=False):

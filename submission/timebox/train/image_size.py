@@ -6,8 +6,9 @@ less fast: EfficientNet-Lite0's bottom ran 83, 120 and about 200 images a second
 224 px (bench/RESULTS.md), an exponent of 1.3-1.6. So when extracting every image at ``size``
 would take ``need_s`` and only ``time_s`` is left (``setup_s`` of it first goes to decoding again
 and rebuilding the backbone), the size is scaled by ``(FIT * (time_s - setup_s) / need_s) **
-(1 / COST_EXPONENT)`` and rounded down to a multiple of ``STEP``, never below ``min_size``. Without it the run would extract only part of the training images (or none of the
-val images, and stop with an error); at a smaller size it keeps all of them.
+(1 / COST_EXPONENT)`` and rounded down to a multiple of ``STEP``, never below ``min_size``.
+Without it the run would extract only part of the training images (or none of the val images, and
+stop with an error); at a smaller size it keeps all of them.
 
 Example::
 
