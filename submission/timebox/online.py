@@ -1010,8 +1010,8 @@ class _Run:
         """The ensemble model of candidates ``used`` and its p95 latency; with ``--latency-ms``, whole members or
         views are dropped, least weight first, until it is under the budget (or one candidate is left); when
         the deadline leaves one more round only, straight to the heaviest candidate alone."""
-        def n_views(used: list[int]) -> int:
-            return len({keys[i][1] for i in used})
+        def n_views(used: list[int]) -> int:  # views traced: each backbone's bottom traces its own
+            return len({(self._second_source(keys[i][0]), keys[i][1]) for i in used})
 
         def compose(used: list[int], weights: np.ndarray) -> keras.Model:
             return compose_ensemble(self.extractor.bottom, [members[keys[i][0]] for i in used],

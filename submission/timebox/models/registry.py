@@ -155,10 +155,10 @@ def second_backbone(main: BackboneSpec, choice: str, weights: str) -> tuple[Back
                 raise UsageError(f"--second-backbone {choice} is the main backbone; name another one, or 'none'")
             continue
         try:
-            resolve_weights(spec.name, spec.source, weights)
+            resolve_weights(spec.name, spec.source, weights, instead="pass --second-backbone none")
         except UsageError as exc:
             if choice.lower() != "auto":
-                raise UsageError(f"--second-backbone {choice}: {exc} Or pass --second-backbone none.") from None
+                raise UsageError(f"--second-backbone {choice}: {exc}") from None
             continue
         return spec, f"second backbone: {spec.name}"
     return None, f"no second backbone: none of {', '.join(names)} has local {weights} weights"

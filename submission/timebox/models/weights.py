@@ -31,8 +31,10 @@ def local_weights_file(name: str, weight_set: str) -> Path:
     return weights_dir() / f"{name}_{weight_set}_notop.weights.h5"
 
 
-def resolve_weights(name: str, source: str, weights: str) -> Path | None:
-    """The local file for ``weights`` of backbone ``name``, or None for ``none``; never downloads."""
+def resolve_weights(name: str, source: str, weights: str,
+                    instead: str = "pass --weights PATH or --weights none") -> Path | None:
+    """The local file for ``weights`` of backbone ``name``, or None for ``none``; never downloads.
+    ``instead`` ends the missing-file message: what else the user may pass."""
     if weights.lower() == "none":
         return None
     path = Path(weights).expanduser()
@@ -41,13 +43,15 @@ def resolve_weights(name: str, source: str, weights: str) -> Path | None:
             raise UsageError(f"weights file {path} does not exist; pass an existing file, 'imagenet' or 'none'")
         return path
     if source == "lite" and weights == "imagenet":
-        return _lite_package_file(name)
+        try:
+            return _lite_package_file(name)
+        except UsageError as exc:
+            raise UsageError(f"{exc}; or {instead}") from exc.__cause__
     path = local_weights_file(name, weights)
     if not path.is_file():
         raise UsageError(
             f"no local {weights} weights for {name}: {path} is missing. On a machine with network run "
-            f"`./run.sh fetch-weights {name} --weights {weights}` (it writes that file), or pass --weights PATH "
-            "or --weights none."
+            f"`./run.sh fetch-weights {name} --weights {weights}` (it writes that file), or {instead}."
         )
     return path
 
