@@ -248,6 +248,7 @@ class _Run:
         self.notes: list[str] = []
         self.phases: list[dict] = []
         self.candidates: dict[str, dict] = {}  # source -> per-view val probabilities and checkpoint of kept models
+        self.scores: list[dict] = []  # every model scored in this session: time, phase, epoch, val accuracy
         self.ensemble_model: keras.Model | None = None
         self.ensemble_time = True  # False when the head gave the ensemble phase's time to fine-tuning
         self.single_latency_ms = 0.0  # p95 of the one-view backbone (0: not measured, e.g. resumed)
@@ -705,6 +706,7 @@ class _Run:
         path = self.checkpoints.consider(lambda p: self.scored.save_weights(str(p)), model=self.spec.name,
                                          phase=phase, epoch=epoch, step=step, val_accuracy=acc, val_loss=loss)
         self.last = {"val_accuracy": float(acc), "source": f"{phase} epoch {epoch}"}
+        self.scores.append({"time": time.time(), "phase": phase, "epoch": epoch, "val_accuracy": float(acc)})
         self.candidates[self.last["source"]] = {"val": per_view, "path": path, "val_accuracy": float(acc),
                                                 "weights": None if path else self.scored.get_weights()}
         kept = {e["file"] for e in self.checkpoints.entries}
@@ -1192,8 +1194,8 @@ class _Run:
             confusion_matrix(val_probs.argmax(1), acts.y_val, self.num_classes),
             self.ds.class_names,
         )
-        timeline_png(out / "report" / "timeline.png", cfg.budget_s, self.phases, self.checkpoints.entries,
-                     self.budget.start - self.spent)
+        timeline_png(out / "report" / "timeline.png", cfg.budget_s, self.phases, self.scores,
+                     self.checkpoints.entries, self.budget.start - self.spent)
         self.log(f"done: val accuracy {val_acc:.4f} (predictions from {self.outputs.written_by}); outputs in {out}")
         return self._result(val_acc, head_info["tta"])
 

@@ -83,8 +83,11 @@ def write_report(folder: Path, sections: dict[str, object], confusion: np.ndarra
         atomic_write_text(folder / "confusion_val.csv", confusion_csv(confusion, class_names))
 
 
-def timeline_png(path: Path, budget_s: float, phases: list[dict], checkpoints: list[dict], start: float) -> None:
-    """Planned vs actual time per phase (bars) and each checkpoint's val accuracy over time (dots)."""
+def timeline_png(path: Path, budget_s: float, phases: list[dict], scores: list[dict], kept: list[dict],
+                 start: float) -> None:
+    """Planned vs actual time per phase (bars), and the val accuracy of every scored model over time
+    (``scores``: dicts with time, phase, epoch, val_accuracy), the checkpoints ``kept`` on disk highlighted
+    and labelled (earlier sessions' kept checkpoints included). The accuracy axis spans the scores."""
     from PIL import Image, ImageDraw
 
     w, h, left, right = 900, 120 + 28 * len(phases) + 160, 110, 20
@@ -100,13 +103,23 @@ def timeline_png(path: Path, budget_s: float, phases: list[dict], checkpoints: l
         d.rectangle([x(p["start_s"]), y + 4, x(p["start_s"] + p["actual_s"]), y + 16], fill="steelblue")
     d.line([x(budget_s), 28, x(budget_s), h - 20], fill="red", width=2)
     top, bottom = h - 150, h - 30
-    d.text((10, top - 16), "val accuracy of checkpoints over time", fill="black")
+    d.text((10, top - 16), "val accuracy of scored models over time (orange: checkpoints kept)", fill="black")
     d.rectangle([left, top, w - right, bottom], outline="gray")
-    for c in checkpoints:
-        cx, cy = x(c["time"] - start), bottom - (bottom - top) * c["val_accuracy"]
-        d.ellipse([cx - 4, cy - 4, cx + 4, cy + 4], fill="darkorange")
-        d.text((cx + 6, cy - 6), f"{c['val_accuracy']:.3f}", fill="black")
-    for frac in (0.0, 0.5, 1.0):
-        d.text((left - 40, bottom - (bottom - top) * frac - 6), f"{frac:.1f}", fill="black")
+    key = lambda c: (c["phase"], c["epoch"])  # noqa: E731
+    kept_keys = {key(c) for c in kept}
+    points = sorted([*scores, *(c for c in kept if key(c) not in {key(s) for s in scores})], key=lambda c: c["time"])
+    accs = [c["val_accuracy"] for c in points] or [0.0, 1.0]
+    lo, hi = max(0.0, np.floor(min(accs) * 20 - 0.2) / 20), min(1.0, np.ceil(max(accs) * 20 + 0.2) / 20)
+    y = lambda a: bottom - (bottom - top) * (a - lo) / (hi - lo)  # noqa: E731
+    if len(points) > 1:
+        d.line([(x(c["time"] - start), y(c["val_accuracy"])) for c in points], fill="lightgray", width=1)
+    for c in points:
+        cx, cy, mark = x(c["time"] - start), y(c["val_accuracy"]), key(c) in kept_keys
+        d.ellipse([cx - 4, cy - 4, cx + 4, cy + 4] if mark else [cx - 2, cy - 2, cx + 2, cy + 2],
+                  fill="darkorange" if mark else "gray")
+        if mark:
+            d.text((cx + 6, cy - 12), f"{c['val_accuracy']:.3f}", fill="black")
+    for a in (lo, (lo + hi) / 2, hi):
+        d.text((left - 40, y(a) - 6), f"{a:.2f}", fill="black")
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path)
