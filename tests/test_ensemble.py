@@ -2,7 +2,8 @@
 
 Pins down that vote respects weights and returns normalised float64 rows, that greedy selection
 keeps good members and drops noise, that choose uses an ensemble only when it beats the best
-single member on held-out stratified folds (deterministically), and the drop_order tie rule.
+single member on held-out stratified folds (deterministically), that the "models" rule gives each
+model (backbone) an equal share whatever its number of checkpoints, and the drop_order tie rule.
 """
 
 import numpy as np
@@ -14,6 +15,7 @@ from timebox.ensemble import (
     choose,
     drop_order,
     greedy_weights,
+    model_weights,
     vote,
 )
 from timebox.metrics import accuracy, log_loss
@@ -137,6 +139,43 @@ def test_choose_picks_an_ensemble_for_complementary_members_and_names_it():
     assert accuracy(choice.predict(probs), y) > max(accuracy(p, y) for p in probs)
 
 
+def _three_checkpoints_and_another_model(n: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Model A (three identical checkpoints) and model B, each confidently right (0.8) on its own half of
+    the images and fairly sure of a wrong class (0.6 against 0.2) on the other."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, C, size=n)
+    half = rng.random(n) < 0.5
+    wrong = (y + rng.integers(1, C, size=n)) % C
+    sure = np.eye(C)[y] * 0.7 + 0.1
+    unsure = np.eye(C)[wrong] * 0.4 + 0.2
+    a, b = np.where(half[:, None], sure, unsure), np.where(half[:, None], unsure, sure)
+    return np.stack([a, a, a, b]), y
+
+
+def test_model_weights_give_each_model_an_equal_share_split_among_its_candidates():
+    np.testing.assert_allclose(model_weights(np.array([0, 0, 0, 1])), [1 / 6, 1 / 6, 1 / 6, 1 / 2])
+    np.testing.assert_allclose(model_weights(np.array(["b", "a", "b"])), [1 / 4, 1 / 2, 1 / 4])
+    np.testing.assert_allclose(model_weights(np.zeros(4)), np.full(4, 1 / 4))
+
+
+def test_choose_gives_another_model_half_the_vote_where_a_plain_average_drowns_it():
+    probs, y = _three_checkpoints_and_another_model()
+    models = np.array([False, False, False, True])
+    assert accuracy(vote(probs, np.full(4, 0.25)), y) < 0.6  # three checkpoints outvote the other model
+    choice = choose(probs, y, models)
+    assert choice.rule == "models"  # greedy ties with it (one A, one B): the simpler rule is taken
+    np.testing.assert_allclose(choice.weights, [1 / 6, 1 / 6, 1 / 6, 1 / 2])
+    assert choice.heldout["models"] == 1.0 > choice.heldout["average"]
+
+
+def test_the_models_rule_is_tried_only_when_the_candidates_come_from_several_models():
+    probs, y = _three_checkpoints_and_another_model()
+    assert "models" not in choose(probs, y).heldout
+    assert "models" not in choose(probs, y, np.zeros(4)).heldout
+    with pytest.raises(ValueError, match="models must have shape"):
+        choose(probs, y, np.zeros(3))
+
+
 def test_choose_breaks_ties_between_ensemble_rules_towards_the_simpler_rule():
     probs, y = _complementary()
     choice = choose(probs, y)
@@ -162,11 +201,11 @@ def test_a_winning_rule_whose_refit_keeps_one_candidate_is_not_used(monkeypatch)
     probs, y = _complementary()
     fit = ensemble_module._fit
 
-    def greedy_collapses(rule, p, labels):  # greedy: an even vote on the folds, one candidate when refit
+    def greedy_collapses(rule, p, labels, models=None):  # greedy: an even vote on the folds, one candidate when refit
         if rule.startswith("greedy"):
             weights = np.eye(len(p))[0] if len(labels) == len(y) else np.full(len(p), 1 / len(p))
             return weights, False
-        return fit(rule, p, labels)
+        return fit(rule, p, labels, models)
 
     monkeypatch.setattr(ensemble_module, "_fit", greedy_collapses)
     monkeypatch.setattr(ensemble_module, "RULES", ("single", "greedy", "greedy-confidence"))

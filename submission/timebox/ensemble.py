@@ -1,13 +1,15 @@
 """Ensembles of validation candidates (checkpoint x test-time-augmentation view), guarded by held-out folds.
 
 A *candidate* is one checkpoint seen through one view; ``probs`` holds their validation
-probabilities, shape (M, N, C). ``choose`` cross-validates four rules (best single member,
-plain average, greedy ensemble selection, and greedy selection with confidence-weighted votes)
-on folds of val and keeps an ensemble only if it beats the best single member on held-out images.
+probabilities, shape (M, N, C). ``choose`` cross-validates its rules (best single member, plain
+average, the average of each model's average when the candidates come from several models, greedy
+ensemble selection, and greedy selection with confidence-weighted votes) on folds of val and keeps
+an ensemble only if it beats the best single member on held-out images.
 
 Usage::
 
     choice = choose(val_probs, val_labels)          # val_probs (M, N, C), val_labels (N,)
+    choice = choose(val_probs, val_labels, models)  # models (M,): which model (backbone) each candidate is
     print(choice.reason)
     test_out = choice.predict(test_probs)           # test_probs (M, N_test, C) -> (N_test, C)
     for g in drop_order(choice.weights, groups):    # shed the least useful views first
@@ -22,7 +24,7 @@ import numpy as np
 
 from .metrics import accuracy, log_loss
 
-RULES = ("single", "average", "greedy", "greedy-confidence")
+RULES = ("single", "average", "models", "greedy", "greedy-confidence")
 _CLIP = 1e-7  # log-loss clips probabilities here
 _IMPROVE_TOL = 1e-12  # a greedy addition must lower log-loss by more than float rounding
 
@@ -131,13 +133,25 @@ def _best_single(p: np.ndarray, y: np.ndarray) -> int:
     return int(np.lexsort((np.arange(len(p)), loss, -acc))[0])
 
 
-def _fit(rule: str, p: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, bool]:
-    """Weights (M,) summing to 1 and the confidence flag of ``rule`` fitted on (p, y)."""
+def model_weights(models: np.ndarray) -> np.ndarray:
+    """Weights (M,) of the "models" rule: every model (a backbone, say) gets an equal share, split equally
+    among its candidates (checkpoints x views). Averaging a fine-tune's checkpoints with one head on another
+    backbone gives that head the weight of one checkpoint; this gives it half the vote, and the second
+    backbone's different errors are what an ensemble gains from (bench/RESULTS.md)."""
+    ids, inverse, counts = np.unique(np.asarray(models), return_inverse=True, return_counts=True)
+    return 1.0 / (len(ids) * counts[inverse])
+
+
+def _fit(rule: str, p: np.ndarray, y: np.ndarray, models: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
+    """Weights (M,) summing to 1 and the confidence flag of ``rule`` fitted on (p, y); ``models`` (M,) names
+    each candidate's model, for the "models" rule."""
     m = p.shape[0]
     if rule == "single":
         return np.eye(m)[_best_single(p, y)], False
     if rule == "average":
         return np.full(m, 1.0 / m), False
+    if rule == "models":
+        return model_weights(np.zeros(m, np.int64) if models is None else models), False
     if rule == "greedy":
         return greedy_weights(p, y, confidence=False), False
     if rule == "greedy-confidence":
@@ -163,33 +177,39 @@ def _stratified_folds(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
     return fold_of
 
 
-def choose(probs: np.ndarray, labels: np.ndarray, folds: int = 2, seed: int = 0) -> Choice:
+def choose(probs: np.ndarray, labels: np.ndarray, models: np.ndarray | None = None, folds: int = 2,
+           seed: int = 0) -> Choice:
     """Pick the rule with the best held-out accuracy over stratified folds of val, refit on all of val.
 
     Held-out accuracy is pooled over the folds (images right / val images), so an ensemble rule wins
     only if it gets at least one more held-out image right than the best single member, and its
     refit on all of val keeps more than one candidate (greedy selection can end with one); among
     winners the highest accuracy is taken, ties going to the earlier (simpler) rule in the order
-    average, greedy, greedy-confidence. Otherwise the rule is "single".
+    average, models, greedy, greedy-confidence. Otherwise the rule is "single". ``models`` (M,), any
+    labels, says which model each candidate comes from; the "models" rule runs only when there are
+    several.
     """
     p = _as_probs(probs)
     y = _check_labels(p, labels)
+    if models is not None and np.shape(models) != (p.shape[0],):
+        raise ValueError(f"models must have shape ({p.shape[0]},), got {np.shape(models)}")
+    rules = [r for r in RULES if r != "models" or (models is not None and len(np.unique(models)) > 1)]
     if p.shape[0] == 1:
         return Choice("single", np.ones(1), False, {}, float("nan"),
                       "there is one candidate: it is the output")
     fold_of = _stratified_folds(y, folds, seed)
-    right = dict.fromkeys(RULES, 0)  # held-out images each rule gets right, over all folds
+    right = dict.fromkeys(rules, 0)  # held-out images each rule gets right, over all folds
     for k in range(folds):
         fit, held = fold_of != k, fold_of == k
-        for rule in RULES:
-            w, conf = _fit(rule, p[:, fit], y[fit])
+        for rule in rules:
+            w, conf = _fit(rule, p[:, fit], y[fit], models)
             right[rule] += int(np.sum(vote(p[:, held], w, conf).argmax(1) == y[held]))
     heldout = {rule: n / len(y) for rule, n in right.items()}
     single = heldout["single"]
-    winners = sorted((r for r in RULES[1:] if heldout[r] > single), key=lambda r: -heldout[r])  # stable: ties
+    winners = sorted((r for r in rules[1:] if heldout[r] > single), key=lambda r: -heldout[r])  # stable: ties
     collapsed = []  # winners whose refit on all of val keeps one candidate: not an ensemble
     for rule in winners:
-        weights, conf = _fit(rule, p, y)
+        weights, conf = _fit(rule, p, y, models)
         if np.count_nonzero(weights) > 1:
             reason = (f"{rule} beat the best single member on held-out val: {heldout[rule]:.4f} vs {single:.4f}"
                       + (f" ({', '.join(collapsed)} refit on all of val kept one candidate)" if collapsed else ""))
