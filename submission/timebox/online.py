@@ -949,8 +949,7 @@ class _Run:
             val.append(self.second["val"])
             members[self.second["source"]] = self.second["member"]
         val = np.stack(val)
-        models = lambda keys: np.array([self._second_source(source) for source, _ in keys])  # noqa: E731
-        choice = choose(val, acts.y_val, models(keys), seed=self.cfg.seed)
+        choice = choose(val, acts.y_val, self._models(keys), seed=self.cfg.seed)
         used_zoomed = [] if choice.rule == "single" else sorted({keys[i][1] for i in np.flatnonzero(choice.weights)
                                                                   if keys[i][1] in zoomed_val})
         if used_zoomed and self.expired(plan["test"] + plan["round"] + len(used_zoomed) * self._zoom_view_s("test")):
@@ -958,7 +957,7 @@ class _Run:
                               "again without the zoomed candidates")
             cached = [i for i, (_, v) in enumerate(keys) if v not in zoomed_val]
             keys, val, used_zoomed = [keys[i] for i in cached], val[cached], []
-            choice = choose(val, acts.y_val, models(keys), seed=self.cfg.seed)
+            choice = choose(val, acts.y_val, self._models(keys), seed=self.cfg.seed)
         info = {"rule": choice.rule, "reason": choice.reason, "heldout": choice.heldout,
                 "single_heldout": choice.single_heldout, "candidates": [
                     {"source": source, "view": VIEWS[v].name,
@@ -1048,6 +1047,11 @@ class _Run:
     def _second_source(self, source: str) -> bool:
         """Whether candidate ``source`` is the second backbone's head."""
         return self.second is not None and source == self.second["source"]
+
+    def _models(self, keys: list[tuple[str, int]]) -> np.ndarray:
+        """Which model each candidate (source, view) comes from, for the vote's "models" rule: True for the
+        second backbone's head, False for the fine-tune's checkpoints."""
+        return np.array([self._second_source(source) for source, _ in keys])
 
     def _bottom_of(self, source: str) -> keras.Model | None:
         """The model candidate ``source`` reads: the second backbone (uint8 image -> its pooled features) for its
