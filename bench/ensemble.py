@@ -5,8 +5,9 @@
 
 Runs `online` on each dataset (or reads runs already made, e.g. by bench/acceptance.sh), then prints:
 the rule chosen on held-out val and why, every candidate (checkpoint x test-time view) with its val
-accuracy, weight and test accuracy, the best single member (by val accuracy) on test, the output
-(ensemble or single) on test, and the p95 per-image latency against the budget.
+accuracy, weight and test accuracy, the best single member (by val accuracy) on test, the plain
+average and plain majority of the candidates on test (baselines), the output (ensemble or single)
+on test, and the p95 per-image latency against the budget.
 """
 
 from __future__ import annotations
@@ -85,6 +86,9 @@ def analyse(out: Path, dataset: str) -> None:
     if test:
         average = np.mean(list(test.values()), axis=0)
         print(f"  plain average of the candidates predicted on test (baseline): test {100 * test_acc(average):.2f}%")
+        stacked = np.stack(list(test.values()))
+        votes = np.eye(stacked.shape[2])[stacked.argmax(2)].sum(0)  # (N, C) votes; ties: the lower class id
+        print(f"  plain majority of the same candidates (baseline): test {100 * test_acc(votes):.2f}%")
     summary = json.loads((out / "report" / "summary.json").read_text())
     print(f"  output ({summary['predictions_from']}): test {100 * output:.2f}%")
     for m in ens.get("members", []):
