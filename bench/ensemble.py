@@ -84,9 +84,9 @@ def analyse(out: Path, dataset: str) -> None:
     else:
         print(f"  best single member by val ({best_key}): not predicted on test (its zoomed view is not in the vote)")
     if test:
-        average = np.mean(list(test.values()), axis=0)
-        print(f"  plain average of the candidates predicted on test (baseline): test {100 * test_acc(average):.2f}%")
-        stacked = np.stack(list(test.values()))
+        stacked = np.stack(list(test.values()))  # (M, N, C)
+        print(f"  plain average of the candidates predicted on test (baseline): test "
+              f"{100 * test_acc(stacked.mean(0)):.2f}%")
         votes = np.eye(stacked.shape[2])[stacked.argmax(2)].sum(0)  # (N, C) votes; ties: the lower class id
         print(f"  plain majority of the same candidates (baseline): test {100 * test_acc(votes):.2f}%")
     summary = json.loads((out / "report" / "summary.json").read_text())

@@ -106,8 +106,8 @@ def timeline_png(path: Path, budget_s: float, phases: list[dict], scores: list[d
     d.text((10, top - 16), "val accuracy of scored models over time (orange: checkpoints kept)", fill="black")
     d.rectangle([left, top, w - right, bottom], outline="gray")
     key = lambda c: (c["phase"], c["epoch"])  # noqa: E731
-    kept_keys = {key(c) for c in kept}
-    points = sorted([*scores, *(c for c in kept if key(c) not in {key(s) for s in scores})], key=lambda c: c["time"])
+    kept_keys, scored_keys = {key(c) for c in kept}, {key(c) for c in scores}
+    points = sorted([*scores, *(c for c in kept if key(c) not in scored_keys)], key=lambda c: c["time"])
     accs = [c["val_accuracy"] for c in points] or [0.0, 1.0]
     lo, hi = max(0.0, np.floor(min(accs) * 20 - 0.2) / 20), min(1.0, np.ceil(max(accs) * 20 + 0.2) / 20)
     y = lambda a: bottom - (bottom - top) * (a - lo) / (hi - lo)  # noqa: E731
