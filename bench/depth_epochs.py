@@ -2,11 +2,15 @@
 activations of the original and mirrored views cached at block ``cut``, a head fitted on their pooled
 features, then ``epochs`` epochs of `timebox.train.finetune.fine_tune` (the schedule `online` uses)
 per learning rate; val and test accuracy (both views averaged) after every epoch. At cut 0 (the
-image) every batch gets random-resized crops, as in `online`.
+image) every batch gets random-resized crops, as in `online`; ``--crop AREA`` gives every batch
+random-resized crops of AREA-100% of the cached activations' area at any cut (`online` does not);
+``--seed`` seeds fine-tuning's shuffling and views (the split and the head keep seed 0).
 
-    .venv/bin/python bench/depth_epochs.py CUT LR[,LR...] EPOCHS [SIZE [DATASET]]   e.g. 5 1e-3,3e-4 8
+    .venv/bin/python bench/depth_epochs.py CUT LR[,LR...] EPOCHS [SIZE [DATASET]] [--seed N] [--crop AREA]
+    e.g. 5 1e-3,3e-4 8
 """
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -37,7 +41,8 @@ def _predict(model, views):
     return sum(predict_batches(model, v, 256) for v in views) / len(views)
 
 
-def main(cut: int, lrs: list[float], epochs: int, size: int = 224, dataset: str = "trashnet") -> None:
+def main(cut: int, lrs: list[float], epochs: int, size: int = 224, dataset: str = "trashnet", seed: int = 0,
+         crop: float = 0.0) -> None:
     train_dir, test_dir = (DATA / dataset / d for d in SPLITS[dataset])
     ds, test_files = read_dataset(train_dir), list_images(test_dir)
     cache_dir = Path.home() / ".cache" / "timebox"
@@ -78,9 +83,23 @@ def main(cut: int, lrs: list[float], epochs: int, size: int = 224, dataset: str 
             last[0] = time.time()
 
         fine_tune(scored, views["train"], y_train, len(ids), time_s=1e9, eval_s=1.0, expired=lambda: False,
-                  on_epoch=on_epoch, lr=lr, max_epochs=epochs, augment=random_resized_crop if cut == spec.cuts.image else None)
+                  on_epoch=on_epoch, lr=lr, max_epochs=epochs, seed=seed,
+                  augment=_crops(crop) if crop else random_resized_crop if cut == spec.cuts.image else None)
+
+
+def _crops(least: float):
+    """Random-resized crops covering ``least``-100% of the area."""
+    return lambda batch, rng: random_resized_crop(batch, rng, area=(least, 1.0))
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), [float(x) for x in sys.argv[2].split(",")], int(sys.argv[3]), *map(int, sys.argv[4:5]),
-         *sys.argv[5:6])
+    p = argparse.ArgumentParser()
+    p.add_argument("cut", type=int)
+    p.add_argument("lrs", type=lambda s: [float(x) for x in s.split(",")])
+    p.add_argument("epochs", type=int)
+    p.add_argument("size", type=int, nargs="?", default=224)
+    p.add_argument("dataset", nargs="?", default="trashnet")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--crop", type=float, default=0.0)
+    a = p.parse_args()
+    main(a.cut, a.lrs, a.epochs, a.size, a.dataset, a.seed, a.crop)

@@ -40,6 +40,7 @@ def test_a_valid_file_gives_its_settings_and_they_build_a_config(tmp_path):
     ('{"seed": true}', "setting seed is true; it must be int"),
     ('{"latency_ms": 0}', "latency_ms is 0; it must be above 0"),
     ('{"zoom_share": 1.5}', "zoom_share is 1.5; it must be between 0 and 1"),
+    ('{"finetune_lr": 0}', "finetune_lr is 0; it must be above 0 and at most 1"),
 ])
 def test_a_bad_file_is_refused_naming_it_and_what_to_write(tmp_path, content, message):
     path = tmp_path / "tuned.json"
@@ -53,6 +54,7 @@ def test_a_bad_file_is_refused_naming_it_and_what_to_write(tmp_path, content, me
     (["--latency-ms", "0"], "latency_ms is 0; it must be above 0"),
     (["--latency-ms", "-5"], "latency_ms is -5; it must be above 0"),
     (["--zoom-share", "2"], "zoom_share is 2; it must be between 0 and 1"),
+    (["--finetune-lr", "3"], "finetune_lr is 3; it must be above 0 and at most 1"),
 ])
 def test_out_of_range_flags_exit_2_saying_the_range(flags, message, capsys):
     with pytest.raises(SystemExit) as exc:
@@ -63,6 +65,11 @@ def test_out_of_range_flags_exit_2_saying_the_range(flags, message, capsys):
 def test_zoom_share_flag_reaches_the_settings(tmp_path, monkeypatch):
     monkeypatch.setattr(config_module, "SHIPPED_CONFIG", tmp_path / "absent.json")
     assert _settings(build_parser().parse_args([*ONLINE, "--zoom-share", "0"])) == (None, {"zoom_share": 0.0})
+
+
+def test_finetune_lr_flag_reaches_the_settings(tmp_path, monkeypatch):
+    monkeypatch.setattr(config_module, "SHIPPED_CONFIG", tmp_path / "absent.json")
+    assert _settings(build_parser().parse_args([*ONLINE, "--finetune-lr", "1e-4"])) == (None, {"finetune_lr": 1e-4})
 
 
 def test_second_backbone_flag_reaches_the_settings(tmp_path, monkeypatch):

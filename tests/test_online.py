@@ -27,6 +27,7 @@ from timebox.score import score
 
 BUDGET_S = 90.0
 SIZE = 64
+FINETUNE_LR = 5e-4  # not the default, to see the setting reach fine-tuning
 BAD_FILES = {"empty.jpg": b"", "notes.jpg": b"these are my notes, not a JPEG\n"}
 
 
@@ -43,15 +44,25 @@ def run(tmp_path_factory):
     _add_bad_files(root / "test")
     out = tmp_path_factory.mktemp("out")
     cfg = OnlineConfig(root / "train", root / "test", out, BUDGET_S, backbone="efficientnet-lite0",
-                       weights="imagenet", size=SIZE, cache_dir=tmp_path_factory.mktemp("cache"), workers=1)
+                       weights="imagenet", size=SIZE, cache_dir=tmp_path_factory.mktemp("cache"), workers=1,
+                       finetune_lr=FINETUNE_LR)
+    fine_tune_lrs = []
+
+    def fine_tune(*args, lr, **kwargs):
+        fine_tune_lrs.append(lr)
+        return real_fine_tune(*args, lr=lr, **kwargs)
+
+    real_fine_tune = online.fine_tune
     with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(online, "fine_tune", fine_tune)
         mp.delenv("TIMEBOX_START", raising=False)  # `./run.sh test` exports it: count from now instead
         mp.setattr(online, "DEEP_MIN_EPOCHS", 1e-3)  # any time left: the deep path, on any machine
         mp.setattr(online, "IMAGE_MIN_EPOCHS", 1e-3)  # ... as deep as the whole backbone, if any of an epoch fits
         start = time.time()
         result = run_online(cfg)
         outer_wall = time.time() - start
-    return {"root": root, "out": out, "cfg": cfg, "result": result, "outer_wall": outer_wall}
+    return {"root": root, "out": out, "cfg": cfg, "result": result, "outer_wall": outer_wall,
+            "fine_tune_lrs": fine_tune_lrs}
 
 
 def _rows(path):
@@ -128,6 +139,10 @@ def test_fine_tuning_goes_deeper_when_its_epochs_fit(run):
     notes = json.loads((report / "summary.json").read_text())["notes"]
     assert any(n.startswith(f"fine-tuning {where} (default: from block 12)") for n in notes)
     assert json.loads((report / "history.json").read_text())["finetune"]["epochs_run"] >= 1
+
+
+def test_fine_tuning_peaks_at_the_configured_learning_rate(run):
+    assert run["fine_tune_lrs"] == [FINETUNE_LR]
 
 
 def test_first_predictions_come_before_the_mirrored_views(run):

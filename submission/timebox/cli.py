@@ -40,7 +40,7 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=None,
                    help="tuned settings, a JSON object (backbone, weights, size, seed, layout, val_fraction, "
                         "batch_size, keep, finetune, margin_s, ensemble, latency_ms, zoom_share, finetune_cut, second_backbone, "
-                        "min_size); "
+                        "min_size, finetune_lr); "
                         "flags win over it "
                         "(default: submission/config.json when it exists, as `package --config` ships it)")
     p.add_argument("--backbone", default=None,
@@ -79,6 +79,9 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
                         "Lite0: 12, 11, 8, 5, 3, 1, or 0: the whole backbone on random crops of the images); "
                         "default: the deepest of these at which 10 epochs (20 for 0) and the activations fit, "
                         "else 12 (the last blocks)")
+    p.add_argument("--finetune-lr", type=_checked("finetune_lr"), default=None, metavar="LR",
+                   help="peak learning rate of fine-tuning (AdamW, warm-up then cosine to the steps that fit; "
+                        "default: 3e-4)")
     p.add_argument("--second-backbone", default=None, metavar="NAME",
                    help="a head on this backbone's frozen features joins the ensemble's candidates when its measured "
                         "cost fits the budget's share for it; 'none' never; default: auto (efficientnet-lite1, or "
@@ -185,7 +188,7 @@ _FLAGS = {"backbone": "backbone", "weights": "weights", "size": "size", "seed": 
           "val_fraction": "val_fraction", "keep": "keep", "margin_s": "margin", "latency_ms": "latency_ms",
           "ensemble": "ensemble", "zoom_share": "zoom_share",
           "finetune_cut": "finetune_cut", "second_backbone": "second_backbone",
-          "min_size": "min_size"}  # setting -> flag (args attribute)
+          "min_size": "min_size", "finetune_lr": "finetune_lr"}  # setting -> flag (args attribute)
 
 
 def _settings(args) -> tuple[Path | None, dict]:

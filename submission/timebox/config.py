@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .errors import UsageError
 
+FINETUNE_LR = 3e-4  # fine-tuning's peak learning rate: at 1e-3 the first epochs undid the head (bench/RESULTS.md)
 MIN_INPUT_SIZE = 32  # the backbones' stride: smaller images leave no spatial position at their last block
 SHIPPED_CONFIG = Path(__file__).resolve().parents[1] / "config.json"  # submission/config.json
 TUNABLE: dict[str, tuple[type, ...]] = {  # setting -> accepted JSON types (None: the default)
@@ -27,11 +28,12 @@ TUNABLE: dict[str, tuple[type, ...]] = {  # setting -> accepted JSON types (None
     "val_fraction": (float, int), "batch_size": (int,), "keep": (int,), "finetune": (bool,),
     "margin_s": (float, int, type(None)), "ensemble": (bool,), "latency_ms": (float, int, type(None)),
     "zoom_share": (float, int), "finetune_cut": (int, type(None)), "second_backbone": (str,),
-    "min_size": (int,),
+    "min_size": (int,), "finetune_lr": (float, int),
 }
 LIMITS: dict[str, tuple[float, float, str]] = {  # number setting -> (low, high, what it must be)
     "latency_ms": (1e-9, float("inf"), "above 0"), "zoom_share": (0.0, 1.0, "between 0 and 1"),
     "min_size": (MIN_INPUT_SIZE, float("inf"), f"at least {MIN_INPUT_SIZE} (pixels)"),
+    "finetune_lr": (1e-9, 1.0, "above 0 and at most 1"),
 }
 
 
@@ -60,6 +62,7 @@ class OnlineConfig:
     ensemble: bool = True  # vote over kept checkpoints and views if that beats the best single one on held-out val
     latency_ms: float | None = None  # p95 per-image latency the exported model must stay under (members dropped)
     zoom_share: float = 0.1  # most of the budget the zoomed test-time views may cost as ensemble candidates (0: none)
+    finetune_lr: float = FINETUNE_LR  # peak learning rate of fine-tuning's warm-up + cosine schedule
     finetune_cut: int | None = None  # the backbone block fine-tuning starts from (None: the deepest the budget fits)
     second_backbone: str = "auto"  # a head on this backbone's features joins the ensemble candidates (auto, none, a name)
     config_file: Path | None = None  # the tuned settings file read (for the report)
@@ -67,7 +70,7 @@ class OnlineConfig:
     def identity(self) -> dict:
         """The arguments a resumed run must share with the run it continues."""
         keys = ("budget_s", "backbone", "weights", "seed", "layout", "size", "val_fraction", "batch_size", "finetune",
-                "judge", "finetune_cut")
+                "judge", "finetune_cut", "finetune_lr")
         return {"train_dir": str(Path(self.train_dir).resolve()),
                 "test_dir": str(Path(self.test_dir).resolve()) if self.test_dir else None,
                 **{k: getattr(self, k) for k in keys}}

@@ -21,6 +21,7 @@ from typing import Callable
 import keras
 import numpy as np
 
+from ..config import FINETUNE_LR
 from ..models.losses import select_loss
 
 
@@ -134,7 +135,7 @@ def fine_tune(
     on_epoch: Callable[[int, int], None],
     seed: int = 0,
     batch_size: int = 32,
-    lr: float = 1e-3,
+    lr: float = FINETUNE_LR,
     max_epochs: int = 100,
     resume: FineTuneState | None = None,
     on_state: Callable[[FineTuneState], None] | None = None,
