@@ -57,6 +57,13 @@ def test_the_last_epoch_is_not_made_the_output_when_its_test_predictions_would_n
     assert len(fits.written) == 1
 
 
+def test_fine_tuning_leaves_time_for_the_last_epochs_test_predictions():
+    run = _run(best=0.9076, last=0.8878, n_val=303)
+    run.budget = SimpleNamespace(remaining=lambda: 100.0)
+    run.reserve, run._ensemble_s = SimpleNamespace(s=7.0), lambda: 0.0
+    assert run._fine_tune_time() == pytest.approx(100.0 - 7.0 - 10.0)
+
+
 def test_an_interrupted_run_or_an_output_already_chosen_is_left_alone():
     for run in (_run(0.9, 0.89, 303, interrupted=True), _run(0.9, 0.89, 303, final=True)):
         run._prefer_annealed_end()

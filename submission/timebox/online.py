@@ -734,7 +734,7 @@ class _Run:
         tolerance = 2 * accuracy_noise(best, len(self.acts.y_val))
         if last < best - tolerance:
             return
-        test_s = self.n_views * len(self.acts.test[0]) / self.top_rate  # the test views through the scored model
+        test_s = self._end_test_s()
         if self.expired(test_s):
             self.notes.append(f"the fine-tune's last epoch (val accuracy {last:.4f}) is not the output: its test "
                               f"predictions ({test_s:.0f}s) would not fit before the end reserve")
@@ -744,6 +744,15 @@ class _Run:
                           f"errors ({tolerance:.4f}) of the best earlier val accuracy {best:.4f}")
         self.log(f"wrote {self.outputs.path} from the end of the fine-tune schedule (val accuracy {last:.4f}; "
                  f"best earlier {best:.4f}, within 2 standard errors)")
+
+    def _end_test_s(self) -> float:
+        """Seconds to predict the test views with the scored model: making the annealed end the output."""
+        return self.n_views * len(self.acts.test[0]) / self.top_rate
+
+    def _fine_tune_time(self) -> float:
+        """Seconds fine-tuning may take: all but the end reserve, the ensemble phase and the annealed end's
+        test predictions (without them, an early val-best epoch stayed the output of a 2-minute run)."""
+        return self.budget.remaining() - self.reserve.s - self._ensemble_s() - self._end_test_s()
 
     def _write_predictions(self, val_accuracy: float, source: str, final: bool = False) -> None:
         probs = np.zeros((len(self.test_files), self.num_classes), np.float32)
@@ -799,7 +808,7 @@ class _Run:
                 self.last = record["info"]["last"]
                 self._prefer_annealed_end()
             return record["info"]["result"]
-        ft_time = self.budget.remaining() - self.reserve.s - self._ensemble_s()
+        ft_time = self._fine_tune_time()
         if self.expired():
             return {}
         if record is None and not self._fine_tune_fits(ft_time):
