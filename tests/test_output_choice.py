@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from timebox.metrics import accuracy_noise
-from timebox.online import _Run
+from timebox.online import FT_SLACK_S, _Run
 
 
 def _run(best, last, n_val, interrupted=False, final=False, seconds_left=1e9):
@@ -61,7 +61,7 @@ def test_fine_tuning_leaves_time_for_the_last_epochs_test_predictions():
     run = _run(best=0.9076, last=0.8878, n_val=303)
     run.budget = SimpleNamespace(remaining=lambda: 100.0)
     run.reserve, run._ensemble_s = SimpleNamespace(s=7.0), lambda: 0.0
-    assert run._fine_tune_time() == pytest.approx(100.0 - 7.0 - 10.0)
+    assert run._fine_tune_time() == pytest.approx(100.0 - 7.0 - 10.0 - FT_SLACK_S)
 
 
 def test_an_interrupted_run_or_an_output_already_chosen_is_left_alone():
