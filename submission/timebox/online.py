@@ -849,7 +849,8 @@ class _Run:
 
         ft = fine_tune(self.scored, acts.train, acts.y_train, self.num_classes, ft_time, eval_s,
                        expired=self.expired, on_epoch=on_epoch, seed=self.cfg.seed, batch_size=self.cfg.batch_size,
-                       lr=self.cfg.finetune_lr, resume=resume, on_state=on_state, augment=random_resized_crop if on_images else None)
+                       lr=self.cfg.finetune_lr, resume=resume, on_state=on_state,
+                       augment=random_resized_crop if on_images else None)
         result = asdict(ft)
         self.phase("finetune", t, ft_time, **result)
         if ft.epochs_planned == 0:
