@@ -13,6 +13,9 @@ Everything is sized to the wall-clock budget, counted from the command's start:
    epochs and learning rate sized to the time that is left (the cut: the deepest whose epochs
    fit, chosen after the val images' extraction measured the speed; see ``timebox.train.depth``;
    at the deepest, the image, the whole backbone trains on random crops of the cached images).
+   When two rounds of ``ROUND_MIN_EPOCHS`` epochs each fit, it runs twice from the head on the
+   pretrained top, each round with its own shuffling and half the time, and the two annealed
+   ends' weights are averaged.
 
 From the first scored model on, ``OUT/predictions.csv`` always exists and is replaced whenever
 a better model (by timebox's own val accuracy) exists; SIGTERM/SIGINT end training early and
@@ -77,6 +80,8 @@ STATE_EVERY_S = 10.0  # least seconds between two fine-tune recovery states: a k
 STATE_SHARE = 0.05  # ... or more, so that writing them takes at most this share of the fine-tune's time
 ENSEMBLE_MAX_SHARE = 0.25  # the ensemble phase is planned only if it takes at most this share of fine-tuning's time
 GC_EVERY_S = 10.0  # Python's cyclic garbage collection is off during a run; it runs between saves at most this often
+ROUND_MIN_EPOCHS = 8  # two fine-tune rounds, their ends averaged, when each gets this many epochs: on trashnet two
+# 8-epoch rounds from block 3, weights averaged, beat one 16-epoch run by 1.6 test points (bench/RESULTS.md)
 FT_SLACK_S = 0.5  # fine-tuning ran up to 0.11 s past its plan (a 2-minute trashnet run): kept free after it
 MEMBER_LOAD_S = 0.5  # building a candidate's model and loading its checkpoint (~0.3 s for Lite0's top here)
 ACTIVATION_BATCH = 32  # cached activations through a top: ~2x the images per second of 256 (bench/infer_batch.py)
@@ -797,26 +802,79 @@ class _Run:
         if written is not None:
             self.log(f"{self.cfg.judge} export: {written}")
 
-    # 3. fine-tune the top blocks and the head on the cached activations
+    # 3. fine-tune the top blocks and the head on the cached activations, in one or two rounds
     def _fine_tune(self, head_info: dict) -> dict:
-        acts, log, state = self.acts, self.log, self.state
+        """Fine-tuning in ``rounds`` (see :meth:`_rounds`): each from the head on the pretrained top, with its own
+        shuffling and a schedule sized to its share of the time. With two, their annealed ends' weights are
+        averaged, scored, and that is the end of fine-tuning the output rule weighs (``_prefer_annealed_end``)."""
         if self.extractor.top is None:
             self.notes.append(f"fine-tuning skipped: {self.spec.name} has no split point (only EfficientNet-Lite has one)")
             return {}
-        record = state.read("finetune")
-        if record is not None and record["info"].get("finished"):
-            if record["weights"]:
-                self.scored.load_weights(record["weights"])
-                self.last = record["info"]["last"]
+        acts, top_rate = self.acts, head_info["top_rate"]
+        scored_images = sum(len(v) for v in acts.val) + 0.5 * sum(len(v) for v in acts.test[: self.n_views])
+        eval_s = scored_images / top_rate  # every val view is scored (ensemble candidates); test when it is the best
+        first = self.state.read("finetune", load_arrays=False)
+        rounds = first["info"].get("rounds", 1) if first else self._rounds(self._fine_tune_time() - eval_s, eval_s)
+        start = self.scored.get_weights()  # where every round starts
+        results, ends = [], []
+        for r in range(rounds):
+            if r:
+                self.scored.set_weights(start)
+            share = (self._fine_tune_time() - (eval_s if rounds > 1 else 0.0)) / (rounds - r)  # the average is scored
+            outcome = self._fine_tune_round(r, rounds, share, eval_s)
+            if outcome is None:
+                break
+            result, end = outcome
+            results.append(result)
+            if end is None:  # stopped by the deadline: the best checkpoint stands
+                break
+            ends.append(end)
+        if not results:
+            return {}
+        if len(ends) < 2:  # one round, or the second did not finish
+            if ends and len(ends) == len(results):  # the last round run ended annealed
                 self._prefer_annealed_end()
-            return record["info"]["result"]
-        ft_time = self._fine_tune_time()
+            return {**results[-1], "rounds": rounds}
+        record = self.state.read("finetune_average")
+        if record is None:
+            self.scored.set_weights([np.mean(w, axis=0).astype(w[0].dtype) if np.issubdtype(w[0].dtype, np.floating)
+                                     else w[-1] for w in zip(*ends)])  # e.g. a seed generator's state: the last
+            self.score("finetune average", sum(r["epochs_run"] for r in results),
+                       sum(r["steps_planned"] for r in results))
+            self.state.write("finetune_average", {"last": self.last}, weights=self.scored)
+        else:
+            self.scored.load_weights(record["weights"])
+            self.last = record["info"]["last"]
+        self._prefer_annealed_end()
+        return {**results[-1], "rounds": rounds, "round_results": results}
+
+    def _rounds(self, time_s: float, eval_s: float) -> int:
+        """How many rounds fine-tuning runs in ``time_s``: two when each gets ``ROUND_MIN_EPOCHS`` epochs
+        (``IMAGE_MIN_EPOCHS`` at the image cut) by the estimated epoch time, else one."""
+        least = IMAGE_MIN_EPOCHS if self.extractor.cut == self.spec.cuts.image else ROUND_MIN_EPOCHS
+        epoch_s = len(self.acts.y_train) * self.acts.ft_image_s + eval_s
+        return 2 if time_s >= 2 * (FT_SETUP_S + least * epoch_s) else 1
+
+    def _fine_tune_round(self, r: int, rounds: int, time_s: float, eval_s: float
+                         ) -> tuple[dict, list[np.ndarray] | None] | None:
+        """Round ``r`` (from 0) of fine-tuning, for ``time_s`` from the weights in ``self.scored`` (or from where a
+        killed session left it): its result and its end's weights (None if the deadline stopped it), or None if
+        it was skipped. Its recovery state is the record ``finetune`` (round 0) or ``finetuneR``."""
+        acts, log, state = self.acts, self.log, self.state
+        name, phase = ("finetune", "finetune") if r == 0 else (f"finetune{r + 1}", f"finetune {r + 1}")
+        record = state.read(name)
+        if record is not None and record["info"].get("finished"):
+            if not record["weights"]:
+                return None
+            self.scored.load_weights(record["weights"])
+            self.last = record["info"]["last"]
+            return record["info"]["result"], self.scored.get_weights()
         if self.expired():
-            return {}
-        if record is None and not self._fine_tune_fits(ft_time):
-            self.notes.append(f"fine-tuning skipped: {max(ft_time, 0):.0f}s left cannot fit its setup and a "
+            return None
+        if record is None and not self._fine_tune_fits(time_s):
+            self.notes.append(f"fine-tuning skipped: {max(time_s, 0):.0f}s left cannot fit its setup and a "
                               "useful epoch")
-            return {}
+            return None
         t = time.time()
         freeze_batch_norm(self.scored)
         resume = None
@@ -824,43 +882,44 @@ class _Run:
             self.scored.load_weights(record["weights"])
             resume = FineTuneState(**record["info"]["state"], optimizer_variables=list(record["arrays"].values()))
             log(f"fine-tuning resumed after epoch {resume.epoch} of {resume.epochs_planned}")
-        top_rate = head_info["top_rate"]
-        scored_images = sum(len(v) for v in acts.val) + 0.5 * sum(len(v) for v in acts.test[: self.n_views])
-        eval_s = scored_images / top_rate  # every val view is scored (ensemble candidates); test when it is the best
         on_images = self.extractor.cut == self.spec.cuts.image
         log(f"fine-tuning {self.spec.name} " + ("whole, on random crops of the images" if on_images else
-                                                f"from block {self.extractor.cut}") + f" for up to {ft_time:.0f}s")
+                                                f"from block {self.extractor.cut}") + f" for up to {time_s:.0f}s"
+            + (f" (round {r + 1} of {rounds})" if rounds > 1 else ""))
 
         def on_epoch(epoch: int, step: int) -> None:
-            self.score("finetune", epoch, step)
-            log(f"fine-tune epoch {epoch}: best val accuracy {self.best['val_accuracy']:.4f}")
+            self.score(phase, epoch, step)
+            log(f"{phase.replace('finetune', 'fine-tune')} epoch {epoch}: best val accuracy "
+                f"{self.best['val_accuracy']:.4f}")
 
         saved = {"at": -np.inf, "cost": 0.0}  # the last recovery state: when, and its seconds to write
 
         def on_state(s: FineTuneState) -> None:
-            log.status("finetune", s.epoch, s.epochs_planned, best=self.best["val_accuracy"])
+            log.status(phase, s.epoch, s.epochs_planned, best=self.best["val_accuracy"])
             if time.time() - saved["at"] < max(STATE_EVERY_S, saved["cost"] / STATE_SHARE):
                 return
             started = time.time()
             info = {k: v for k, v in asdict(s).items() if k != "optimizer_variables"}
-            state.write("finetune", {"state": info}, weights=self.scored,
+            state.write(name, {"state": info, "rounds": rounds}, weights=self.scored,
                         arrays={f"v{i:04d}": v for i, v in enumerate(s.optimizer_variables)})
             saved.update(at=time.time(), cost=time.time() - started)
 
-        ft = fine_tune(self.scored, acts.train, acts.y_train, self.num_classes, ft_time, eval_s,
-                       expired=self.expired, on_epoch=on_epoch, seed=self.cfg.seed, batch_size=self.cfg.batch_size,
-                       lr=self.cfg.finetune_lr, resume=resume, on_state=on_state,
+        ft = fine_tune(self.scored, acts.train, acts.y_train, self.num_classes, time_s, eval_s,
+                       expired=self.expired, on_epoch=on_epoch, seed=self.cfg.seed + r,
+                       batch_size=self.cfg.batch_size, lr=self.cfg.finetune_lr, resume=resume, on_state=on_state,
                        augment=random_resized_crop if on_images else None)
         result = asdict(ft)
-        self.phase("finetune", t, ft_time, **result)
+        self.phase(phase, t, time_s, **result)
         if ft.epochs_planned == 0:
             self.notes.append("fine-tuning skipped: not one epoch fits in the time left")
-        if not ft.stopped_by_deadline and ft.epochs_run > 0:
-            state.write("finetune", {"finished": True, "result": result, "last": self.last}, weights=self.scored)
-            self._prefer_annealed_end()
-        elif not ft.stopped_by_deadline:
-            state.write("finetune", {"finished": True, "result": result})
-        return result
+        if ft.stopped_by_deadline:
+            return result, None
+        if ft.epochs_run == 0:
+            state.write(name, {"finished": True, "result": result, "rounds": rounds})
+            return result, None
+        state.write(name, {"finished": True, "result": result, "last": self.last, "rounds": rounds},
+                    weights=self.scored)
+        return result, self.scored.get_weights()
 
     # 4. ensemble: a vote over the kept checkpoints and test-time views, if it beats the best single one
     def _zoom_view_s(self, part: str | None = None) -> float:

@@ -1,0 +1,102 @@
+"""Fine-tuning in rounds: two when each gets its minimum of epochs, each starting from the head on the
+pretrained top, and then the rounds' annealed ends averaged into the model scored last; a second round
+cut short by the deadline leaves the best checkpoint as it is."""
+
+from types import SimpleNamespace
+
+import numpy as np
+
+from timebox.online import FT_SETUP_S, IMAGE_MIN_EPOCHS, ROUND_MIN_EPOCHS, _Run
+from timebox.recovery import RunState
+
+
+class _Weights:
+    """Stands in for the scored model: weights that can be read, set and saved."""
+
+    def __init__(self, value: float):
+        self.w = [np.full(3, value)]
+
+    def get_weights(self):
+        return [w.copy() for w in self.w]
+
+    def set_weights(self, weights):
+        self.w = [np.array(w, dtype=float) for w in weights]
+
+    def save_weights(self, path):
+        np.save(path + ".npy", self.w[0])
+
+
+def _run(tmp_path, ends, stopped=(), cut=3):
+    """A run whose round ``r`` trains the weights to ``ends[r]`` (or is cut by the deadline, if in ``stopped``)."""
+    run = _Run.__new__(_Run)  # only the attributes fine-tuning's rounds read
+    run.acts = SimpleNamespace(y_train=np.zeros(1000), ft_image_s=0.01, val=[np.zeros((100, 1))] * 2,
+                               test=[np.zeros((200, 1))] * 2)
+    run.n_views, run.extractor, run.spec = 2, SimpleNamespace(top=object(), cut=cut), SimpleNamespace(
+        cuts=SimpleNamespace(image=0))
+    run.state, run.scored = RunState(tmp_path), _Weights(0.0)
+    run._fine_tune_time = lambda: 1000.0
+    run.started_from, run.scores, run.preferred = [], [], []
+    run.last = {"val_accuracy": 0.9, "source": "finetune epoch 8"}
+
+    def fine_tune_round(r, rounds, time_s, eval_s):
+        run.started_from.append(run.scored.get_weights()[0][0])
+        run.scored.set_weights([np.full(3, ends[r])])
+        result = {"epochs_run": 8, "steps_planned": 400}
+        return result, (None if r in stopped else run.scored.get_weights())
+
+    def score(phase, epoch, step):
+        run.scores.append((phase, epoch, step, run.scored.get_weights()[0][0]))
+        run.last = {"val_accuracy": 0.9, "source": f"{phase} epoch {epoch}"}
+
+    run._fine_tune_round, run.score = fine_tune_round, score
+    run._prefer_annealed_end = lambda: run.preferred.append(run.last["source"])
+    return run
+
+
+def test_two_rounds_when_each_gets_its_minimum_of_epochs(tmp_path):
+    run = _run(tmp_path, [])
+    epoch_s = 1000 * 0.01 + 2.0  # training images x seconds each, plus scoring
+    need = 2 * (FT_SETUP_S + ROUND_MIN_EPOCHS * epoch_s)
+    assert run._rounds(need, eval_s=2.0) == 2
+    assert run._rounds(need - 0.1, eval_s=2.0) == 1
+
+
+def test_the_image_cut_needs_its_own_minimum_per_round(tmp_path):
+    run = _run(tmp_path, [], cut=0)
+    epoch_s = 1000 * 0.01 + 2.0
+    assert run._rounds(2 * (FT_SETUP_S + ROUND_MIN_EPOCHS * epoch_s), eval_s=2.0) == 1
+    assert run._rounds(2 * (FT_SETUP_S + IMAGE_MIN_EPOCHS * epoch_s), eval_s=2.0) == 2
+
+
+def test_rounds_start_from_the_same_weights_and_their_ends_are_averaged(tmp_path, monkeypatch):
+    run = _run(tmp_path, ends=[1.0, 3.0])
+    monkeypatch.setattr(_Run, "_rounds", lambda self, time_s, eval_s: 2)
+    info = run._fine_tune({"top_rate": 100.0})
+    assert run.started_from == [0.0, 0.0]
+    assert run.scores == [("finetune average", 16, 800, 2.0)]  # epochs and steps of both rounds
+    assert run.preferred == ["finetune average epoch 16"]  # the average is the end the output rule weighs
+    assert info["rounds"] == 2 and len(info["round_results"]) == 2
+    saved = run.state.read("finetune_average", load_arrays=False)  # a resumed run loads it instead of averaging again
+    assert saved["info"]["last"]["source"] == "finetune average epoch 16"
+
+
+def test_a_second_round_cut_by_the_deadline_is_not_averaged(tmp_path, monkeypatch):
+    run = _run(tmp_path, ends=[1.0, 3.0], stopped={1})
+    monkeypatch.setattr(_Run, "_rounds", lambda self, time_s, eval_s: 2)
+    info = run._fine_tune({"top_rate": 100.0})
+    assert run.scores == [] and run.preferred == []  # mid-schedule: the best checkpoint stands
+    assert info["rounds"] == 2
+
+
+def test_a_resumed_run_keeps_the_rounds_its_first_session_chose(tmp_path, monkeypatch):
+    run = _run(tmp_path, ends=[1.0, 3.0])
+    run.state.write("finetune", {"state": {}, "rounds": 2})
+    monkeypatch.setattr(_Run, "_rounds", lambda self, time_s, eval_s: 1)  # what the time left would say now
+    assert run._fine_tune({"top_rate": 100.0})["rounds"] == 2
+
+
+def test_one_round_is_the_single_fine_tune(tmp_path, monkeypatch):
+    run = _run(tmp_path, ends=[1.0])
+    monkeypatch.setattr(_Run, "_rounds", lambda self, time_s, eval_s: 1)
+    assert run._fine_tune({"top_rate": 100.0})["rounds"] == 1
+    assert run.scores == [] and len(run.preferred) == 1  # its last epoch, scored by fine_tune's own epochs
