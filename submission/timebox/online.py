@@ -80,8 +80,8 @@ STATE_EVERY_S = 10.0  # least seconds between two fine-tune recovery states: a k
 STATE_SHARE = 0.05  # ... or more, so that writing them takes at most this share of the fine-tune's time
 ENSEMBLE_MAX_SHARE = 0.25  # the ensemble phase is planned only if it takes at most this share of fine-tuning's time
 GC_EVERY_S = 10.0  # Python's cyclic garbage collection is off during a run; it runs between saves at most this often
-ROUND_MIN_EPOCHS = 8  # two fine-tune rounds, their ends averaged, when each gets this many epochs: on trashnet two
-# 8-epoch rounds from block 3, weights averaged, beat one 16-epoch run by 1.6 test points (bench/RESULTS.md)
+ROUND_MIN_EPOCHS = 8  # two fine-tune rounds, their ends averaged, when each gets this many epochs: on trashnet (block
+# 3) two 8-epoch rounds' weights averaged beat one 16-epoch run by 1.6 test points, their predictions by 1.4 and 2.0
 FT_SLACK_S = 0.5  # fine-tuning ran up to 0.11 s past its plan (a 2-minute trashnet run): kept free after it
 MEMBER_LOAD_S = 0.5  # building a candidate's model and loading its checkpoint (~0.3 s for Lite0's top here)
 ACTIVATION_BATCH = 32  # cached activations through a top: ~2x the images per second of 256 (bench/infer_batch.py)
