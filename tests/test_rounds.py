@@ -100,3 +100,11 @@ def test_one_round_is_the_single_fine_tune(tmp_path, monkeypatch):
     monkeypatch.setattr(_Run, "_rounds", lambda self, time_s, eval_s: 1)
     assert run._fine_tune({"top_rate": 100.0})["rounds"] == 1
     assert run.scores == [] and len(run.preferred) == 1  # its last epoch, scored by fine_tune's own epochs
+
+
+def test_a_resumed_round_that_fitted_no_epoch_returns_its_result_without_weights(tmp_path):
+    run = _run(tmp_path, ends=[])
+    result = {"epochs_run": 0, "steps_planned": 0}
+    run.state.write("finetune", {"finished": True, "result": result, "rounds": 1})
+    run.log = lambda message: None
+    assert _Run._fine_tune_round(run, 0, 1, time_s=100.0, eval_s=1.0) == (result, None)

@@ -837,8 +837,7 @@ class _Run:
             return {**results[-1], "rounds": rounds}
         record = self.state.read("finetune_average")
         if record is None:
-            self.scored.set_weights([np.mean(w, axis=0).astype(w[0].dtype) if np.issubdtype(w[0].dtype, np.floating)
-                                     else w[-1] for w in zip(*ends)])  # e.g. a seed generator's state: the last
+            self.scored.set_weights([np.mean(w, axis=0) for w in zip(*ends)])  # all float32 (frozen BN's too)
             self.score("finetune average", sum(r["epochs_run"] for r in results),
                        sum(r["steps_planned"] for r in results))
             self.state.write("finetune_average", {"last": self.last}, weights=self.scored)
@@ -864,8 +863,8 @@ class _Run:
         name, phase = ("finetune", "finetune") if r == 0 else (f"finetune{r + 1}", f"finetune {r + 1}")
         record = state.read(name)
         if record is not None and record["info"].get("finished"):
-            if not record["weights"]:
-                return None
+            if not record["weights"]:  # no epoch fitted: as the session that ran it returned
+                return record["info"]["result"], None
             self.scored.load_weights(record["weights"])
             self.last = record["info"]["last"]
             return record["info"]["result"], self.scored.get_weights()
