@@ -59,6 +59,14 @@ def test_lite0_offers_the_default_cut_then_deeper_stage_starts_then_the_image(li
     assert extractor.cut == 12
 
 
+def test_the_budget_never_chooses_the_half_resolution_cut_a_user_still_may(lite0):
+    """Block 1 scored no better than block 3 at more time per epoch: only --finetune-cut starts from it."""
+    spec, extractor = lite0
+    assert spec.cuts.automatic() == (12, 11, 8, 5, 3, 0)
+    assert cut_activation_shape(0, 224, 1) == (112, 112, 16)
+    assert split_extractor(extractor, spec, 1).cut == 1
+
+
 @pytest.mark.parametrize("cut", [12, 8, 5, 1, 0])
 def test_bottom_then_top_at_any_cut_equals_the_whole_backbone(lite0, cut):
     spec, extractor = lite0

@@ -518,12 +518,13 @@ class _Run:
         return [self.pooled[id(v)][1] for v in views], self.pool_rate
 
     def _choose_cut(self, full_image_s: float, n_val: int, n_test: int, n_train: int, notes: list[str]) -> CutPlan:
-        """The cut fine-tuning starts from (see :mod:`timebox.train.depth`). The time it will get is what is
-        left after extracting and pooling every image's two views, the head and the end reserve, less the
-        ensemble phase's largest share (if there is one). Only if a deeper cut fits by an optimistic estimate (a quarter of its
-        share of the backbone's multiply-adds times ``full_image_s``; on trashnet at 224 px the default top's
-        inference took about 0.4 of that share) are the tops timed (a trace and two batches each):
-        the default's, then deeper and deeper ones up to that estimate's, until one does not fit."""
+        """The cut fine-tuning starts from, among ``Cuts.automatic()`` (see :mod:`timebox.train.depth`). The time
+        it will get is what is left after extracting and pooling every image's two views, the head and the end
+        reserve, less the ensemble phase's largest share (if there is one). Only if a deeper cut fits by an
+        optimistic estimate (a quarter of its share of the backbone's multiply-adds times ``full_image_s``; on
+        trashnet at 224 px the default top's inference took about 0.4 of that share) are the tops timed (a trace
+        and two batches each): the default's, then deeper and deeper ones up to that estimate's, until one does
+        not fit."""
         cuts = self.spec.cuts
         images = 2 * (n_val + n_test + n_train)
         before_s = ((images - n_val) * full_image_s + EARLY_OUTPUT_S + self.head_s + self.reserve.s
@@ -536,10 +537,11 @@ class _Run:
             return choose_cut(costs, time_s, n_train, 2 * n_val + n_test, images, free, DEEP_MIN_EPOCHS,
                               image_cut=cuts.image, image_min_epochs=IMAGE_MIN_EPOCHS)
 
-        chosen = plan({c: 0.25 * full_image_s * cuts.share(c) for c in cuts.options()})
+        auto = cuts.automatic()
+        chosen = plan({c: 0.25 * full_image_s * cuts.share(c) for c in auto})
         if chosen.cut != cuts.default:
             measured = {cuts.default: self._top_inference_s(cuts.default)}
-            for cut in cuts.options()[1 : cuts.options().index(chosen.cut) + 1]:
+            for cut in auto[1 : auto.index(chosen.cut) + 1]:
                 measured[cut] = self._top_inference_s(cut)
                 if plan(measured).cut != cut:
                     break

@@ -130,6 +130,14 @@ def stage_starts(variant: int) -> list[int]:
     return starts
 
 
+def half_resolution_cut(variant: int) -> int:
+    """The first stage start, whose activations are at half the input's resolution (block 1 of every Lite).
+    Fine-tuning from it is left to a user's choice: on trashnet (Lite0, 224 px, 10 epochs) it scored no better
+    than from the next stage start (block 3), at 1.42 times its time per epoch and 2.7 times its cached
+    activations (bench/RESULTS.md)."""
+    return stage_starts(variant)[0]
+
+
 def top_share(variant: int, cut: int) -> float:
     """The share of the backbone's multiply-adds in blocks ``cut``... and the head convolution: what
     fine-tuning from ``cut`` runs per image, relative to the whole backbone (any input size)."""

@@ -19,7 +19,7 @@ import keras
 
 from ..errors import UsageError
 from .efficientnet_lite import (IMAGE_CUT, LITE_PARAMS, cut_activation_shape, default_cut, efficientnet_lite,
-                               load_lite_weights, split_lite, stage_starts, top_share)
+                               half_resolution_cut, load_lite_weights, split_lite, stage_starts, top_share)
 from .preprocessing import Preprocess
 from .torch_weights import read_legacy_state_dict
 from .weights import fetch_weights, resolve_weights
@@ -30,17 +30,24 @@ class Cuts:
     """Where a splittable backbone can be cut: the activations entering block ``cut`` are cached, and
     fine-tuning trains the blocks from ``cut`` on. ``default`` trains the last few blocks; ``deeper``
     (deepest last) train more of the backbone for more compute per step and more memory per image.
-    The deepest, ``image``, caches the scaled images: the whole backbone is trained, on random crops."""
+    The deepest, ``image``, caches the scaled images: the whole backbone is trained, on random crops.
+    ``passed_over`` are cuts only a user's choice (``--finetune-cut``) starts from: the budget's choice
+    (:meth:`automatic`) skips them."""
 
     default: int
     deeper: tuple[int, ...]
     share: Callable[[int], float]  # cut -> share of the backbone's multiply-adds from that block on
     shape: Callable[[int, int], tuple[int, int, int]]  # (input size, cut) -> one image's cached activations
     image: int | None = None  # the cut whose cached activations are the images (the whole backbone trained)
+    passed_over: tuple[int, ...] = ()
 
     def options(self) -> tuple[int, ...]:
         """Every cut, the default first, then deeper and deeper."""
         return (self.default, *self.deeper)
+
+    def automatic(self) -> tuple[int, ...]:
+        """The cuts the budget chooses among, in the order of :meth:`options`: all but ``passed_over``."""
+        return tuple(c for c in self.options() if c not in self.passed_over)
 
 
 @dataclass(frozen=True)
@@ -117,7 +124,8 @@ BACKBONES: dict[str, BackboneSpec] = {
     **{f"efficientnet-lite{v}": BackboneSpec(
         f"efficientnet-lite{v}", "lite", "lite", p[2], _lite(v), lambda m, cut, v=v: split_lite(m, v, cut),
         Cuts(default_cut(v), (*reversed([b for b in stage_starts(v) if b < default_cut(v)]), IMAGE_CUT),
-             lambda cut, v=v: top_share(v, cut), lambda size, cut, v=v: cut_activation_shape(v, size, cut), IMAGE_CUT))
+             lambda cut, v=v: top_share(v, cut), lambda size, cut, v=v: cut_activation_shape(v, size, cut), IMAGE_CUT,
+             (half_resolution_cut(v),)))
        for v, p in LITE_PARAMS.items()},
     **{n: BackboneSpec(n, "keras", pre, size, _keras_app(n)) for n, (pre, size) in _KERAS_APPS.items()},
     **{f"efn-b{i}": BackboneSpec(f"efn-b{i}", "efficientnet", "torch", s, _efn(f"EfficientNetB{i}")) for i, s in enumerate(_EFN_SIZES)},
