@@ -90,7 +90,7 @@ EARLY_OUTPUT_S = 5.0  # the early output in all: its head, tracing it, the test 
 CACHED_VIEWS = 2  # VIEWS[:2] (original, mirrored) are extracted with the training views; the zoomed ones later
 SECOND_SHARE = 0.10  # most of the budget the second backbone's head may cost (extraction and fitting): on trashnet
 # it took 28 s, 12% of 4 minutes, and cost fine-tuning its depth (block 11 instead of 8); at 8 minutes (6%) it
-# added 0.6 test points to the vote (bench/RESULTS.md)
+# added 0.6 test points to the vote in one of three runs (bench/RESULTS.md)
 SECOND_COST_RATIO = 1.2  # its planned time per image over the main backbone's (Lite1 over Lite0 at 224 px: 1.23;
 # at 1.5 its phase took 58-83% of its plan in 5 runs, bench/RESULTS.md; the val images then measure it anyway)
 SECOND_SETUP_S = 3.0  # building the second backbone, loading its weights, tracing it
@@ -184,9 +184,9 @@ def use_flip_tta(single_accuracy: float, tta_accuracy: float, n_val: int) -> boo
     """Whether predictions average the original and the mirrored view: unless that is clearly worse on val,
     more than 2 standard errors below the original view alone. The models train on both views, and a
     few hundred val images cannot tell a point apart: on trashnet at 224 px the head was 1 val image
-    better without it, and so flip TTA was off in every run, while the fine-tuned outputs of six runs
-    would have scored 0.2-1.4 test points better with it (two offline runs: 0.8 and 1.0; flowers5: equal;
-    three 256 px runs, where the head chose it: 0.2-0.6 worse; bench/RESULTS.md).
+    better without it, and so flip TTA was off in every run, while in twelve trashnet cases (fine-tuned
+    outputs of online runs, offline runs) it gained a median of 0.4 test points, 11 of the 12 at least 0
+    (flowers5, one offline run: equal; three 256 px runs: 0.2-0.6 worse; bench/RESULTS.md).
 
     >>> use_flip_tta(0.9010, 0.8977, 303), use_flip_tta(0.90, 0.80, 303)
     (True, False)
