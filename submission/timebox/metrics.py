@@ -34,3 +34,9 @@ def per_class_accuracy(pred: np.ndarray, labels: np.ndarray, num_classes: int) -
 def accuracy_noise(accuracy_value: float, n: int) -> float:
     """Standard error of an accuracy measured on ``n`` images: sqrt(p(1-p)/n)."""
     return float(np.sqrt(accuracy_value * (1 - accuracy_value) / max(n, 1)))
+
+
+def noise_margin(accuracy_value: float, n: int) -> float:
+    """How far below ``accuracy_value`` (on ``n`` images) another accuracy may be and still not count as
+    clearly worse: 2 standard errors."""
+    return 2 * accuracy_noise(accuracy_value, n)

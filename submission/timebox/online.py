@@ -50,7 +50,7 @@ from .data.splits import stratified_split
 from .export import export_for_judge, judge_dir
 from .errors import UsageError
 from .ensemble import choose, drop_order, vote
-from .metrics import accuracy, accuracy_noise, confusion_matrix, log_loss
+from .metrics import accuracy, confusion_matrix, log_loss, noise_margin
 from .models.features import Features, extract_features, image_batch_size
 from .models.ensemble_model import VIEWS, compose_ensemble, member_copy, view_model
 from .models.heads import compose_classifier
@@ -191,7 +191,7 @@ def use_flip_tta(single_accuracy: float, tta_accuracy: float, n_val: int) -> boo
     >>> use_flip_tta(0.9010, 0.8977, 303), use_flip_tta(0.90, 0.80, 303)
     (True, False)
     """
-    return tta_accuracy >= single_accuracy - 2 * accuracy_noise(single_accuracy, n_val)
+    return tta_accuracy >= single_accuracy - noise_margin(single_accuracy, n_val)
 
 
 def _candidate_name(key: tuple[str, int]) -> str:
@@ -756,7 +756,7 @@ class _Run:
         best, last = self.best["val_accuracy"], self.last["val_accuracy"]
         if self.best.get("final") or self.best["source"] == self.last["source"] or self.budget.interrupted:
             return
-        tolerance = 2 * accuracy_noise(best, len(self.acts.y_val))
+        tolerance = noise_margin(best, len(self.acts.y_val))
         if last < best - tolerance:
             return
         test_s = self._end_test_s()
