@@ -3,7 +3,8 @@
     .venv/bin/python bench/ensemble.py [--budget 8m] [--latency-ms 500] [--zoom-share 0.1] [trashnet flowers5]
     .venv/bin/python bench/ensemble.py --run OUT:trashnet [--run OUT:flowers5]   # analyse finished runs
 
-Runs `online` on each dataset (or reads runs already made, e.g. by bench/acceptance.sh), then prints:
+Runs `online --no-refit` on each dataset (a run with a refit has no vote), or reads runs already made (e.g. by
+bench/acceptance.sh), then prints:
 the rule chosen on held-out val and why, every candidate (checkpoint x test-time view) with its val
 accuracy, weight and test accuracy, the best single member (by val accuracy) on test, the plain
 average and plain majority of the candidates on test (baselines), the output (ensemble or single)
@@ -40,7 +41,7 @@ def run_online(dataset: str, budget_s: float, latency_ms: float, zoom_share: flo
     out = Path(tempfile.mkdtemp()) / "OUT"
     env = {k: v for k, v in os.environ.items() if k != "TIMEBOX_START"}
     subprocess.run([str(ROOT / "run.sh"), "online", "--budget", f"{budget_s:.0f}s", "--train-dir", str(train),
-                    "--test-dir", str(test), "--out", str(out), "--latency-ms", f"{latency_ms:g}",
+                    "--test-dir", str(test), "--out", str(out), "--latency-ms", f"{latency_ms:g}", "--no-refit",
                     *([] if zoom_share is None else ["--zoom-share", f"{zoom_share:g}"])],
                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
     return out
@@ -63,8 +64,11 @@ def analyse(out: Path, dataset: str) -> None:
     ens = history.get("ensemble") or {}
     print(f"== {dataset} ({out})")
     if "rule" not in ens:
-        notes = json.loads((out / "report" / "summary.json").read_text())["notes"]
-        print("  no ensemble phase: " + "; ".join(n for n in notes if "ensemble" in n))
+        summary = json.loads((out / "report" / "summary.json").read_text())
+        print("  no ensemble phase: " + "; ".join(n for n in summary["notes"] if "ensemble" in n or "refit" in n))
+        if summary.get("p95_latency_ms_one_view"):
+            print(f"  p95 latency of one view (the backbone and head): {summary['p95_latency_ms_one_view']:.0f} ms a "
+                  f"image; the output runs {2 if summary['tta'] else 1} view(s)")
         return
     print(f"  rule: {ens['rule']} ({ens['reason']})")
     print("  held-out val accuracy per rule: " + ", ".join(f"{k} {v:.4f}" for k, v in ens["heldout"].items()))

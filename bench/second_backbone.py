@@ -2,12 +2,13 @@
 
     .venv/bin/python bench/second_backbone.py [--budget 8m] [--pairs 1] [trashnet flowers5]
 
-For each dataset, ``--pairs`` pairs of runs, interleaved: ``--second-backbone none``, then ``auto``
-(efficientnet-lite1 beside the default efficientnet-lite0). Prints for each run: test accuracy of
-the output, budget used, fine-tune epochs, what the output is, and for ``auto`` the second head's
-time, val and test accuracy and its weight in the vote. Also, from the run's saved candidate
-probabilities, the test accuracy of the plain average of the fine-tune's last epoch (original
-view) and the second head: what the vote could have been, not what timebox chose.
+For each dataset, ``--pairs`` pairs of runs (``--no-refit``: a refit run has no vote), interleaved:
+``--second-backbone none``, then ``auto`` (efficientnet-lite1 beside the default efficientnet-lite0).
+Prints for each run: test accuracy of the output, budget used, fine-tune epochs, what the output
+is, and for ``auto`` the second head's time, val and test accuracy and its weight in the vote.
+Also, from the run's saved candidate probabilities, the test accuracy of the plain average of the
+fine-tune's last epoch (original view) and the second head: what the vote could have been, not
+what timebox chose.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def main() -> None:
     for dataset in args.datasets:
         for _ in range(args.pairs):
             for choice in ("none", "auto"):
-                r = run(dataset, budget_s, False, cache_dir, ("--second-backbone", choice))
+                r = run(dataset, budget_s, False, cache_dir, ("--second-backbone", choice, "--no-refit"))
                 summary = json.loads((r["report"] / "summary.json").read_text())
                 history = json.loads((r["report"] / "history.json").read_text())
                 epochs = history.get("finetune", {}).get("epochs_run", 0)

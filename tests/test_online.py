@@ -141,6 +141,18 @@ def test_fine_tuning_goes_deeper_when_its_epochs_fit(run):
     assert json.loads((report / "history.json").read_text())["finetune"]["epochs_run"] >= 1
 
 
+def test_the_last_fine_tune_round_trains_on_the_val_images_too_and_becomes_the_output(run):
+    """The refit (the default): its end is the output, and the val accuracy reported is not of images it saw."""
+    report = run["out"] / "report"
+    assert json.loads((report / "history.json").read_text())["finetune"]["refit"]
+    assert "on the training and val images (refit)" in (report / "log.txt").read_text()
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["predictions_from"].endswith("(refit on the training and val images)")
+    assert any(n.startswith("the output trained on the val images: the val accuracy reported is that of the output "
+                            "it replaced") for n in summary["notes"])
+    assert not any(p["phase"] == "ensemble" for p in json.loads((report / "timeline.json").read_text())["phases"])
+
+
 def test_fine_tuning_peaks_at_the_configured_learning_rate(run):
     assert run["fine_tune_lrs"] and set(run["fine_tune_lrs"]) == {FINETUNE_LR}  # every round
 

@@ -1,4 +1,4 @@
-"""The ensemble phase of `online`, forced on (the synthetic task is too easy for an ensemble to beat its best
+"""The ensemble phase of `online` (`--no-refit`), forced on (the synthetic task is too easy for an ensemble to beat its best
 member on held-out val): the predictions come from the vote over checkpoints and test-time views (zoomed
 ones included when their share of the budget allows) and a head on a second backbone's features, the
 exported single model reproduces them from raw images, the report lists members, weights and p95
@@ -33,7 +33,8 @@ def _run(tmp_path_factory, latency_ms, with_test=True, budget_s=BUDGET_S, zoom_s
     out = tmp_path_factory.mktemp("out")
     test_dir = root / "test" if with_test else None  # None: a judge that predicts with the exported model
     cfg = OnlineConfig(root / "train", test_dir, out, budget_s, size=64, keep=2, latency_ms=latency_ms, zoom_share=zoom_share,
-                       cache_dir=tmp_path_factory.mktemp("cache"), workers=1, second_backbone=second_backbone)
+                       cache_dir=tmp_path_factory.mktemp("cache"), workers=1, second_backbone=second_backbone,
+                       refit=False)  # a refit trains on the val images the vote is chosen on: then there is none
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("TIMEBOX_START", raising=False)
         mp.setattr(online_module, "choose", _average_of_all)

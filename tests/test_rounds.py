@@ -26,11 +26,12 @@ class _Weights:
         np.save(path + ".npy", self.w[0])
 
 
-def _run(tmp_path, ends, stopped=(), cut=3):
+def _run(tmp_path, ends, stopped=(), cut=3, refit=False):
     """A run whose round ``r`` trains the weights to ``ends[r]`` (or is cut by the deadline, if in ``stopped``)."""
     run = _Run.__new__(_Run)  # only the attributes fine-tuning's rounds read
     run.acts = SimpleNamespace(y_train=np.zeros(1000), ft_image_s=0.01, val=[np.zeros((100, 1))] * 2,
-                               test=[np.zeros((200, 1))] * 2)
+                               test=[np.zeros((200, 1))] * 2, y_val=np.zeros(100))
+    run.refit, run.refits, run.refit_outputs = refit, [], []
     run.n_views, run.extractor, run.spec = 2, SimpleNamespace(top=object(), cut=cut), SimpleNamespace(
         cuts=SimpleNamespace(image=0))
     run.state, run.scored = RunState(tmp_path), _Weights(0.0)
@@ -38,7 +39,8 @@ def _run(tmp_path, ends, stopped=(), cut=3):
     run.started_from, run.scores, run.preferred = [], [], []
     run.last = {"val_accuracy": 0.9, "source": "finetune epoch 8"}
 
-    def fine_tune_round(r, rounds, time_s, eval_s):
+    def fine_tune_round(r, rounds, time_s, eval_s, refit=False):
+        run.refits.append(refit)
         run.started_from.append(run.scored.get_weights()[0][0])
         run.scored.set_weights([np.full(3, ends[r])])
         result = {"epochs_run": 8, "steps_planned": 400}
@@ -50,6 +52,7 @@ def _run(tmp_path, ends, stopped=(), cut=3):
 
     run._fine_tune_round, run.score = fine_tune_round, score
     run._prefer_annealed_end = lambda: run.preferred.append(run.last["source"])
+    run._refit_output = lambda: run.refit_outputs.append((run.last["source"], run.scored.get_weights()[0][0]))
     return run
 
 
@@ -108,3 +111,35 @@ def test_a_resumed_round_that_fitted_no_epoch_returns_its_result_without_weights
     run.state.write("finetune", {"finished": True, "result": result, "rounds": 1})
     run.log = lambda message: None
     assert _Run._fine_tune_round(run, 0, 1, time_s=100.0, eval_s=1.0) == (result, None)
+
+
+def test_with_refit_the_last_round_trains_on_val_too_and_its_average_is_not_scored(tmp_path, monkeypatch):
+    run = _run(tmp_path, ends=[1.0, 3.0], refit=True)
+    monkeypatch.setattr(_Run, "_rounds", lambda self, time_s, eval_s: 2)
+    info = run._fine_tune({"top_rate": 100.0})
+    assert run.refits == [False, True]  # the first round stays scored on val: checkpoints, outputs
+    assert run.scores == [] and run.preferred == []  # the average saw the val images: val cannot score it
+    assert run.refit_outputs == [("finetune average epoch 16", 2.0)]
+    assert info["refit"] and info["rounds"] == 2
+
+
+def test_a_single_refit_round_is_the_whole_fine_tune(tmp_path, monkeypatch):
+    run = _run(tmp_path, ends=[1.0], refit=True)
+    monkeypatch.setattr(_Run, "_rounds", lambda self, time_s, eval_s: 1)
+    assert run._fine_tune({"top_rate": 100.0})["refit"]
+    assert run.refits == [True] and len(run.refit_outputs) == 1 and run.preferred == []
+
+
+def test_a_refit_round_cut_by_the_deadline_leaves_the_scored_output(tmp_path, monkeypatch):
+    run = _run(tmp_path, ends=[1.0, 3.0], stopped={1}, refit=True)
+    monkeypatch.setattr(_Run, "_rounds", lambda self, time_s, eval_s: 2)
+    info = run._fine_tune({"top_rate": 100.0})
+    assert run.refit_outputs == [] and run.preferred == [] and not info["refit"]
+
+
+def test_no_val_images_means_no_refit(tmp_path, monkeypatch):
+    run = _run(tmp_path, ends=[1.0], refit=True)
+    run.acts.y_val = np.zeros(0)
+    monkeypatch.setattr(_Run, "_rounds", lambda self, time_s, eval_s: 1)
+    run._fine_tune({"top_rate": 100.0})
+    assert run.refits == [False] and run.refit_outputs == [] and len(run.preferred) == 1

@@ -40,7 +40,7 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", type=Path, default=None,
                    help="tuned settings, a JSON object (backbone, weights, size, seed, layout, val_fraction, "
                         "batch_size, keep, finetune, margin_s, ensemble, latency_ms, zoom_share, finetune_cut, second_backbone, "
-                        "min_size, finetune_lr); "
+                        "min_size, finetune_lr, refit); "
                         "flags win over it "
                         "(default: submission/config.json when it exists, as `package --config` ships it)")
     p.add_argument("--backbone", default=None,
@@ -88,6 +88,10 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
                         "lite0 when that is the main backbone, if its weights are local)")
     p.add_argument("--no-ensemble", dest="ensemble", action="store_const", const=False, default=None,
                    help="never vote over checkpoints: the output is one model")
+    p.add_argument("--no-refit", dest="refit", action="store_const", const=False, default=None,
+                   help="keep the val images out of training to the end (default: the last fine-tune round trains "
+                        "on them too, with the schedule the earlier phases were scored with; the run then has no "
+                        "vote, which is chosen on val)")
     p.add_argument("--margin", type=_duration, default=None,
                    help="safety margin left unused at the end of the budget (default: max(5s, 2%% of the budget))")
 
@@ -188,7 +192,7 @@ _FLAGS = {"backbone": "backbone", "weights": "weights", "size": "size", "seed": 
           "val_fraction": "val_fraction", "keep": "keep", "margin_s": "margin", "latency_ms": "latency_ms",
           "ensemble": "ensemble", "zoom_share": "zoom_share",
           "finetune_cut": "finetune_cut", "second_backbone": "second_backbone",
-          "min_size": "min_size", "finetune_lr": "finetune_lr"}  # setting -> flag (args attribute)
+          "min_size": "min_size", "finetune_lr": "finetune_lr", "refit": "refit"}  # setting -> flag (args attribute)
 
 
 def _settings(args) -> tuple[Path | None, dict]:

@@ -28,7 +28,7 @@ TUNABLE: dict[str, tuple[type, ...]] = {  # setting -> accepted JSON types (None
     "val_fraction": (float, int), "batch_size": (int,), "keep": (int,), "finetune": (bool,),
     "margin_s": (float, int, type(None)), "ensemble": (bool,), "latency_ms": (float, int, type(None)),
     "zoom_share": (float, int), "finetune_cut": (int, type(None)), "second_backbone": (str,),
-    "min_size": (int,), "finetune_lr": (float, int),
+    "min_size": (int,), "finetune_lr": (float, int), "refit": (bool,),
 }
 LIMITS: dict[str, tuple[float, float, str]] = {  # number setting -> (low, high, what it must be)
     "latency_ms": (1e-9, float("inf"), "above 0"), "zoom_share": (0.0, 1.0, "between 0 and 1"),
@@ -63,6 +63,7 @@ class OnlineConfig:
     latency_ms: float | None = None  # p95 per-image latency the exported model must stay under (members dropped)
     zoom_share: float = 0.1  # most of the budget the zoomed test-time views may cost as ensemble candidates (0: none)
     finetune_lr: float = FINETUNE_LR  # peak learning rate of fine-tuning's warm-up + cosine schedule
+    refit: bool = True  # the last fine-tune round trains on the val images too (then no vote: one is chosen on val)
     finetune_cut: int | None = None  # the backbone block fine-tuning starts from (None: the deepest the budget fits)
     second_backbone: str = "auto"  # a head on this backbone's features joins the ensemble candidates (auto, none, a name)
     config_file: Path | None = None  # the tuned settings file read (for the report)
@@ -70,7 +71,7 @@ class OnlineConfig:
     def identity(self) -> dict:
         """The arguments a resumed run must share with the run it continues."""
         keys = ("budget_s", "backbone", "weights", "seed", "layout", "size", "val_fraction", "batch_size", "finetune",
-                "judge", "finetune_cut", "finetune_lr")
+                "judge", "finetune_cut", "finetune_lr", "refit")
         return {"train_dir": str(Path(self.train_dir).resolve()),
                 "test_dir": str(Path(self.test_dir).resolve()) if self.test_dir else None,
                 **{k: getattr(self, k) for k in keys}}
