@@ -148,8 +148,10 @@ def test_the_last_fine_tune_round_trains_on_the_val_images_too_and_becomes_the_o
     assert "on the training and val images (refit)" in (report / "log.txt").read_text()
     summary = json.loads((report / "summary.json").read_text())
     assert summary["predictions_from"].endswith("(refit on the training and val images)")
-    assert any(n.startswith("the output trained on the val images: the val accuracy reported is that of the output "
-                            "it replaced") for n in summary["notes"])
+    stated = [n for n in summary["notes"] if "the val accuracy reported, " in n]  # the unseen output's, named
+    assert len(stated) == 1 and "is that of the output before it" in stated[0]
+    assert float(stated[0].split("the val accuracy reported, ")[1][:6]) == pytest.approx(summary["val_accuracy"],
+                                                                                        abs=5e-5)
     assert not any(p["phase"] == "ensemble" for p in json.loads((report / "timeline.json").read_text())["phases"])
 
 

@@ -74,6 +74,12 @@ def test_no_refit_output_when_its_test_predictions_would_not_fit():
     assert run.written == [] and "would not fit" in run.notes[0]
 
 
+def test_when_only_the_test_predictions_fit_the_refit_is_the_output_unchecked():
+    run = _run(seen_right=50, seconds_left=1.5)  # the test predictions 1 s, the check on 100 val images 1 s more
+    run._refit_output()
+    assert len(run.written) == 1 and "not checked on the val images" in run.notes[0]
+
+
 @pytest.mark.parametrize("final, interrupted", [(True, False), (False, True)])
 def test_an_output_already_final_or_an_interrupted_run_keeps_its_output(final, interrupted):
     run = _run(seen_right=98, final=final, interrupted=interrupted)

@@ -262,9 +262,9 @@ class _Run:
         self.spec = get_backbone(cfg.backbone)
         self.refit = cfg.refit and cfg.finetune and self.spec.split is not None  # see _fine_tune
         self.voting = cfg.ensemble and not self.refit  # a vote is chosen on val images, which a refit trained on
-        self.second_spec, self.second_reason = (second_backbone(self.spec, cfg.second_backbone, cfg.weights)
-                                                if self.voting and cfg.finetune else (None, "no second backbone: "
-                                                                                       "no ensemble phase"))
+        self.second_spec, self.second_reason = (
+            second_backbone(self.spec, cfg.second_backbone, cfg.weights) if self.voting and cfg.finetune else
+            (None, "no second backbone: no ensemble phase" + (" (a refit run has no vote)" if self.refit else "")))
         self.second: dict | None = None  # the second backbone's head as an ensemble candidate (see _second_member)
         self.full_image_s: float | None = None  # seconds of one image through the whole main backbone (measured)
         self.num_classes = len(ds.class_ids)
@@ -790,11 +790,10 @@ class _Run:
         n_test = len(self.acts.test[0])
         if n_test:
             probs[:n_test] = _predict(self.scored, [v[:n_test] for v in self.acts.test[: self.n_views]])
-        replaced = self.best.get("source")
         self.outputs.write(probs, self.acts.usable, source)
         self.best = {"val_accuracy": float(val_accuracy), "source": source, "final": final}
         if refit:
-            self.best.update(refit=True, unseen_source=replaced)
+            self.best["refit"] = True
         self.state.write("best", self.best)
 
     def _sync_with_checkpoints(self) -> None:
@@ -900,21 +899,25 @@ class _Run:
         not noise. Its val accuracy measures nothing, so the output keeps the last unseen estimate."""
         if self.best.get("final") or self.budget.interrupted:  # written by an earlier session; or no time
             return
-        seen = accuracy(_predict(self.scored, self.acts.val[: self.n_views]), self.acts.y_val)
         unseen, source = self.best["val_accuracy"], f"{self.last['source']} (refit on the training and val images)"
-        if seen < unseen:
-            self.notes.append(f"the refit model is not the output: on the val images it trained on it scored "
-                              f"{seen:.4f}, below the output's {unseen:.4f} on them unseen")
-            return
-        test_s = self._end_test_s()
+        test_s, check_s = self._end_test_s(), len(self.acts.y_val) / self.top_rate
         if self.expired(test_s):
             self.notes.append(f"the refit model is not the output: its test predictions ({test_s:.0f}s) would not fit "
                               "before the end reserve")
             return
+        if self.expired(test_s + check_s):  # a slowed machine: the output it was trained to be, unchecked
+            checked = f"not checked on the val images: its {check_s:.0f}s would not fit"
+        else:
+            seen = accuracy(_predict(self.scored, self.acts.val[:1]), self.acts.y_val)  # the original view
+            if seen < unseen:
+                self.notes.append(f"the refit model is not the output: on the val images it trained on it scored "
+                                  f"{seen:.4f}, below the output's {unseen:.4f} on them unseen")
+                return
+            checked = f"it scored {seen:.4f} on the val images it trained on"
         before = self.best["source"]
         self._write_predictions(unseen, source, final=True, refit=True)
-        self.notes.append(f"the output is {source}: it scored {seen:.4f} on the val images it trained on; the val "
-                          f"accuracy reported, {unseen:.4f}, is that of the output before it ({before})")
+        self.notes.append(f"the output is {source}: {checked}; the val accuracy reported, {unseen:.4f}, is that of "
+                          f"the output before it ({before})")
         self.log(f"wrote {self.outputs.path} from {source}")
 
     def _rounds(self, time_s: float, eval_s: float) -> int:
@@ -1332,9 +1335,8 @@ class _Run:
                               "the single model in memory")
         if self.best.get("refit"):  # its val accuracy is of images it trained on
             val_acc = self.best["val_accuracy"]
-            self.notes.append(f"the output trained on the val images: the val accuracy reported is that of the output "
-                              f"it replaced ({self.best['unseen_source']}); the val confusion matrix is of the refit "
-                              "model, on images it trained on")
+            self.notes.append("the val accuracy reported is that of the output before the refit; the val confusion "
+                              "matrix is of the refit output, on val images it trained on")
         cfg = self.cfg
         write_report(
             out / "report",
