@@ -895,8 +895,10 @@ class _Run:
 
     def _refit_output(self) -> None:
         """Make the refit model in the scored model (its last round trained on the val images too) the output,
-        unless it fits those val images worse than the output so far, which never saw them: a broken round,
-        not noise. Its val accuracy measures nothing, so the output keeps the last unseen estimate."""
+        unless it fits those val images (original view) worse than the output so far, which never saw them: a
+        broken round, not noise. When the time left holds its test predictions but not that check too (a slowed
+        machine), it is the output unchecked. Its val accuracy measures nothing: the output keeps the last unseen
+        estimate."""
         if self.best.get("final") or self.budget.interrupted:  # written by an earlier session; or no time
             return
         unseen, source = self.best["val_accuracy"], f"{self.last['source']} (refit on the training and val images)"
