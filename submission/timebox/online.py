@@ -864,18 +864,15 @@ class _Run:
             ends.append(end)
         if not results:
             return {}
-        info = {**results[-1], "rounds": rounds, "refit": refit and len(ends) == rounds}
-        if len(ends) < rounds or (len(ends) == 1 and not refit):  # one round, or the last did not finish
-            if ends and len(ends) == len(results):  # the last round run ended annealed, scored on val
-                self._prefer_annealed_end()
-            return info
+        refitted = refit and len(ends) == rounds  # the refit round finished
         if len(ends) == 2:
             self._average_rounds(ends, results, scored=not refit)
-        if refit:
+        if refitted:
             self._refit_output()
-        else:
+        elif ends and len(ends) == len(results):  # the last round run ended annealed, scored on val
             self._prefer_annealed_end()
-        return {**info, "round_results": results} if rounds > 1 else info
+        info = {**results[-1], "rounds": rounds, "refit": refitted}
+        return {**info, "round_results": results} if len(ends) == 2 else info
 
     def _average_rounds(self, ends: list[list[np.ndarray]], results: list[dict], scored: bool) -> None:
         """The rounds' ends' weights averaged into the scored model, scored on val if ``scored`` (not after a
