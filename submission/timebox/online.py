@@ -762,10 +762,7 @@ class _Run:
         tolerance = noise_margin(best, len(self.acts.y_val))
         if last < best - tolerance:
             return
-        test_s = self._end_test_s()
-        if self.expired(test_s):
-            self.notes.append(f"the fine-tune's last epoch (val accuracy {last:.4f}) is not the output: its test "
-                              f"predictions ({test_s:.0f}s) would not fit before the end reserve")
+        if not self._end_test_fits(f"the fine-tune's last epoch (val accuracy {last:.4f})"):
             return
         self._write_predictions(last, f"{self.last['source']} (end of the schedule)", final=True)
         self.notes.append(f"the output is the fine-tune's last epoch (val accuracy {last:.4f}): within 2 standard "
@@ -776,6 +773,16 @@ class _Run:
     def _end_test_s(self) -> float:
         """Seconds to predict the test views with the scored model: making the annealed end the output."""
         return self.n_views * len(self.acts.test[0]) / self.top_rate
+
+    def _end_test_fits(self, candidate: str) -> bool:
+        """Whether the scored model's test predictions fit before the end reserve; if not, the notes say that
+        ``candidate`` (the scored model) is not the output."""
+        test_s = self._end_test_s()
+        if self.expired(test_s):
+            self.notes.append(f"{candidate} is not the output: its test predictions ({test_s:.0f}s) would not fit "
+                              "before the end reserve")
+            return False
+        return True
 
     def _fine_tune_time(self) -> float:
         """Seconds fine-tuning may take: all but the end reserve, the ensemble phase, the annealed end's test
@@ -899,12 +906,10 @@ class _Run:
         if self.best.get("final") or self.budget.interrupted:  # written by an earlier session; or no time
             return
         unseen, source = self.best["val_accuracy"], f"{self.last['source']} (refit on the training and val images)"
-        test_s, check_s = self._end_test_s(), len(self.acts.y_val) / self.top_rate
-        if self.expired(test_s):
-            self.notes.append(f"the refit model is not the output: its test predictions ({test_s:.0f}s) would not fit "
-                              "before the end reserve")
+        if not self._end_test_fits("the refit model"):
             return
-        if self.expired(test_s + check_s):  # a slowed machine: the output it was trained to be, unchecked
+        check_s = len(self.acts.y_val) / self.top_rate
+        if self.expired(self._end_test_s() + check_s):  # a slowed machine: the output it was trained to be, unchecked
             checked = f"not checked on the val images: its {check_s:.0f}s would not fit"
         else:
             seen = accuracy(_predict(self.scored, self.acts.val[:1]), self.acts.y_val)  # the original view
