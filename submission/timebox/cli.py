@@ -77,7 +77,7 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--finetune-cut", type=int, default=None,
                    help="EfficientNet-Lite: the block fine-tuning starts from (its activations are cached; "
                         "Lite0: 12, 11, 8, 5, 3, 1, or 0: the whole backbone on random crops of the images); "
-                        "default: the deepest of these at which 10 epochs (20 for 0) and the activations fit, "
+                        "default: the deepest of these at which 5.5 epochs (20 for 0) and the activations fit, "
                         "else 12 (the last blocks)")
     p.add_argument("--finetune-lr", type=_checked("finetune_lr"), default=None, metavar="LR",
                    help="peak learning rate of fine-tuning (AdamW, warm-up then cosine to the steps that fit; "

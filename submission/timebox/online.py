@@ -70,7 +70,9 @@ from .watchdog import Watchdog
 EXPORT_GUESS_S = 5.0  # the final export's cost until the export after the head measures it (~3 s for Lite0)
 REPORT_S = 2.0  # writing the report and timeline.png
 FT_COST_RATIO = 0.6  # first guess of a fine-tune step's cost per image relative to the bottom's (default cut)
-DEEP_MIN_EPOCHS = 10  # fine-tuning starts from a deeper cut only if this many of its epochs fit
+DEEP_MIN_EPOCHS = 5.5  # fine-tuning starts from a deeper cut only if this many of its epochs fit, as estimated
+# (at 2 minutes ~20% above those that ran): in 62 s on trashnet, 5 epochs from block 8 beat 9-10 from blocks 11-12,
+# 3.7 from block 3 did not (bench/RESULTS.md)
 IMAGE_MIN_EPOCHS = 20  # ... the whole backbone on random crops: they paid off at 20 epochs, not at 8 (bench/RESULTS.md)
 MIN_FT_EPOCHS = 4  # mirrored views are extracted only if this many fine-tune epochs still fit
 FT_SETUP_S = 5.0  # compiling and tracing the fine-tune step, before its first useful step
