@@ -159,15 +159,19 @@ def test_fine_tuning_peaks_at_the_configured_learning_rate(run):
     assert run["fine_tune_lrs"] and set(run["fine_tune_lrs"]) == {FINETUNE_LR}  # every round
 
 
-def test_first_predictions_come_before_the_mirrored_views(run):
-    """The mirrored views take as long again as the original ones, so a head fitted in seconds on the original
-    view writes predictions.csv before them; the real head comes after."""
+def test_first_predictions_come_before_the_training_images_mirrored_view(run):
+    """The training images' mirrored view takes about as long again as their original one, so a head fitted in
+    seconds on the original view writes predictions.csv before it, averaging the val and test images' mirrored
+    views (extracted first) into its predictions unless val says no; the real head comes after."""
     log = (run["out"] / "report" / "log.txt").read_text()
     assert "mirrored views: " in log, "this run extracted the mirrored views"
-    early = log.index("(from the early head on the original view")
+    early = log.index("(from the early head, val accuracy")
     assert early < log.index("mirrored views: ") < log.index("(from the head, val accuracy")
-    phases = [p["phase"] for p in json.loads((run["out"] / "report" / "timeline.json").read_text())["phases"]]
-    assert phases.index("early output") < phases.index("head")
+    phases = json.loads((run["out"] / "report" / "timeline.json").read_text())["phases"]
+    names = [p["phase"] for p in phases]
+    assert names.index("early output") < names.index("head")
+    assert phases[names.index("early output")]["tta"] is True  # mirrored shapes are no worse on val
+    assert "flip TTA on)" in log[early:log.index("\n", early)]
 
 
 def test_saved_model_folder_reproduces_the_predictions(run, tmp_path):
