@@ -125,7 +125,7 @@ def test_budget_ending_during_training_leaves_complete_predictions_within_budget
 
 @pytest.mark.parametrize("after_fit", [1, 2], ids=["early head", "real head"])
 def test_sigterm_after_a_head_is_fitted_keeps_that_heads_predictions(tmp_path, monkeypatch, after_fit):
-    """SIGTERM right after the early head (fitted before the mirrored views) or the real head: the run ends
+    """SIGTERM right after the early head (fitted before the training images' mirrored view) or the real head: the run ends
     with that head as the output and the exported model, and no head is fitted in the time left after it."""
     import timebox.online as online
     from timebox.score import score
@@ -142,6 +142,38 @@ def test_sigterm_after_a_head_is_fitted_keeps_that_heads_predictions(tmp_path, m
     _assert_complete_predictions(out, root)
     assert summary["predictions_from"].startswith("head epoch")
     assert score(out / "predictions.csv", root / "test_labels.csv").accuracy >= 0.5
+
+
+def test_sigterm_during_the_mirrored_views_still_fits_the_early_head(tmp_path, monkeypatch):
+    """SIGTERM once the test images' mirrored view is extracted, before the val images' and the early head: no
+    output exists yet, so the early head is still fitted (its 3 s, not cut short) on the original view and is
+    the output; no other head is fitted, and the run ends interrupted with complete predictions."""
+    import timebox.online as online
+
+    root = make_synthetic(tmp_path / "data", n_per_class=12, n_test_per_class=4, size=64)
+    real, flips = online.extract_features, []
+
+    def sigterm_after_first_mirrored(*args, **kwargs):
+        features = real(*args, **kwargs)
+        if kwargs.get("flip"):
+            flips.append(features)
+            if len(flips) == 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+        return features
+
+    monkeypatch.setattr(online, "extract_features", sigterm_after_first_mirrored)
+    fits = _sigterm_after_call(monkeypatch, online, "fit_head", 0)  # records the fits, sends nothing
+    monkeypatch.delenv("TIMEBOX_START", raising=False)
+    out = tmp_path / "out"
+    online.run_online(online.OnlineConfig(root / "train", root / "test", out, 120.0, size=64,
+                                          cache_dir=tmp_path / "cache", workers=1))
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    assert summary["interrupted"] is True
+    assert len(fits) == 1 and fits[0].epochs_run > 1  # the early head only, trained
+    phases = [p["phase"] for p in json.loads((out / "report" / "timeline.json").read_text())["phases"]]
+    assert "early output" in phases
+    _assert_complete_predictions(out, root)
+    assert summary["predictions_from"].startswith("head epoch")
 
 
 def test_sigterm_before_any_val_image_leaves_the_prior_class_for_every_test_file(tmp_path, monkeypatch):
