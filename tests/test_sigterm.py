@@ -123,20 +123,27 @@ def test_budget_ending_during_training_leaves_complete_predictions_within_budget
     assert "watchdog" not in proc.stderr
 
 
+def _small_run(online, root, tmp_path, monkeypatch) -> tuple:
+    """A 120 s ``run_online`` on ``root`` at 64 px, in this process (a SIGTERM it sends itself reaches
+    run_online's handler); its OUT and report summary."""
+    monkeypatch.delenv("TIMEBOX_START", raising=False)
+    out = tmp_path / "out"
+    online.run_online(online.OnlineConfig(root / "train", root / "test", out, 120.0, size=64,
+                                          cache_dir=tmp_path / "cache", workers=1))
+    return out, json.loads((out / "report" / "summary.json").read_text())
+
+
 @pytest.mark.parametrize("after_fit", [1, 2], ids=["early head", "real head"])
 def test_sigterm_after_a_head_is_fitted_keeps_that_heads_predictions(tmp_path, monkeypatch, after_fit):
-    """SIGTERM right after the early head (fitted before the training images' mirrored view) or the real head: the run ends
-    with that head as the output and the exported model, and no head is fitted in the time left after it."""
+    """SIGTERM right after the early head (fitted before the training images' mirrored view) or the real head:
+    the run ends with that head as the output and the exported model, and no head is fitted in the time left
+    after it."""
     import timebox.online as online
     from timebox.score import score
 
     root = make_synthetic(tmp_path / "data", n_per_class=12, n_test_per_class=4, size=64)
     fits = _sigterm_after_call(monkeypatch, online, "fit_head", after_fit)
-    monkeypatch.delenv("TIMEBOX_START", raising=False)
-    out = tmp_path / "out"
-    online.run_online(online.OnlineConfig(root / "train", root / "test", out, 120.0, size=64,
-                                          cache_dir=tmp_path / "cache", workers=1))
-    summary = json.loads((out / "report" / "summary.json").read_text())
+    out, summary = _small_run(online, root, tmp_path, monkeypatch)
     assert summary["interrupted"] is True
     assert len(fits) == after_fit
     _assert_complete_predictions(out, root)
@@ -163,11 +170,7 @@ def test_sigterm_during_the_mirrored_views_still_fits_the_early_head(tmp_path, m
 
     monkeypatch.setattr(online, "extract_features", sigterm_after_first_mirrored)
     fits = _sigterm_after_call(monkeypatch, online, "fit_head", 0)  # records the fits, sends nothing
-    monkeypatch.delenv("TIMEBOX_START", raising=False)
-    out = tmp_path / "out"
-    online.run_online(online.OnlineConfig(root / "train", root / "test", out, 120.0, size=64,
-                                          cache_dir=tmp_path / "cache", workers=1))
-    summary = json.loads((out / "report" / "summary.json").read_text())
+    out, summary = _small_run(online, root, tmp_path, monkeypatch)
     assert summary["interrupted"] is True
     assert len(fits) == 1 and fits[0].epochs_run > 1  # the early head only, trained
     phases = [p["phase"] for p in json.loads((out / "report" / "timeline.json").read_text())["phases"]]
