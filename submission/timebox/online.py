@@ -197,6 +197,17 @@ def use_flip_tta(single_accuracy: float, tta_accuracy: float, n_val: int) -> boo
     return tta_accuracy >= single_accuracy - noise_margin(single_accuracy, n_val)
 
 
+def _flip_tta_on_val(head: keras.Model, pooled_val: list[np.ndarray], y_val: np.ndarray) -> tuple[bool, float]:
+    """Whether ``head``'s predictions average the views of ``pooled_val`` (original first; :func:`use_flip_tta`),
+    and its val accuracy on the views it will use."""
+    single = accuracy(_predict(head, pooled_val[:1]), y_val)
+    if len(pooled_val) < 2:
+        return False, single
+    both = accuracy(_predict(head, pooled_val), y_val)
+    tta = use_flip_tta(single, both, len(y_val))
+    return tta, both if tta else single
+
+
 def _candidate_name(key: tuple[str, int]) -> str:
     """An ensemble candidate (source, view index) as the report names it, e.g. "finetune epoch 4 (mirrored)"."""
     return f"{key[0]} ({VIEWS[key[1]].name})"
@@ -525,14 +536,11 @@ class _Run:
         (*pooled_val, pooled_train), _ = self._pool([*val, train])
         head = fit_head(pooled_train, y_train, pooled_val[0], y_val, self.num_classes, time_s=EARLY_HEAD_S,
                         expired=lambda: self.budget.remaining() <= keep_s, seed=self.cfg.seed)
-        single = accuracy(_predict(head.model, pooled_val[:1]), y_val)
-        both = accuracy(_predict(head.model, pooled_val), y_val) if len(val) > 1 else single
-        tta = len(val) > 1 and use_flip_tta(single, both, len(y_val))
+        tta, val_accuracy = _flip_tta_on_val(head.model, pooled_val, y_val)
         views = test if tta else test[:1]
         self.outputs.write(_predict(head.model, [_predict(self.extractor.top, [v]) for v in views]), usable,
                            "the early head")
         self.early_head = head
-        val_accuracy = both if tta else single
         self.phase("early output", t, EARLY_OUTPUT_S, val_accuracy=round(val_accuracy, 4), tta=bool(tta))
         self.log(f"wrote {self.outputs.path} (from the early head, val accuracy {val_accuracy:.4f}, "
                  f"flip TTA {'on' if tta else 'off'})")
@@ -639,15 +647,12 @@ class _Run:
                             acts.y_val, self.num_classes, time_s=head_time,
                             expired=lambda: self.expired() or time.time() > head_end, seed=self.cfg.seed)
         self.pooled.clear()
-        val_single = _predict(head.model, pooled_val[:1])
-        val_tta = _predict(head.model, pooled_val) if len(pooled_val) > 1 else val_single
-        tta = len(pooled_val) > 1 and use_flip_tta(accuracy(val_single, acts.y_val), accuracy(val_tta, acts.y_val),
-                                                   len(acts.y_val))
+        tta, val_accuracy = _flip_tta_on_val(head.model, pooled_val, acts.y_val)
         info = {"architecture": head.model.to_json(), "tta": bool(tta), "n_views": len(pooled_val) if tta else 1,
                 "top_rate": top_rate, "chosen_epoch": head.chosen_epoch, "epochs_run": head.epochs_run,
                 "history": head.history}
         self.phase("head", t, self.head_s, epochs=head.epochs_run, chosen_epoch=head.chosen_epoch)
-        self.log(f"head: val accuracy {accuracy(val_tta if tta else val_single, acts.y_val):.4f} "
+        self.log(f"head: val accuracy {val_accuracy:.4f} "
                  f"(epoch {head.chosen_epoch}/{head.epochs_run}), flip TTA {'on' if tta else 'off'}")
         self.state.write("head", info, weights=head.model)
         return head.model, info
