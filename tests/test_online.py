@@ -58,6 +58,7 @@ def run(tmp_path_factory):
         mp.delenv("TIMEBOX_START", raising=False)  # `./run.sh test` exports it: count from now instead
         mp.setattr(online, "DEEP_MIN_EPOCHS", 1e-3)  # any time left: the deep path, on any machine
         mp.setattr(online, "IMAGE_MIN_EPOCHS", 1e-3)  # ... as deep as the whole backbone, if any of an epoch fits
+        mp.setattr(online, "TRAIN_MIRROR_MIN_EPOCHS", 0)  # ... with the training images' mirrored view
         start = time.time()
         result = run_online(cfg)
         outer_wall = time.time() - start
@@ -172,6 +173,35 @@ def test_first_predictions_come_before_the_training_images_mirrored_view(run):
     assert names.index("early output") < names.index("head")
     tta = phases[names.index("early output")]["tta"]  # on unless val says averaging is clearly worse
     assert f"flip TTA {'on' if tta else 'off'})" in log[early:log.index("\n", early)]
+
+
+def test_without_the_training_images_mirrored_view_the_early_head_is_the_head(tmp_path, monkeypatch):
+    """When fine-tuning would get fewer than ``TRAIN_MIRROR_MIN_EPOCHS`` epochs with the training images' mirrored
+    view, that view is skipped and the early head, fitted on the one view there is, is the head: one head is
+    fitted, its predictions are not computed again, and fine-tuning trains on one view."""
+    root = make_synthetic(tmp_path / "data", n_per_class=12, n_test_per_class=4, size=SIZE)
+    monkeypatch.delenv("TIMEBOX_START", raising=False)
+    monkeypatch.setattr(online, "TRAIN_MIRROR_MIN_EPOCHS", 1e9)
+    fits, views, writes = [], [], []
+    real_fit, real_fine_tune, real_write = online.fit_head, online.fine_tune, online._Outputs.write
+    monkeypatch.setattr(online, "fit_head", lambda *a, **k: fits.append(real_fit(*a, **k)) or fits[-1])
+    monkeypatch.setattr(online, "fine_tune", lambda model, v, *a, **k: views.append(len(v)) or
+                        real_fine_tune(model, v, *a, **k))
+    monkeypatch.setattr(online._Outputs, "write", lambda self, *a: writes.append(a[-1]) or real_write(self, *a))
+    out = tmp_path / "out"
+    run_online(OnlineConfig(root / "train", root / "test", out, 90.0, size=SIZE, cache_dir=tmp_path / "cache",
+                            workers=1))
+    log = (out / "report" / "log.txt").read_text()
+    assert "the training images' mirrored view skipped" in log and ", train skipped" in log
+    assert "stands: the head is the early head" in log
+    assert len(fits) == 1 and views and set(views) == {1}
+    assert writes[0] == "the early head" and "head epoch" not in " ".join(writes)
+    phases = json.loads((out / "report" / "timeline.json").read_text())["phases"]
+    assert next(p for p in phases if p["phase"] == "head")["early_head"] is True
+    assert next(p for p in phases if p["phase"] == "extract")["views"] == 1
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    assert summary["predictions_from"].endswith("(refit on the training and val images)")
+    assert score(out / "predictions.csv", root / "test_labels.csv").accuracy >= 0.5
 
 
 def test_saved_model_folder_reproduces_the_predictions(run, tmp_path):

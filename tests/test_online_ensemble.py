@@ -40,6 +40,7 @@ def _run(tmp_path_factory, latency_ms, with_test=True, budget_s=BUDGET_S, zoom_s
         mp.setattr(online_module, "choose", _average_of_all)
         mp.setattr(online_module, "ENSEMBLE_MAX_SHARE", 1.0)  # at these budgets the phase would give its time to fine-tuning
         mp.setattr(online_module, "SECOND_SHARE", 0.5)  # ... and the second backbone's head would not fit its share
+        mp.setattr(online_module, "TRAIN_MIRROR_MIN_EPOCHS", 0)  # ... and the training images' mirrored view either
         if zoomed_test_s is not None:  # a zoomed view of the test images planned to take this long
             zoom_view_s = online_module._Run._zoom_view_s
             mp.setattr(online_module._Run, "_zoom_view_s",

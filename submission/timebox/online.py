@@ -5,9 +5,11 @@ Everything is sized to the wall-clock budget, counted from the command's start:
 
 1. ``extract``: the frozen bottom of the backbone runs once per image, in priority order
    (val, test, train), then mirrored views (test-time and training augmentation) when the
-   measured speed leaves time for fine-tuning after them; at a smaller input size (down to
+   measured speed leaves time for fine-tuning after them (the training images' only when it gets
+   ``TRAIN_MIRROR_MIN_EPOCHS`` epochs with it); at a smaller input size (down to
    ``min_size``) if every image's original view and the head would not fit at the configured one.
-2. ``head``: a softmax head on pooled features, epochs and learning rate sized to its share;
+2. ``head``: a softmax head on pooled features, epochs and learning rate sized to its share (the
+   early output's head when the training images have no mirrored view: it was fitted on the same);
    the model is exported once, which measures what the final export will cost.
 3. ``finetune``: the backbone's blocks after the cut plus the head, on the cached activations,
    epochs and learning rate sized to the time that is left (the cut: the deepest whose epochs
@@ -75,6 +77,10 @@ DEEP_MIN_EPOCHS = 5.5  # fine-tuning starts from a deeper cut only if this many 
 # 3.7 from block 3 did not (bench/RESULTS.md)
 IMAGE_MIN_EPOCHS = 20  # ... the whole backbone on random crops: they paid off at 20 epochs, not at 8 (bench/RESULTS.md)
 MIN_FT_EPOCHS = 4  # mirrored views are extracted only if this many fine-tune epochs still fit
+TRAIN_MIRROR_MIN_EPOCHS = 10  # ... the training images' only if fine-tuning gets this many (estimated) with it:
+# below, its time is worth more as epochs (trashnet refits from block 12, test means of 3 seeds: 4 epochs on two
+# views 91.22%, 5-6 on one view in 15 s more, the mirrored view's time, 91.62%, 6 with the head's 9 s too 92.15%;
+# 8 epochs on two views 91.49%, 10 on one 92.34%; bench/RESULTS.md)
 FT_SETUP_S = 5.0  # compiling and tracing the fine-tune step, before its first useful step
 LATENCY_IMAGES = 20  # single-image predictions timed for the p95 latency (after 3 warm-up calls)
 MEMBER_LATENCY_IMAGES = 10  # the same for each member of the output alone, for the report
@@ -296,7 +302,8 @@ class _Run:
         self.collected_at = time.time()
         self.pooled: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # id(activations) -> (them, pooled features)
         self.pool_rate: float | None = None  # the top's measured images per second when pooling
-        self.early_head: HeadResult | None = None  # the early output's head: that of a run interrupted before the real one
+        self.early_head: HeadResult | None = None  # the early output's head: the head, if no other views come after it
+        self.train_mirror = True  # whether the training images' mirrored view is extracted (see _choose_cut)
 
     def phase(self, name: str, started: float, planned_s: float | None, **info) -> None:
         self.phases.append({"phase": name, "start_s": round(started - self.budget.start + self.spent, 2),
@@ -353,7 +360,12 @@ class _Run:
         best = self.state.read("best", load_arrays=False)
         self.best = best["info"] if best else {"val_accuracy": -1.0, "source": None}  # the early output is provisional
         self.last = dict(self.best)  # the last model scored
-        if best is None:
+        if best is None and head_info.get("early_head") and self.outputs.written_by == "the early head":
+            self.best = {"val_accuracy": head_info["val_accuracy"], "source": "the early head"}
+            self.state.write("best", self.best)
+            self.score("head", head_info["chosen_epoch"], head_info["epochs_run"])  # its checkpoint; the same output
+            log(f"{self.outputs.path} stands: the head is the early head")
+        elif best is None:
             self.score("head", head_info["chosen_epoch"], head_info["epochs_run"])
             log(f"wrote {self.outputs.path} (from the head, val accuracy {self.best['val_accuracy']:.4f})")
         self._sync_with_checkpoints()
@@ -441,7 +453,7 @@ class _Run:
                              f"--min-size (now {self.cfg.min_size})")
         if n_train < len(train_idx):
             notes.append(f"the budget allowed features of {n_train} of {len(train_idx)} training images")
-        flip_cost = (len(test_idx) + len(val_idx) + n_train) / rate
+        flip_cost = (len(test_idx) + len(val_idx) + n_train * self.train_mirror) / rate
         ft_epoch = n_train * ft_image_s
         left_after_flips = budget.remaining() - final_s - head_s - flip_cost - EARLY_OUTPUT_S
         want_flips = extractor.top is None or not cfg.finetune or left_after_flips > MIN_FT_EPOCHS * ft_epoch
@@ -454,10 +466,13 @@ class _Run:
                 views_val, views_test = [val, val_f], [test, test_f]
             self._early_output(views_val, views_test, train, ds.labels[val_idx], ds.labels[train_idx[:n_train]],
                                test_ok, head_s + final_s)
-            train_f, n_trf = acts(train_cache, train_idx[:n_train], head_s + final_s, flip=True)
-            if n_trf == n_train:
-                views_train = [train, train_f]
-            log(f"mirrored views: {n_tf}/{len(test_idx)} test, {n_vf}/{len(val_idx)} val, {n_trf}/{n_train} train")
+            trained = "train skipped"
+            if self.train_mirror:
+                train_f, n_trf = acts(train_cache, train_idx[:n_train], head_s + final_s, flip=True)
+                if n_trf == n_train:
+                    views_train = [train, train_f]
+                trained = f"{n_trf}/{n_train} train"
+            log(f"mirrored views: {n_tf}/{len(test_idx)} test, {n_vf}/{len(val_idx)} val, {trained}")
         else:
             notes.append("mirrored views skipped: the time is worth more to fine-tuning")
         self.phase("extract", t, None, images_per_s=round(rate, 2), views=len(views_train), cut=extractor.cut,
@@ -526,7 +541,8 @@ class _Run:
         as the originals). ``val`` and ``test`` are their views (original, and mirrored when extracted): the
         prediction averages both unless that is clearly worse on val (:func:`use_flip_tta`). On trashnet that
         lifted the early head from 88.1 to 89.1% on test (median of 5 seeds; bench/RESULTS.md). Provisional:
-        the real head's predictions replace them, and it reuses the pooled features. Skipped if it would
+        the real head's predictions replace them, and it reuses the pooled features (without the training
+        images' mirrored view, this head is the real one: see :meth:`_head`). Skipped if it would
         leave less than ``keep_s``; a SIGTERM does not skip or shorten it: no output exists yet, and this
         is the quickest good one. The test views go through the top here and again for the real head's
         output; ``EARLY_OUTPUT_S`` does not scale with the images (at deep cuts it takes longer)."""
@@ -563,28 +579,44 @@ class _Run:
         optimistic estimate (a quarter of its share of the backbone's multiply-adds times ``full_image_s``; on
         trashnet at 224 px the default top's inference took about 0.4 of that share) are the tops timed (a trace
         and two batches each): the default's, then deeper and deeper ones up to that estimate's, until one does
-        not fit."""
+        not fit. If the chosen cut gets fewer than ``TRAIN_MIRROR_MIN_EPOCHS`` epochs, the cut is chosen again
+        without the training images' mirrored view, and with the early output's head as the head (fitted on
+        the same view; see :meth:`_head`): their time goes to fine-tuning, and ``self.train_mirror`` is False."""
         cuts = self.spec.cuts
-        images = 2 * (n_val + n_test + n_train)
-        before_s = ((images - n_val) * full_image_s + EARLY_OUTPUT_S + self.head_s + self.reserve.s
-                    + self._second_plan_s(n_val + n_test + n_train))
         free = min(psutil.virtual_memory().available, psutil.disk_usage(self.out).free)  # OUT/state keeps a copy
 
-        def plan(top_s: dict[int, float]) -> CutPlan:  # the time left is read anew: timing the tops takes some
+        def plan(top_s: dict[int, float], mirror: bool) -> CutPlan:  # the time left is read anew: timing takes some
+            images = 2 * (n_val + n_test) + (1 + mirror) * n_train
+            before_s = ((images - n_val) * full_image_s + EARLY_OUTPUT_S + self.head_s * mirror + self.reserve.s
+                        + self._second_plan_s(n_val + n_test + n_train))
             time_s = (self.budget.remaining() - before_s) * (1 - ENSEMBLE_MAX_SHARE * self.voting)
             costs = [CutCost(c, s, 2 * int(np.prod(cuts.shape(self.size, c)))) for c, s in top_s.items()]
             return choose_cut(costs, time_s, n_train, 2 * n_val + n_test, images, free, DEEP_MIN_EPOCHS,
                               image_cut=cuts.image, image_min_epochs=IMAGE_MIN_EPOCHS)
 
         auto = cuts.automatic()
-        chosen = plan({c: 0.25 * full_image_s * cuts.share(c) for c in auto})
-        if chosen.cut != cuts.default:
-            measured = {cuts.default: self._top_inference_s(cuts.default)}
-            for cut in auto[1 : auto.index(chosen.cut) + 1]:
-                measured[cut] = self._top_inference_s(cut)
-                if plan(measured).cut != cut:
-                    break
-            chosen = plan(measured)
+        measured: dict[int, float] = {}
+
+        def deepest(mirror: bool) -> CutPlan:
+            chosen = plan({c: 0.25 * full_image_s * cuts.share(c) for c in auto}, mirror)
+            if chosen.cut != cuts.default:
+                measured.setdefault(cuts.default, self._top_inference_s(cuts.default))
+                for cut in auto[1 : auto.index(chosen.cut) + 1]:
+                    measured.setdefault(cut, self._top_inference_s(cut))
+                    if plan(measured, mirror).cut != cut:
+                        break
+                chosen = plan(measured, mirror)
+            return chosen
+
+        chosen = deepest(mirror=True)
+        if chosen.epochs[chosen.cut] < TRAIN_MIRROR_MIN_EPOCHS:
+            self.train_mirror = False
+            without = deepest(mirror=False)
+            notes.append(f"the training images' mirrored view skipped: with it fine-tuning would get ~"
+                         f"{chosen.epochs[chosen.cut]:.1f} epochs from block {chosen.cut}, fewer than "
+                         f"{TRAIN_MIRROR_MIN_EPOCHS}; its time and the head's go to fine-tuning")
+            self.log(notes[-1])
+            chosen = without
         estimates = ", ".join(f"{c}: {e:.1f}" for c, e in chosen.epochs.items())
         notes.append(f"{chosen.reason} (estimated epochs by cut: {estimates})")
         self.log(notes[-1])
@@ -613,13 +645,15 @@ class _Run:
             head.load_weights(record["weights"])
             return head, info
         t = time.time()
-        early = self.budget.interrupted and self.early_head is not None  # no time to fit a better head
-        if top is not None:  # interrupted: the early head's views, pooled already (the top can be the backbone)
+        # the early head is the head when interrupted (no time to fit a better one), or when no training view came
+        # after it (see _choose_cut: fine-tuning gets the head's time)
+        early = self.early_head is not None and (self.budget.interrupted or len(acts.train) == 1)
+        if top is not None:  # the early head's views are pooled already (the top can be the backbone)
             pooled_val, top_rate = self._pool(acts.val)
             pooled_train, _ = self._pool(acts.train[:1] if early else acts.train)
         else:
             pooled_val, pooled_train, top_rate = acts.val, acts.train, None
-        if (self.voting or self.cfg.latency_ms is not None) and top_rate and not early:
+        if (self.voting or self.cfg.latency_ms is not None) and top_rate and not self.budget.interrupted:
             self.single_latency_ms = self._latency(self.extractor.full, 1)  # the ensemble's plan; the report
         head_time = min(self.head_s, self.budget.remaining() - self.reserve.s)
         outputs_s = EXPORT_GUESS_S + (sum(len(v) for v in acts.test) / top_rate if top_rate else 0.0)
@@ -637,6 +671,7 @@ class _Run:
                 self.notes.append("no time for both fine-tuning and the ensemble phase: fine-tuning gets it")
             else:
                 head_time = max(head_time, self.budget.remaining() - self.reserve.s - outputs_s)
+                early = early and self.budget.interrupted  # the time is the head's: it is fitted again
                 self.notes.append(f"fine-tuning cannot fit a useful epoch after the head: the head gets "
                                   f"{head_time:.0f}s")
         head_end = time.time() + head_time
@@ -650,9 +685,9 @@ class _Run:
         tta, val_accuracy = _flip_tta_on_val(head.model, pooled_val, acts.y_val)
         info = {"architecture": head.model.to_json(), "tta": bool(tta), "n_views": len(pooled_val) if tta else 1,
                 "top_rate": top_rate, "chosen_epoch": head.chosen_epoch, "epochs_run": head.epochs_run,
-                "history": head.history}
-        self.phase("head", t, self.head_s, epochs=head.epochs_run, chosen_epoch=head.chosen_epoch)
-        self.log(f"head: val accuracy {val_accuracy:.4f} "
+                "history": head.history, "early_head": bool(early), "val_accuracy": float(val_accuracy)}
+        self.phase("head", t, self.head_s, epochs=head.epochs_run, chosen_epoch=head.chosen_epoch, early_head=early)
+        self.log(f"head{' (the early head)' if early else ''}: val accuracy {val_accuracy:.4f} "
                  f"(epoch {head.chosen_epoch}/{head.epochs_run}), flip TTA {'on' if tta else 'off'}")
         self.state.write("head", info, weights=head.model)
         return head.model, info
