@@ -455,7 +455,7 @@ class _Run:
             notes.append(f"the budget allowed features of {n_train} of {len(train_idx)} training images")
         flip_cost = (len(test_idx) + len(val_idx) + n_train * self.train_mirror) / rate
         ft_epoch = n_train * ft_image_s
-        left_after_flips = budget.remaining() - final_s - head_s - flip_cost - EARLY_OUTPUT_S
+        left_after_flips = budget.remaining() - final_s - head_s * self.train_mirror - flip_cost - EARLY_OUTPUT_S
         want_flips = extractor.top is None or not cfg.finetune or left_after_flips > MIN_FT_EPOCHS * ft_epoch
         train = train[:n_train]
         views_val, views_test, views_train = [val], [test], [train]
