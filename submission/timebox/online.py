@@ -303,7 +303,6 @@ class _Run:
         self.pooled: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # id(activations) -> (them, pooled features)
         self.pool_rate: float | None = None  # the top's measured images per second when pooling
         self.early_head: HeadResult | None = None  # the early output's head: the head, if no other views come after it
-        self.train_mirror = True  # whether the training images' mirrored view is extracted (see _choose_cut)
 
     def phase(self, name: str, started: float, planned_s: float | None, **info) -> None:
         self.phases.append({"phase": name, "start_s": round(started - self.budget.start + self.spent, 2),
@@ -360,14 +359,14 @@ class _Run:
         best = self.state.read("best", load_arrays=False)
         self.best = best["info"] if best else {"val_accuracy": -1.0, "source": None}  # the early output is provisional
         self.last = dict(self.best)  # the last model scored
-        if best is None and head_info.get("early_head") and self.outputs.written_by == "the early head":
-            self.best = {"val_accuracy": head_info["val_accuracy"], "source": "the early head"}
-            self.state.write("best", self.best)
-            self.score("head", head_info["chosen_epoch"], head_info["epochs_run"])  # its checkpoint; the same output
-            log(f"{self.outputs.path} stands: the head is the early head")
-        elif best is None:
+        if best is None:
+            standing = head_info.get("early_head") and self.outputs.written_by == "the early head"
+            if standing:  # its output is the head's: scored for its checkpoint, not predicted again
+                self.best = {"val_accuracy": head_info["val_accuracy"], "source": "the early head"}
+                self.state.write("best", self.best)
             self.score("head", head_info["chosen_epoch"], head_info["epochs_run"])
-            log(f"wrote {self.outputs.path} (from the head, val accuracy {self.best['val_accuracy']:.4f})")
+            log(f"{self.outputs.path} stands: the head is the early head" if standing else
+                f"wrote {self.outputs.path} (from the head, val accuracy {self.best['val_accuracy']:.4f})")
         self._sync_with_checkpoints()
         exported = self.spent > 0 and (self.out / "model" / MODEL_FILE).exists()
         if not exported and not self.budget.expired(self.reserve.s + EXPORT_GUESS_S):
@@ -427,12 +426,14 @@ class _Run:
         bottom_share = 1 - self.spec.cuts.share(extractor.cut) if extractor.top is not None else 1.0
         self.full_image_s = 1 / (rate * bottom_share) if bottom_share > 0 and rate > 0 else None  # image cut: none
         ft_image_s = 0.0  # estimated seconds of a fine-tune step per image (no fine-tuning: unused)
+        train_mirror = True  # the training images' mirrored view is extracted (see _choose_cut)
         if extractor.top is not None and cfg.finetune and n_val == len(val_idx):
             if cfg.finetune_cut is None:
                 # seconds of one image through the whole backbone, and of a fine-tune step per image at the default cut
                 cuts = self.spec.cuts
                 ft_image_s = FT_COST_RATIO * (1 - cuts.share(cuts.default)) * self.full_image_s
-                plan = self._choose_cut(self.full_image_s, len(val_idx), len(test_idx), len(train_idx), notes)
+                plan, train_mirror = self._choose_cut(self.full_image_s, len(val_idx), len(test_idx), len(train_idx),
+                                                      notes)
                 if plan.cut != extractor.cut:
                     self.extractor = extractor = split_extractor(extractor, self.spec, plan.cut)
                     v0 = time.time()
@@ -453,9 +454,9 @@ class _Run:
                              f"--min-size (now {self.cfg.min_size})")
         if n_train < len(train_idx):
             notes.append(f"the budget allowed features of {n_train} of {len(train_idx)} training images")
-        flip_cost = (len(test_idx) + len(val_idx) + n_train * self.train_mirror) / rate
+        flip_cost = (len(test_idx) + len(val_idx) + n_train * train_mirror) / rate
         ft_epoch = n_train * ft_image_s
-        left_after_flips = budget.remaining() - final_s - head_s * self.train_mirror - flip_cost - EARLY_OUTPUT_S
+        left_after_flips = budget.remaining() - final_s - head_s * train_mirror - flip_cost - EARLY_OUTPUT_S
         want_flips = extractor.top is None or not cfg.finetune or left_after_flips > MIN_FT_EPOCHS * ft_epoch
         train = train[:n_train]
         views_val, views_test, views_train = [val], [test], [train]
@@ -467,7 +468,7 @@ class _Run:
             self._early_output(views_val, views_test, train, ds.labels[val_idx], ds.labels[train_idx[:n_train]],
                                test_ok, head_s + final_s)
             trained = "train skipped"
-            if self.train_mirror:
+            if train_mirror:
                 train_f, n_trf = acts(train_cache, train_idx[:n_train], head_s + final_s, flip=True)
                 if n_trf == n_train:
                     views_train = [train, train_f]
@@ -572,7 +573,8 @@ class _Run:
             self.pool_rate = sum(len(v) for v in todo) / max(time.time() - t, 1e-3)
         return [self.pooled[id(v)][1] for v in views], self.pool_rate
 
-    def _choose_cut(self, full_image_s: float, n_val: int, n_test: int, n_train: int, notes: list[str]) -> CutPlan:
+    def _choose_cut(self, full_image_s: float, n_val: int, n_test: int, n_train: int, notes: list[str]
+                    ) -> tuple[CutPlan, bool]:
         """The cut fine-tuning starts from, among ``Cuts.automatic()`` (see :mod:`timebox.train.depth`). The time
         it will get is what is left after extracting and pooling every image's two views, the head and the end
         reserve, less the ensemble phase's largest share (if there is one). Only if a deeper cut fits by an
@@ -581,7 +583,8 @@ class _Run:
         and two batches each): the default's, then deeper and deeper ones up to that estimate's, until one does
         not fit. If the chosen cut gets fewer than ``TRAIN_MIRROR_MIN_EPOCHS`` epochs, the cut is chosen again
         without the training images' mirrored view, and with the early output's head as the head (fitted on
-        the same view; see :meth:`_head`): their time goes to fine-tuning, and ``self.train_mirror`` is False."""
+        the same view; see :meth:`_head`): their time goes to fine-tuning. Returns the plan and whether the
+        training images' mirrored view is extracted."""
         cuts = self.spec.cuts
         free = min(psutil.virtual_memory().available, psutil.disk_usage(self.out).free)  # OUT/state keeps a copy
 
@@ -609,8 +612,8 @@ class _Run:
             return chosen
 
         chosen = deepest(mirror=True)
-        if chosen.epochs[chosen.cut] < TRAIN_MIRROR_MIN_EPOCHS:
-            self.train_mirror = False
+        mirror = chosen.epochs[chosen.cut] >= TRAIN_MIRROR_MIN_EPOCHS
+        if not mirror:
             without = deepest(mirror=False)
             notes.append(f"the training images' mirrored view skipped: with it fine-tuning would get ~"
                          f"{chosen.epochs[chosen.cut]:.1f} epochs from block {chosen.cut}, fewer than "
@@ -620,7 +623,7 @@ class _Run:
         estimates = ", ".join(f"{c}: {e:.1f}" for c, e in chosen.epochs.items())
         notes.append(f"{chosen.reason} (estimated epochs by cut: {estimates})")
         self.log(notes[-1])
-        return chosen
+        return chosen, mirror
 
     def _top_inference_s(self, cut: int) -> float:
         """Measured seconds per image of the backbone's part from block ``cut`` on (inference; the faster of two
