@@ -101,5 +101,12 @@ if __name__ == "__main__":
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--cache", default="/tmp/train_mirror_{cut}.npz", help="activations file per cut")
     args = p.parse_args()
-    main([(int(c), float(s), int(v)) for c, s, v in (x.split(":") for x in args.configs.split(","))],
-         [int(s) for s in args.seeds.split(",")], args.cache)
+    try:
+        configs = [(int(c), float(s), int(v)) for c, s, v in (x.split(":") for x in args.configs.split(","))]
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        p.error(f"configs {args.configs!r} / seeds {args.seeds!r}: write CUT:SECONDS:VIEWS,... (e.g. 12:43:2,12:58:1) "
+                "and SEED,... (e.g. 0,1,2)")
+    if any(v not in (1, 2) for _, _, v in configs):
+        p.error(f"configs {args.configs!r}: VIEWS is 1 (the original) or 2 (and the mirrored view)")
+    main(configs, seeds, args.cache)
