@@ -1,6 +1,6 @@
 """Time to accuracy: the contestants' baseline against timebox, same data, backbone and weights.
 
-    .venv/bin/python bench/time_to_accuracy.py [--dataset trashnet] [--budgets 2m,4m,8m]
+    .venv/bin/python bench/time_to_accuracy.py [--dataset trashnet] [--budgets 2m,4m,8m] [--seeds 0,1,2]
 
 The baseline re-creates the contest starter scripts: the frozen backbone (EfficientNet-Lite0,
 ImageNet weights, 224 px) runs on every image in every epoch, then Flatten + Dense 256 + Dense
@@ -8,12 +8,15 @@ ImageNet weights, 224 px) runs on every image in every epoch, then Flatten + Den
 kept (ModelCheckpoint). It trains once for the largest budget; its accuracy at a budget is the
 test accuracy of its best-val epoch among those finished by then. It is treated generously: it
 gets the decoded images for free and its clock leaves out the test evaluations added here to
-trace it. Same train/val split as timebox (stratified 85/15, seed 0).
+trace it. Same train/val split as timebox (stratified 85/15, by the seed).
 
-timebox runs `./run.sh online` at each budget (warm decode cache, as the baseline gets); the
-bench copies OUT/predictions.csv every time it changes, so its test accuracy over time is known.
+timebox runs `./run.sh online --seed S` at each budget (warm decode cache, as the baseline gets);
+the bench copies OUT/predictions.csv every time it changes, so its test accuracy over time is known.
 
 Prints both accuracies per budget and the time each needs to reach the baseline's best accuracy.
+With several seeds (each: the baseline's split, initialisation and shuffling, and timebox's split
+and shuffling), every seed is one baseline run and one timebox run per budget, and the gains are
+also given between the medians over seeds: single runs spread over about 2 test points.
 """
 
 from __future__ import annotations
@@ -45,13 +48,14 @@ DATA = ROOT.parent / "shared" / "datasets"
 SPLITS = {"trashnet": ("train_data", "test_data"), "flowers5": ("train", "test")}
 
 
-def baseline(train_dir: Path, test_dir: Path, labels_csv: Path, cache_dir: Path, limit_s: float) -> list[dict]:
+def baseline(train_dir: Path, test_dir: Path, labels_csv: Path, cache_dir: Path, limit_s: float,
+             seed: int = 0) -> list[dict]:
     """Train the baseline for up to ``limit_s`` of its own clock; one record per epoch."""
     ds = read_dataset(train_dir)
     test_files = list_images(test_dir)
     train_cache, test_cache = build_cache(ds.files, 224, cache_dir), build_cache(test_files, 224, cache_dir)
     good = np.array([i for i, e in enumerate(train_cache.errors) if e is None])
-    tr, va = stratified_split(ds.labels[good], 0.15, 0)
+    tr, va = stratified_split(ds.labels[good], 0.15, seed)
     tr_idx, va_idx = np.sort(good[tr]), np.sort(good[va])
     x_tr, y_tr = np.asarray(train_cache.images[tr_idx]), ds.labels[tr_idx]
     x_va, y_va = np.asarray(train_cache.images[va_idx]), ds.labels[va_idx]
@@ -61,7 +65,7 @@ def baseline(train_dir: Path, test_dir: Path, labels_csv: Path, cache_dir: Path,
     y_te = np.array([ds.class_ids.index(int(truth[n])) for n in names])
     x_te = np.asarray(test_cache.images)
 
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seed)
     full = build_extractor(get_backbone("efficientnet-lite0"), 224, "imagenet").full
     backbone = next(layer for layer in full.layers if isinstance(layer, keras.Model))
     fmap = keras.Model(backbone.input, backbone.get_layer("head_relu").output)  # include_top=False, no pooling
@@ -103,13 +107,14 @@ def baseline_at(records: list[dict], budget_s: float) -> dict | None:
     return max(done, key=lambda r: r["val_accuracy"]) if done else None
 
 
-def timebox(train_dir: Path, test_dir: Path, labels_csv: Path, cache_dir: Path, budget_s: float) -> list[dict]:
+def timebox(train_dir: Path, test_dir: Path, labels_csv: Path, cache_dir: Path, budget_s: float,
+            seed: int = 0) -> list[dict]:
     """Run `online` once; the test accuracy of every version of predictions.csv, by time since start."""
     work = Path(tempfile.mkdtemp())
     out, snaps = work / "OUT", work / "snapshots"
     snaps.mkdir()
     cmd = [str(ROOT / "run.sh"), "online", "--budget", f"{budget_s:.0f}s", "--train-dir", str(train_dir),
-           "--test-dir", str(test_dir), "--out", str(out), "--cache-dir", str(cache_dir)]
+           "--test-dir", str(test_dir), "--out", str(out), "--cache-dir", str(cache_dir), "--seed", str(seed)]
     env = {k: v for k, v in os.environ.items() if k != "TIMEBOX_START"}
     versions: list[tuple[float, Path]] = []
     stop = threading.Event()
@@ -139,30 +144,36 @@ def timebox(train_dir: Path, test_dir: Path, labels_csv: Path, cache_dir: Path, 
             for t, p in versions]
 
 
-def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--dataset", default="trashnet", choices=sorted(SPLITS))
-    p.add_argument("--budgets", default="2m,4m,8m")
-    args = p.parse_args()
-    train_dir, test_dir = (DATA / args.dataset / d for d in SPLITS[args.dataset])
-    labels_csv = DATA / args.dataset / "test_labels.csv"
-    budgets = [(b, parse_duration(b)) for b in args.budgets.split(",")]
-    cache_dir = Path(tempfile.mkdtemp())
-    print(f"time to accuracy on {args.dataset}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}")
-    print("baseline (frozen backbone every epoch, Flatten+Dense256/128, Adam, ReduceLROnPlateau+EarlyStopping):")
-    records = baseline(train_dir, test_dir, labels_csv, cache_dir, max(b for _, b in budgets))
+def seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seeds are comma-separated integers, e.g. 0,1,2 (got {text!r})") from None
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"seeds must differ (got {text!r})")
+    return seeds
+
+
+def one_seed(seed: int, data: tuple[Path, Path, Path], cache_dir: Path, budgets: list[tuple[str, float]]) -> dict:
+    """The baseline and a timebox run per budget with ``seed``; prints and returns each budget's accuracies."""
+    train_dir, test_dir, labels_csv = data
+    print(f"seed {seed}: baseline (frozen backbone every epoch, Flatten+Dense256/128, Adam, "
+          "ReduceLROnPlateau+EarlyStopping):", flush=True)
+    records = baseline(train_dir, test_dir, labels_csv, cache_dir, max(b for _, b in budgets), seed)
     runs = {}
     for name, budget_s in budgets:
-        runs[name] = timebox(train_dir, test_dir, labels_csv, cache_dir, budget_s)
+        runs[name] = timebox(train_dir, test_dir, labels_csv, cache_dir, budget_s, seed)
         trace = ", ".join(f"{v['time_s']:.0f}s:{100 * v['test_accuracy']:.1f}%" for v in runs[name])
         print(f"  timebox {name}: predictions over time {trace}", flush=True)
 
-    print(f"{'budget':>7} {'baseline':>9} {'timebox':>8} {'gain':>7}")
+    result = {}
+    print(f"{'seed':>5} {'budget':>7} {'baseline':>9} {'timebox':>8} {'gain':>7}")
     for name, budget_s in budgets:
         kept = baseline_at(records, budget_s)
         base = kept["test_accuracy"] if kept else float("nan")
         tb = runs[name][-1]["test_accuracy"] if runs[name] else float("nan")
-        print(f"{name:>7} {100 * base:8.2f}% {100 * tb:7.2f}% {100 * (tb - base):+6.2f}")
+        result[name] = (base, tb)
+        print(f"{seed:>5} {name:>7} {100 * base:8.2f}% {100 * tb:7.2f}% {100 * (tb - base):+6.2f}")
     name, budget_s = budgets[-1]
     kept = baseline_at(records, budget_s)
     if kept:
@@ -176,6 +187,29 @@ def main() -> None:
             else:
                 print(f"timebox ({run_name} run) reached it after {reached:.0f}s from its command's start: "
                       f"{reached / kept['clock_s']:.2f} of the baseline's time")
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--dataset", default="trashnet", choices=sorted(SPLITS))
+    p.add_argument("--budgets", default="2m,4m,8m")
+    p.add_argument("--seeds", type=seed_list, default=[0], help="comma-separated, e.g. 0,1,2 (default: 0)")
+    args = p.parse_args()
+    train_dir, test_dir = (DATA / args.dataset / d for d in SPLITS[args.dataset])
+    data = (train_dir, test_dir, DATA / args.dataset / "test_labels.csv")
+    budgets = [(b, parse_duration(b)) for b in args.budgets.split(",")]
+    cache_dir = Path(tempfile.mkdtemp())
+    print(f"time to accuracy on {args.dataset}, {os.cpu_count()} CPUs, {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}")
+    results = [one_seed(seed, data, cache_dir, budgets) for seed in args.seeds]
+    if len(results) > 1:
+        print(f"medians over seeds {','.join(map(str, args.seeds))}:")
+        print(f"{'budget':>7} {'baseline':>9} {'timebox':>8} {'gain':>7}  gains by seed")
+        for name, _ in budgets:
+            base = float(np.median([r[name][0] for r in results]))
+            tb = float(np.median([r[name][1] for r in results]))
+            gains = " ".join(f"{100 * (r[name][1] - r[name][0]):+.2f}" for r in results)
+            print(f"{name:>7} {100 * base:8.2f}% {100 * tb:7.2f}% {100 * (tb - base):+6.2f}  {gains}")
 
 
 if __name__ == "__main__":
