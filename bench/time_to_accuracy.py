@@ -155,7 +155,8 @@ def seed_list(text: str) -> list[int]:
 
 
 def one_seed(seed: int, data: tuple[Path, Path, Path], cache_dir: Path, budgets: list[tuple[str, float]]) -> dict:
-    """The baseline and a timebox run per budget with ``seed``; prints and returns each budget's accuracies."""
+    """The baseline and a timebox run per budget with ``seed``; prints, and returns per budget, the baseline's and
+    timebox's test accuracies and the share of the baseline's time timebox took to reach its best (None: never)."""
     train_dir, test_dir, labels_csv = data
     print(f"seed {seed}: baseline (frozen backbone every epoch, Flatten+Dense256/128, Adam, "
           "ReduceLROnPlateau+EarlyStopping):", flush=True)
@@ -172,7 +173,7 @@ def one_seed(seed: int, data: tuple[Path, Path, Path], cache_dir: Path, budgets:
         kept = baseline_at(records, budget_s)
         base = kept["test_accuracy"] if kept else float("nan")
         tb = runs[name][-1]["test_accuracy"] if runs[name] else float("nan")
-        result[name] = (base, tb)
+        result[name] = [base, tb, None]
         print(f"{seed:>5} {name:>7} {100 * base:8.2f}% {100 * tb:7.2f}% {100 * (tb - base):+6.2f}")
     name, budget_s = budgets[-1]
     kept = baseline_at(records, budget_s)
@@ -185,6 +186,7 @@ def one_seed(seed: int, data: tuple[Path, Path, Path], cache_dir: Path, budgets:
             if reached is None:
                 print(f"timebox ({run_name} run) never reached it")
             else:
+                result[run_name][2] = reached / kept["clock_s"]
                 print(f"timebox ({run_name} run) reached it after {reached:.0f}s from its command's start: "
                       f"{reached / kept['clock_s']:.2f} of the baseline's time")
     return result
@@ -210,6 +212,10 @@ def main() -> None:
             tb = float(np.median([r[name][1] for r in results]))
             gains = " ".join(f"{100 * (r[name][1] - r[name][0]):+.2f}" for r in results)
             print(f"{name:>7} {100 * base:8.2f}% {100 * tb:7.2f}% {100 * (tb - base):+6.2f}  {gains}")
+        print("share of the baseline's time timebox took to reach the baseline's best (never: inf):")
+        for name, _ in budgets:
+            shares = [r[name][2] if r[name][2] is not None else float("inf") for r in results]
+            print(f"{name:>7} median {np.median(shares):.2f}  by seed " + " ".join(f"{x:.2f}" for x in shares))
 
 
 if __name__ == "__main__":
