@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from timebox.cli import main
@@ -52,9 +53,18 @@ def run(tmp_path_factory):
         fine_tune_lrs.append(lr)
         return real_fine_tune(*args, lr=lr, **kwargs)
 
-    real_fine_tune = online.fine_tune
+    head_scores = []
+
+    def score(self, phase, epoch, step, known=None):  # the head's: what it was scored with, to check after the run
+        if phase == "head":
+            head_scores.append({"probs": known, "model": self.scored, "weights": self.scored.get_weights(),
+                                "val": list(self.acts.val), "test": list(self.acts.test[: self.n_views])})
+        return real_score(self, phase, epoch, step, known)
+
+    real_fine_tune, real_score = online.fine_tune, online._Run.score
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(online, "fine_tune", fine_tune)
+        mp.setattr(online._Run, "score", score)
         mp.delenv("TIMEBOX_START", raising=False)  # `./run.sh test` exports it: count from now instead
         mp.setattr(online, "DEEP_MIN_EPOCHS", 1e-3)  # any time left: the deep path, on any machine
         mp.setattr(online, "IMAGE_MIN_EPOCHS", 1e-3)  # ... as deep as the whole backbone, if any of an epoch fits
@@ -63,7 +73,7 @@ def run(tmp_path_factory):
         result = run_online(cfg)
         outer_wall = time.time() - start
     return {"root": root, "out": out, "cfg": cfg, "result": result, "outer_wall": outer_wall,
-            "fine_tune_lrs": fine_tune_lrs}
+            "fine_tune_lrs": fine_tune_lrs, "head_scores": head_scores}
 
 
 def _rows(path):
@@ -173,6 +183,21 @@ def test_first_predictions_come_before_the_training_images_mirrored_view(run):
     assert names.index("early output") < names.index("head")
     tta = phases[names.index("early output")]["tta"]  # on unless val says averaging is clearly worse
     assert f"flip TTA {'on' if tta else 'off'})" in log[early:log.index("\n", early)]
+
+
+def test_the_head_is_scored_from_its_pooled_features_as_the_top_and_head_would(run):
+    """Scoring the head (its checkpoint's val accuracy; its output when it is the best yet) takes no second pass
+    through the top: its val probabilities, and its test ones when the early output pooled the test views, come
+    from the pooled features it was fitted on, and they are what the top and the head give."""
+    (head,) = run["head_scores"]
+    assert head["probs"] is not None
+    val_probs, test_probs = head["probs"]
+    head["model"].set_weights(head["weights"])
+    assert len(val_probs) == len(head["val"]) == 2  # original and mirrored view
+    for probs, view in zip(val_probs, head["val"]):
+        np.testing.assert_allclose(probs, online._predict(head["model"], [view]), atol=1e-5)
+    if test_probs is not None:
+        np.testing.assert_allclose(test_probs, online._predict(head["model"], head["test"]), atol=1e-5)
 
 
 def test_without_the_training_images_mirrored_view_the_early_head_is_the_head(tmp_path, monkeypatch):

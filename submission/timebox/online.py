@@ -95,6 +95,7 @@ FT_SLACK_S = 0.5  # fine-tuning ran up to 0.11 s past its plan (a 2-minute trash
 MEMBER_LOAD_S = 0.5  # building a candidate's model and loading its checkpoint (~0.3 s for Lite0's top here)
 ACTIVATION_BATCH = 32  # cached activations through a top: ~2x the images per second of 256 (bench/infer_batch.py)
 EARLY_HEAD_S = 3.0  # the early output's head: fitted in this long, before the training images' mirrored view
+EARLY_SOURCE = "the early head"  # the early output's source, as the outputs, the log and the best record name it
 EARLY_OUTPUT_S = 5.0  # the early output in all: its head, tracing it, the test views through the top, the CSV
 CACHED_VIEWS = 2  # VIEWS[:2] (original, mirrored) are extracted with the training views; the zoomed ones later
 SECOND_SHARE = 0.10  # most of the budget the second backbone's head may cost (extraction and fitting): on trashnet
@@ -203,13 +204,13 @@ def use_flip_tta(single_accuracy: float, tta_accuracy: float, n_val: int) -> boo
     return tta_accuracy >= single_accuracy - noise_margin(single_accuracy, n_val)
 
 
-def _flip_tta_on_val(head: keras.Model, pooled_val: list[np.ndarray], y_val: np.ndarray) -> tuple[bool, float]:
-    """Whether ``head``'s predictions average the views of ``pooled_val`` (original first; :func:`use_flip_tta`),
-    and its val accuracy on the views it will use."""
-    single = accuracy(_predict(head, pooled_val[:1]), y_val)
-    if len(pooled_val) < 2:
+def _flip_tta_on_val(per_view: list[np.ndarray], y_val: np.ndarray) -> tuple[bool, float]:
+    """Whether a model's predictions average its val views' probabilities ``per_view`` (original first;
+    :func:`use_flip_tta`), and its val accuracy on the views it will use."""
+    single = accuracy(per_view[0], y_val)
+    if len(per_view) < 2:
         return False, single
-    both = accuracy(_predict(head, pooled_val), y_val)
+    both = accuracy(sum(per_view) / len(per_view), y_val)
     tta = use_flip_tta(single, both, len(y_val))
     return tta, both if tta else single
 
@@ -347,7 +348,7 @@ class _Run:
         self.acts = acts
         self.notes += acts.notes
 
-        head, head_info = self._head()
+        head, head_info, head_probs = self._head()
         self.n_views = head_info["n_views"]
         if self.extractor.top is not None:
             a = keras.Input(acts.val[0].shape[1:])
@@ -360,11 +361,11 @@ class _Run:
         self.best = best["info"] if best else {"val_accuracy": -1.0, "source": None}  # the early output is provisional
         self.last = dict(self.best)  # the last model scored
         if best is None:
-            standing = head_info.get("early_head") and self.outputs.written_by == "the early head"
+            standing = head_info.get("early_head") and self.outputs.written_by == EARLY_SOURCE
             if standing:  # its output is the head's: scored for its checkpoint, not predicted again
-                self.best = {"val_accuracy": head_info["val_accuracy"], "source": "the early head"}
+                self.best = {"val_accuracy": head_info["val_accuracy"], "source": EARLY_SOURCE}
                 self.state.write("best", self.best)
-            self.score("head", head_info["chosen_epoch"], head_info["epochs_run"])
+            self.score("head", head_info["chosen_epoch"], head_info["epochs_run"], head_probs)
             log(f"{self.outputs.path} stands: the head is the early head" if standing else
                 f"wrote {self.outputs.path} (from the head, val accuracy {self.best['val_accuracy']:.4f})")
         self._sync_with_checkpoints()
@@ -545,18 +546,17 @@ class _Run:
         the real head's predictions replace them, and it reuses the pooled features (without the training
         images' mirrored view, this head is the real one: see :meth:`_head`). Skipped if it would
         leave less than ``keep_s``; a SIGTERM does not skip or shorten it: no output exists yet, and this
-        is the quickest good one. The test views go through the top here and again for the real head's
-        output; ``EARLY_OUTPUT_S`` does not scale with the images (at deep cuts it takes longer)."""
+        is the quickest good one. ``EARLY_OUTPUT_S`` does not scale with the images (at deep cuts it takes
+        longer)."""
         if self.extractor.top is None or self.budget.remaining() <= keep_s + EARLY_OUTPUT_S:
             return
         t = time.time()
         (*pooled_val, pooled_train), _ = self._pool([*val, train])
         head = fit_head(pooled_train, y_train, pooled_val[0], y_val, self.num_classes, time_s=EARLY_HEAD_S,
                         expired=lambda: self.budget.remaining() <= keep_s, seed=self.cfg.seed)
-        tta, val_accuracy = _flip_tta_on_val(head.model, pooled_val, y_val)
-        views = test if tta else test[:1]
-        self.outputs.write(_predict(head.model, [_predict(self.extractor.top, [v]) for v in views]), usable,
-                           "the early head")
+        tta, val_accuracy = _flip_tta_on_val([_predict(head.model, [p]) for p in pooled_val], y_val)
+        pooled_test, _ = self._pool(test if tta else test[:1])  # kept: the real head predicts them too
+        self.outputs.write(_predict(head.model, pooled_test), usable, EARLY_SOURCE)
         self.early_head = head
         self.phase("early output", t, EARLY_OUTPUT_S, val_accuracy=round(val_accuracy, 4), tta=bool(tta))
         self.log(f"wrote {self.outputs.path} (from the early head, val accuracy {val_accuracy:.4f}, "
@@ -569,8 +569,8 @@ class _Run:
         t = time.time()
         for v in todo:
             self.pooled[id(v)] = (v, _predict(self.extractor.top, [v]))  # the array kept: its id stays unique
-        if todo:
-            self.pool_rate = sum(len(v) for v in todo) / max(time.time() - t, 1e-3)
+        if n := sum(len(v) for v in todo):  # no test files: an empty view says nothing of the speed
+            self.pool_rate = n / max(time.time() - t, 1e-3)
         return [self.pooled[id(v)][1] for v in views], self.pool_rate
 
     def _choose_cut(self, full_image_s: float, n_val: int, n_test: int, n_train: int, notes: list[str]
@@ -639,14 +639,17 @@ class _Run:
         return min(times) / len(batch)
 
     # 2. head on pooled features (or restored from the state of an earlier session)
-    def _head(self) -> tuple[keras.Model, dict]:
+    def _head(self) -> tuple[keras.Model, dict, tuple[list[np.ndarray], np.ndarray | None] | None]:
+        """The head on pooled features (fitted, the early head's, or a prior session's), its record, and its
+        probabilities (val per view, and test on the views it uses if their pooled features were kept; none
+        for a prior session's head): scoring it needs no pass through the top."""
         acts, top = self.acts, self.extractor.top
         record = self.state.read("head", load_arrays=False)
         if record is not None:
             info = record["info"]
             head = keras.models.model_from_json(info["architecture"])
             head.load_weights(record["weights"])
-            return head, info
+            return head, info, None
         t = time.time()
         # the early head is the head when interrupted (no time to fit a better one), or when no training view came
         # after it (see _choose_cut: fine-tuning gets the head's time)
@@ -684,16 +687,21 @@ class _Run:
             head = fit_head(np.concatenate(pooled_train), np.tile(acts.y_train, len(pooled_train)), pooled_val[0],
                             acts.y_val, self.num_classes, time_s=head_time,
                             expired=lambda: self.expired() or time.time() > head_end, seed=self.cfg.seed)
+        val_probs = [_predict(head.model, [p]) for p in pooled_val]
+        tta, val_accuracy = _flip_tta_on_val(val_probs, acts.y_val)
+        n_views = len(pooled_val) if tta else 1
+        pooled_test = [self.pooled.get(id(v)) for v in acts.test[:n_views]]  # from the early output, if any
+        test_probs = (_predict(head.model, [p for _, p in pooled_test])
+                      if top is not None and all(p is not None for p in pooled_test) else None)
         self.pooled.clear()
-        tta, val_accuracy = _flip_tta_on_val(head.model, pooled_val, acts.y_val)
-        info = {"architecture": head.model.to_json(), "tta": bool(tta), "n_views": len(pooled_val) if tta else 1,
+        info = {"architecture": head.model.to_json(), "tta": bool(tta), "n_views": n_views,
                 "top_rate": top_rate, "chosen_epoch": head.chosen_epoch, "epochs_run": head.epochs_run,
                 "history": head.history, "early_head": bool(early), "val_accuracy": float(val_accuracy)}
         self.phase("head", t, self.head_s, epochs=head.epochs_run, chosen_epoch=head.chosen_epoch, early_head=early)
         self.log(f"head{' (the early head)' if early else ''}: val accuracy {val_accuracy:.4f} "
                  f"(epoch {head.chosen_epoch}/{head.epochs_run}), flip TTA {'on' if tta else 'off'}")
         self.state.write("head", info, weights=head.model)
-        return head.model, info
+        return head.model, info, (val_probs, test_probs)
 
     # 2b. a second backbone: a head on its frozen features, an ensemble candidate unlike the fine-tune's checkpoints
     def _second_plan_s(self, n_images: int) -> float:
@@ -782,11 +790,13 @@ class _Run:
         epoch_s = len(self.acts.y_train) * self.acts.ft_image_s
         return time_s >= FT_SETUP_S + 0.25 * epoch_s
 
-    def score(self, phase: str, epoch: int, step: int) -> None:
-        """Checkpoint the scored model if it is in the top k; new predictions if it is the best yet."""
+    def score(self, phase: str, epoch: int, step: int,
+              known: tuple[list[np.ndarray], np.ndarray | None] | None = None) -> None:
+        """Checkpoint the scored model if it is in the top k; new predictions if it is the best yet. ``known``:
+        its val probabilities per view and its test ones (or None), when known (see :meth:`_head`)."""
         self.collect_garbage()
         acts = self.acts
-        per_view = [_predict(self.scored, [view]) for view in acts.val]  # every view: candidates of the ensemble
+        per_view = known[0] if known else [_predict(self.scored, [view]) for view in acts.val]  # every view: candidates
         probs = sum(per_view[: self.n_views]) / self.n_views
         acc, loss = accuracy(probs, acts.y_val), log_loss(probs, acts.y_val)
         path = self.checkpoints.consider(lambda p: self.scored.save_weights(str(p)), model=self.spec.name,
@@ -799,7 +809,7 @@ class _Run:
         self.candidates = {k: c for k, c in self.candidates.items()
                            if k == self.last["source"] or (c["path"] is not None and c["path"].name in kept)}
         if acc > self.best["val_accuracy"] and (self.best["source"] is None or not self.expired()):
-            self._write_predictions(acc, self.last["source"])
+            self._write_predictions(acc, self.last["source"], test_probs=known[1] if known else None)
 
     def _prefer_annealed_end(self) -> None:
         """Make the last epoch of a finished fine-tune schedule the output unless it is clearly worse
@@ -845,13 +855,15 @@ class _Run:
         runs: the last epoch's predictions did not fit)."""
         return self.budget.remaining() - self.reserve.s - self._ensemble_s() - self._end_test_s() - FT_SLACK_S
 
-    def _write_predictions(self, val_accuracy: float, source: str, final: bool = False, refit: bool = False) -> None:
-        """The scored model's test predictions become the output; ``refit``: it trained on the val images, and
-        ``val_accuracy`` is that of the output it replaces."""
+    def _write_predictions(self, val_accuracy: float, source: str, final: bool = False, refit: bool = False,
+                           test_probs: np.ndarray | None = None) -> None:
+        """The scored model's test predictions (``test_probs`` if known) become the output; ``refit``: it trained
+        on the val images, and ``val_accuracy`` is that of the output it replaces."""
         probs = np.zeros((len(self.test_files), self.num_classes), np.float32)
         n_test = len(self.acts.test[0])
         if n_test:
-            probs[:n_test] = _predict(self.scored, [v[:n_test] for v in self.acts.test[: self.n_views]])
+            probs[:n_test] = (test_probs if test_probs is not None else
+                              _predict(self.scored, [v[:n_test] for v in self.acts.test[: self.n_views]]))
         self.outputs.write(probs, self.acts.usable, source)
         self.best = {"val_accuracy": float(val_accuracy), "source": source, "final": final}
         if refit:
