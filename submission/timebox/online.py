@@ -691,8 +691,7 @@ class _Run:
         tta, val_accuracy = _flip_tta_on_val(val_probs, acts.y_val)
         n_views = len(pooled_val) if tta else 1
         pooled_test = [self.pooled.get(id(v)) for v in acts.test[:n_views]]  # from the early output, if any
-        test_probs = (_predict(head.model, [p for _, p in pooled_test])
-                      if top is not None and all(p is not None for p in pooled_test) else None)
+        test_probs = _predict(head.model, [p for _, p in pooled_test]) if None not in pooled_test else None
         self.pooled.clear()
         info = {"architecture": head.model.to_json(), "tta": bool(tta), "n_views": n_views,
                 "top_rate": top_rate, "chosen_epoch": head.chosen_epoch, "epochs_run": head.epochs_run,
