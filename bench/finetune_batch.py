@@ -13,18 +13,15 @@ import sys
 import time
 from pathlib import Path
 
-import keras
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "submission"))
 
-from timebox.data.rows import ConcatRows  # noqa: E402
 from timebox.metrics import accuracy  # noqa: E402
 from timebox.models.registry import build_extractor  # noqa: E402
-from timebox.train.finetune import fine_tune, freeze_batch_norm  # noqa: E402
-from timebox.train.head import fit_head  # noqa: E402
+from timebox.train.finetune import fine_tune  # noqa: E402
 
-from train_mirror import SPEC, _predict, activations  # noqa: E402
+from train_mirror import SPEC, _predict, activations, refit_data, refit_start  # noqa: E402
 
 
 def main(cut: int, seconds: float, configs: list[tuple[int, float]], seeds: list[int], cache: str) -> None:
@@ -35,15 +32,11 @@ def main(cut: int, seconds: float, configs: list[tuple[int, float]], seeds: list
     pretrained = top.get_weights()
     train, val, test = ([a[f"{p}0"], a[f"{p}1"]] for p in ("train", "val", "test"))
     pooled_train, pooled_val = _predict(top, train[:1]), _predict(top, val[:1])
-    views, labels = [ConcatRows([train[0], val[0]])], np.concatenate([a["y_train"], a["y_val"]])
+    views, labels = refit_data(a, 1)
     accs: dict[tuple[int, float], list[float]] = {c: [] for c in configs}
     for seed in seeds:
-        keras.utils.set_random_seed(seed)
-        head = fit_head(pooled_train, a["y_train"], pooled_val, a["y_val"], 6, time_s=6.0, seed=seed).model
+        head, model = refit_start(top, [pooled_train], pooled_val, a, seed)
         head_weights = head.get_weights()
-        x = keras.Input(train[0].shape[1:])
-        model = keras.Model(x, head(top(x)))
-        freeze_batch_norm(model)
         for batch, lr in configs:  # every configuration from the same head
             top.set_weights(pretrained)
             head.set_weights(head_weights)

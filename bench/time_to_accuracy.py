@@ -173,7 +173,7 @@ def one_seed(seed: int, data: tuple[Path, Path, Path], cache_dir: Path, budgets:
         kept = baseline_at(records, budget_s)
         base = kept["test_accuracy"] if kept else float("nan")
         tb = runs[name][-1]["test_accuracy"] if runs[name] else float("nan")
-        result[name] = [base, tb, None]
+        result[name] = {"baseline": base, "timebox": tb, "share": None}
         print(f"{seed:>5} {name:>7} {100 * base:8.2f}% {100 * tb:7.2f}% {100 * (tb - base):+6.2f}")
     name, budget_s = budgets[-1]
     kept = baseline_at(records, budget_s)
@@ -186,7 +186,7 @@ def one_seed(seed: int, data: tuple[Path, Path, Path], cache_dir: Path, budgets:
             if reached is None:
                 print(f"timebox ({run_name} run) never reached it")
             else:
-                result[run_name][2] = reached / kept["clock_s"]
+                result[run_name]["share"] = reached / kept["clock_s"]
                 print(f"timebox ({run_name} run) reached it after {reached:.0f}s from its command's start: "
                       f"{reached / kept['clock_s']:.2f} of the baseline's time")
     return result
@@ -208,13 +208,13 @@ def main() -> None:
         print(f"medians over seeds {','.join(map(str, args.seeds))}:")
         print(f"{'budget':>7} {'baseline':>9} {'timebox':>8} {'gain':>7}  gains by seed")
         for name, _ in budgets:
-            base = float(np.median([r[name][0] for r in results]))
-            tb = float(np.median([r[name][1] for r in results]))
-            gains = " ".join(f"{100 * (r[name][1] - r[name][0]):+.2f}" for r in results)
+            base = float(np.median([r[name]["baseline"] for r in results]))
+            tb = float(np.median([r[name]["timebox"] for r in results]))
+            gains = " ".join(f"{100 * (r[name]['timebox'] - r[name]['baseline']):+.2f}" for r in results)
             print(f"{name:>7} {100 * base:8.2f}% {100 * tb:7.2f}% {100 * (tb - base):+6.2f}  {gains}")
         print("share of the baseline's time timebox took to reach the baseline's best (never: inf):")
         for name, _ in budgets:
-            shares = [r[name][2] if r[name][2] is not None else float("inf") for r in results]
+            shares = [r[name]["share"] if r[name]["share"] is not None else float("inf") for r in results]
             print(f"{name:>7} median {np.median(shares):.2f}  by seed " + " ".join(f"{x:.2f}" for x in shares))
 
 

@@ -67,6 +67,25 @@ def activations(cut: int, cache_file: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
+def refit_start(top: keras.Model, pooled_train: list[np.ndarray], pooled_val: np.ndarray,
+                a: dict[str, np.ndarray], seed: int) -> tuple[keras.Model, keras.Model]:
+    """The head (6 s on the pooled training views, val for its epoch) and the model fine-tuned from it: top + head,
+    BatchNormalization frozen."""
+    keras.utils.set_random_seed(seed)
+    head = fit_head(np.concatenate(pooled_train), np.tile(a["y_train"], len(pooled_train)), pooled_val, a["y_val"],
+                    6, time_s=6.0, seed=seed).model
+    x = keras.Input(a["train0"].shape[1:])
+    model = keras.Model(x, head(top(x)))
+    freeze_batch_norm(model)
+    return head, model
+
+
+def refit_data(a: dict[str, np.ndarray], n_views: int) -> tuple[list[ConcatRows], np.ndarray]:
+    """The refit's training views (training and val images, original then mirrored) and labels."""
+    views = [ConcatRows([a[f"train{v}"], a[f"val{v}"]]) for v in range(n_views)]
+    return views, np.concatenate([a["y_train"], a["y_val"]])
+
+
 def main(configs: list[tuple[int, float, int]], seeds: list[int], cache: str) -> None:
     print(f"train_mirror, {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}", flush=True)
     for cut, seconds, n_views in configs:
@@ -77,18 +96,13 @@ def main(configs: list[tuple[int, float, int]], seeds: list[int], cache: str) ->
         pooled_train = [_predict(top, [v]) for v in train[:n_views]]
         pooled_val = _predict(top, val[:1])
         accs = []
+        views, labels = refit_data(a, n_views)
         for seed in seeds:
             top.set_weights(pretrained)
-            keras.utils.set_random_seed(seed)
-            head = fit_head(np.concatenate(pooled_train), np.tile(a["y_train"], n_views), pooled_val, a["y_val"],
-                            6, time_s=6.0, seed=seed).model
-            x = keras.Input(train[0].shape[1:])
-            model = keras.Model(x, head(top(x)))
-            freeze_batch_norm(model)
-            views = [ConcatRows([t, v]) for t, v in zip(train[:n_views], val[:n_views])]
+            _, model = refit_start(top, pooled_train, pooled_val, a, seed)
             t = time.time()
-            result = fine_tune(model, views, np.concatenate([a["y_train"], a["y_val"]]), 6, seconds, 0.0,
-                               expired=lambda: False, on_epoch=lambda epoch, step: None, seed=seed)
+            result = fine_tune(model, views, labels, 6, seconds, 0.0, expired=lambda: False,
+                               on_epoch=lambda epoch, step: None, seed=seed)
             accs.append(accuracy(_predict(model, test), a["y_test"]))
             print(f"cut {cut} {seconds:.0f}s, {n_views} view(s), seed {seed}: {result.epochs_run} epochs "
                   f"({time.time() - t:.0f}s), test {100 * accs[-1]:.2f}%", flush=True)
