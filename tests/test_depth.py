@@ -34,6 +34,16 @@ def test_the_default_cut_when_no_deeper_one_fits_the_epochs():
     assert "no deeper cut fits" in plan.reason
 
 
+def test_images_run_once_through_the_part_after_the_cut_take_their_time_from_its_epochs():
+    """Pooling every view for the head and predicting the test images cost more at a deeper cut: what they leave
+    decides, so a cut that fits its epochs alone can fall short with them."""
+    time_s = 10 * _epoch_s(0.008)
+    plan = choose_cut(COSTS, time_s=time_s, **KW, n_once=500)
+    assert plan.cut == 8
+    assert plan.epochs[5] == pytest.approx((time_s - 0.008 * 500) / _epoch_s(0.008))
+    assert plan.epochs[12] == pytest.approx((time_s - 0.002 * 500) / _epoch_s(0.002))
+
+
 def test_a_cut_whose_activations_do_not_fit_in_memory_is_passed_over():
     plan = choose_cut(COSTS, time_s=1e9, **{**KW, "free_bytes": 2 * 3000 * 300})  # 200-byte images fit, 400 not
     assert plan.cut == 8

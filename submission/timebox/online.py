@@ -72,9 +72,8 @@ from .watchdog import Watchdog
 EXPORT_GUESS_S = 5.0  # the final export's cost until the export after the head measures it (~3 s for Lite0)
 REPORT_S = 2.0  # writing the report and timeline.png
 FT_COST_RATIO = 0.6  # first guess of a fine-tune step's cost per image relative to the bottom's (default cut)
-DEEP_MIN_EPOCHS = 5.5  # fine-tuning starts from a deeper cut only if this many of its epochs fit, as estimated
-# (at 2 minutes ~20% above those that ran): in 62 s on trashnet, 5 epochs from block 8 beat 9-10 from blocks 11-12,
-# 3.7 from block 3 did not (bench/RESULTS.md)
+DEEP_MIN_EPOCHS = 4.5  # fine-tuning starts from a deeper cut only if this many of its epochs fit, as estimated:
+# in 62 s on trashnet, 5 epochs from block 8 beat 9-10 from blocks 11-12, 3.7 from block 3 did not (bench/RESULTS.md)
 IMAGE_MIN_EPOCHS = 20  # ... the whole backbone on random crops: they paid off at 20 epochs, not at 8 (bench/RESULTS.md)
 MIN_FT_EPOCHS = 4  # mirrored views are extracted only if this many fine-tune epochs still fit
 TRAIN_MIRROR_MIN_EPOCHS = 10  # ... the training images' only if fine-tuning gets this many (estimated) with it:
@@ -576,8 +575,9 @@ class _Run:
     def _choose_cut(self, full_image_s: float, n_val: int, n_test: int, n_train: int, notes: list[str]
                     ) -> tuple[CutPlan, bool]:
         """The cut fine-tuning starts from, among ``Cuts.automatic()`` (see :mod:`timebox.train.depth`). The time
-        it will get is what is left after extracting and pooling every image's two views, the head and the end
-        reserve, less the ensemble phase's largest share (if there is one). Only if a deeper cut fits by an
+        it will get is what is left after extracting and pooling every image's two views, the head, the first
+        export, the fine-tune's setup, the output's test predictions and the end reserve (as the head's plan counts
+        them), less the ensemble phase's largest share (if there is one). Only if a deeper cut fits by an
         optimistic estimate (a quarter of its share of the backbone's multiply-adds times ``full_image_s``; on
         trashnet at 224 px the default top's inference took about 0.4 of that share) are the tops timed (a trace
         and two batches each): the default's, then deeper and deeper ones up to that estimate's, until one does
@@ -591,11 +591,11 @@ class _Run:
         def plan(top_s: dict[int, float], mirror: bool) -> CutPlan:  # the time left is read anew: timing takes some
             images = 2 * (n_val + n_test) + (1 + mirror) * n_train
             before_s = ((images - n_val) * full_image_s + EARLY_OUTPUT_S + self.head_s * mirror + self.reserve.s
-                        + self._second_plan_s(n_val + n_test + n_train))
+                        + self._second_plan_s(n_val + n_test + n_train) + EXPORT_GUESS_S + FT_SETUP_S)
             time_s = (self.budget.remaining() - before_s) * (1 - ENSEMBLE_MAX_SHARE * self.voting)
             costs = [CutCost(c, s, 2 * int(np.prod(cuts.shape(self.size, c)))) for c, s in top_s.items()]
             return choose_cut(costs, time_s, n_train, 2 * n_val + n_test, images, free, DEEP_MIN_EPOCHS,
-                              image_cut=cuts.image, image_min_epochs=IMAGE_MIN_EPOCHS)
+                              image_cut=cuts.image, image_min_epochs=IMAGE_MIN_EPOCHS, n_once=images + 2 * n_test)
 
         auto = cuts.automatic()
         measured: dict[int, float] = {}

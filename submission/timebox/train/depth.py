@@ -43,11 +43,13 @@ TRAIN_PER_INFER = 3.0  # a training step per image over inference per image, of 
 
 def choose_cut(costs: list[CutCost], time_s: float, n_train: int, n_scored: int, images: int, free_bytes: float,
                min_epochs: float, train_per_infer: float = TRAIN_PER_INFER, image_cut: int | None = None,
-               image_min_epochs: float | None = None) -> CutPlan:
+               image_min_epochs: float | None = None, n_once: int = 0) -> CutPlan:
     """The deepest of ``costs`` (the default cut first, then deeper ones) whose estimated epochs in
     ``time_s`` reach ``min_epochs`` and whose cached activations of ``images`` images fit in
     ``MEMORY_SHARE`` of ``free_bytes``; the default cut when none does.
 
+    ``n_once`` images go through the part after the cut once, outside the epochs (pooled for the head,
+    the output's test predictions): the deeper the cut, the more of ``time_s`` they take.
     An epoch trains ``n_train`` images (``train_per_infer`` times the inference cost each) and
     scores ``n_scored`` (val and test views), all with the part after the cut. ``image_cut`` is the cut
     whose activations are the images (the whole backbone trained on random crops): it needs
@@ -58,7 +60,8 @@ def choose_cut(costs: list[CutCost], time_s: float, n_train: int, n_scored: int,
     5
     """
     default = costs[0]
-    epochs = {c.cut: max(time_s, 0.0) / max(c.top_s * (n_train * train_per_infer + n_scored), 1e-9) for c in costs}
+    epochs = {c.cut: max(time_s - c.top_s * n_once, 0.0) / max(c.top_s * (n_train * train_per_infer + n_scored), 1e-9)
+              for c in costs}
     wanted = {c.cut: image_min_epochs if c.cut == image_cut and image_min_epochs is not None else min_epochs
               for c in costs}
     fits = [c for c in costs[1:]
