@@ -5,6 +5,7 @@ cut short by the deadline leaves the best checkpoint as it is."""
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from timebox.online import FT_SETUP_S, IMAGE_MIN_EPOCHS, ROUND_MIN_EPOCHS, _Run
 from timebox.recovery import RunState
@@ -36,11 +37,13 @@ def _run(tmp_path, ends, stopped=(), cut=3, refit=False):
         cuts=SimpleNamespace(image=0))
     run.state, run.scored = RunState(tmp_path), _Weights(0.0)
     run._fine_tune_time = lambda: 1000.0
-    run.started_from, run.scores, run.preferred = [], [], []
+    run.started_from, run.scores, run.preferred, run.shares = [], [], [], []
     run.last = {"val_accuracy": 0.9, "source": "finetune epoch 8"}
+    run.save_s = 0.0
 
     def fine_tune_round(r, rounds, time_s, eval_s, refit=False):
         run.refits.append(refit)
+        run.shares.append(time_s)
         run.started_from.append(run.scored.get_weights()[0][0])
         run.scored.set_weights([np.full(3, ends[r])])
         result = {"epochs_run": 8, "steps_planned": 400}
@@ -81,6 +84,21 @@ def test_rounds_start_from_the_same_weights_and_their_ends_are_averaged(tmp_path
     assert info["rounds"] == 2 and len(info["round_results"]) == 2
     saved = run.state.read("finetune_average", load_arrays=False)  # a resumed run loads it instead of averaging again
     assert saved["info"]["last"]["source"] == "finetune average epoch 16"
+
+
+@pytest.mark.parametrize("rounds", [1, 2])
+def test_each_rounds_time_leaves_room_for_the_weights_saved_after_it(tmp_path, monkeypatch, rounds):
+    """Each round ends by saving its weights, and two rounds' average is saved too: at the measured cost of a save,
+    out of the rounds' time (a refit's end missed its output by about a second without)."""
+    run = _run(tmp_path, ends=[1.0, 3.0], refit=True)
+    run.save_s = 4.0
+    monkeypatch.setattr(_Run, "_rounds", lambda self, time_s, eval_s: rounds)
+    run._fine_tune({"top_rate": 100.0})
+    eval_s = (2 * 100 + 0.5 * 2 * 200) / 100.0  # both val views, half of both test views, at 100 images/s
+    if rounds == 1:
+        assert run.shares == [pytest.approx(1000.0 - eval_s - 4.0)]
+    else:  # the time left is read anew before each round: here it stays 1000 s
+        assert run.shares == [pytest.approx((1000.0 - eval_s - 3 * 4.0) / 2), pytest.approx(1000.0 - eval_s - 2 * 4.0)]
 
 
 def test_a_second_round_cut_by_the_deadline_is_not_averaged(tmp_path, monkeypatch):

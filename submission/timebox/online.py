@@ -303,6 +303,7 @@ class _Run:
         self.pooled: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # id(activations) -> (them, pooled features)
         self.pool_rate: float | None = None  # the top's measured images per second when pooling
         self.early_head: HeadResult | None = None  # the early output's head: the head, if no other views come after it
+        self.save_s = 0.0  # the longest measured save of the scored model's weights: a round's end writes them
 
     def phase(self, name: str, started: float, planned_s: float | None, **info) -> None:
         self.phases.append({"phase": name, "start_s": round(started - self.budget.start + self.spent, 2),
@@ -798,8 +799,11 @@ class _Run:
         per_view = known[0] if known else [_predict(self.scored, [view]) for view in acts.val]  # every view: candidates
         probs = sum(per_view[: self.n_views]) / self.n_views
         acc, loss = accuracy(probs, acts.y_val), log_loss(probs, acts.y_val)
+        t = time.time()
         path = self.checkpoints.consider(lambda p: self.scored.save_weights(str(p)), model=self.spec.name,
                                          phase=phase, epoch=epoch, step=step, val_accuracy=acc, val_loss=loss)
+        if path is not None:
+            self.save_s = max(self.save_s, time.time() - t)
         self.last = {"val_accuracy": float(acc), "source": f"{phase} epoch {epoch}"}
         self.scores.append({"time": time.time(), "phase": phase, "epoch": epoch, "val_accuracy": float(acc)})
         self.candidates[self.last["source"]] = {"val": per_view, "path": path, "val_accuracy": float(acc),
@@ -925,8 +929,11 @@ class _Run:
         for r in range(rounds):
             if r:
                 self.scored.set_weights(start)
-            # the end is scored (the average; a refit's check on the val images) after the last round
-            share = (self._fine_tune_time() - (eval_s if rounds > 1 or refit else 0.0)) / (rounds - r)
+            # the end is scored (the average; a refit's check on the val images) after the last round; each round
+            # ends by saving its weights (the recovery state), and so does the average
+            saves = rounds - r + (rounds > 1)
+            share = (self._fine_tune_time() - (eval_s if rounds > 1 or refit else 0.0) - saves * self.save_s
+                     ) / (rounds - r)
             outcome = self._fine_tune_round(r, rounds, share, eval_s, refit=refit and r == rounds - 1)
             if outcome is None:
                 break
@@ -1061,7 +1068,7 @@ class _Run:
                        batch_size=self.cfg.batch_size, lr=self.cfg.finetune_lr, resume=resume, on_state=on_state,
                        augment=random_resized_crop if on_images else None)
         result = asdict(ft)
-        self.phase(phase, t, time_s, **result, refit=refit)
+        self.phase(phase, t, time_s, **result, refit=refit, save_s=round(self.save_s, 2))
         if ft.epochs_planned == 0:
             self.notes.append("fine-tuning skipped: not one epoch fits in the time left")
         if ft.stopped_by_deadline:
