@@ -170,19 +170,22 @@ def test_fine_tuning_peaks_at_the_configured_learning_rate(run):
     assert run["fine_tune_lrs"] and set(run["fine_tune_lrs"]) == {FINETUNE_LR}  # every round
 
 
-def test_first_predictions_come_before_the_training_images_mirrored_view(run):
-    """The training images' mirrored view takes about as long again as their original one, so a head fitted in
-    seconds on the original view writes predictions.csv before it, averaging the val and test images' mirrored
-    views (extracted first) into its predictions unless val says no; the real head comes after."""
+def test_first_predictions_come_before_any_mirrored_view(run):
+    """A head fitted in seconds on the original view writes predictions.csv as soon as every image's original view
+    is extracted: before the mirrored views, which take about as long again. Once the val and test images'
+    mirrored views are extracted, its predictions average the test images' two views unless val says no; the real
+    head comes after."""
     log = (run["out"] / "report" / "log.txt").read_text()
     assert "mirrored views: " in log, "this run extracted the mirrored views"
     early = log.index("(from the early head, val accuracy")
+    assert log[early:log.index("\n", early)].endswith(", original view)")
     assert early < log.index("mirrored views: ") < log.index("(from the head, val accuracy")
     phases = json.loads((run["out"] / "report" / "timeline.json").read_text())["phases"]
     names = [p["phase"] for p in phases]
-    assert names.index("early output") < names.index("head")
-    tta = phases[names.index("early output")]["tta"]  # on unless val says averaging is clearly worse
-    assert f"flip TTA {'on' if tta else 'off'})" in log[early:log.index("\n", early)]
+    assert names.index("early output") < names.index("early flip TTA") < names.index("head")
+    flip = phases[names.index("early flip TTA")]
+    rewritten = "(from the early head, val accuracy " + f"{flip['val_accuracy']:.4f}, flip TTA on)"
+    assert (rewritten in log) == flip["tta"]  # on unless val says averaging is clearly worse
 
 
 def test_the_head_is_scored_from_its_pooled_features_as_the_top_and_head_would(run):

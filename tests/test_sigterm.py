@@ -152,30 +152,37 @@ def test_sigterm_after_a_head_is_fitted_keeps_that_heads_predictions(tmp_path, m
     assert score(out / "predictions.csv", root / "test_labels.csv").accuracy >= 0.5
 
 
-def test_sigterm_during_the_mirrored_views_still_fits_the_early_head(tmp_path, monkeypatch):
-    """SIGTERM once the test images' mirrored view is extracted, before the val images' and the early head: no
-    output exists yet, so the early head is still fitted (its 3 s, not cut short) on the original view and is
-    the output; no other head is fitted, and the run ends interrupted with complete predictions."""
+def test_sigterm_once_the_original_views_are_extracted_still_fits_the_early_head(tmp_path, monkeypatch):
+    """SIGTERM as the early output starts (every image's original view extracted, nothing pooled yet): no output
+    exists yet, so the early head is still fitted (its 3 s, not cut short) and is the output; no mirrored view is
+    extracted, no other head is fitted, and the run ends interrupted with complete predictions."""
     import timebox.online as online
 
     root = make_synthetic(tmp_path / "data", n_per_class=12, n_test_per_class=4, size=64)
-    real, flips = online.extract_features, []
+    real_pool, flips = online._Run._pool, []
 
-    def sigterm_after_first_mirrored(*args, **kwargs):
-        features = real(*args, **kwargs)
+    def sigterm_at_the_first_pooling(self, views):
+        if not self.pooled:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_pool(self, views)
+
+    monkeypatch.setattr(online._Run, "_pool", sigterm_at_the_first_pooling)
+    real_extract = online.extract_features
+
+    def extract(*args, **kwargs):  # the mirrored views' images extracted
+        features = real_extract(*args, **kwargs)
         if kwargs.get("flip"):
-            flips.append(features)
-            if len(flips) == 1:
-                os.kill(os.getpid(), signal.SIGTERM)
+            flips.append(features.done)
         return features
 
-    monkeypatch.setattr(online, "extract_features", sigterm_after_first_mirrored)
+    monkeypatch.setattr(online, "extract_features", extract)
     fits = _sigterm_after_call(monkeypatch, online, "fit_head", 0)  # records the fits, sends nothing
     out, summary = _small_run(online, root, tmp_path, monkeypatch)
     assert summary["interrupted"] is True
     assert len(fits) == 1 and fits[0].epochs_run > 1  # the early head only, trained
     phases = [p["phase"] for p in json.loads((out / "report" / "timeline.json").read_text())["phases"]]
     assert "early output" in phases
+    assert not any(flips), "no mirrored view after the SIGTERM"
     _assert_complete_predictions(out, root)
     assert summary["predictions_from"] == "the early head"
 

@@ -462,12 +462,13 @@ class _Run:
         train = train[:n_train]
         views_val, views_test, views_train = [val], [test], [train]
         if want_flips and n_test == len(test_idx):
+            self._early_output(val, test, train, ds.labels[val_idx], ds.labels[train_idx[:n_train]], test_ok,
+                               head_s + final_s)
             test_f, n_tf = acts(test_cache, test_idx, head_s + final_s, flip=True)
             val_f, n_vf = acts(train_cache, val_idx, head_s + final_s, flip=True)
             if n_tf == len(test_idx) and n_vf == len(val_idx):
                 views_val, views_test = [val, val_f], [test, test_f]
-            self._early_output(views_val, views_test, train, ds.labels[val_idx], ds.labels[train_idx[:n_train]],
-                               test_ok, head_s + final_s)
+                self._early_flip(views_val, views_test, ds.labels[val_idx], test_ok)
             trained = "train skipped"
             if train_mirror:
                 train_f, n_trf = acts(train_cache, train_idx[:n_train], head_s + final_s, flip=True)
@@ -536,31 +537,45 @@ class _Run:
         return extract_features(model, cache.images, idx, should_stop=should_stop, on_batch=on_batch, flip=flip,
                                 dtype=dtype)
 
-    def _early_output(self, val: list[np.ndarray], test: list[np.ndarray], train: np.ndarray, y_val: np.ndarray,
+    def _early_output(self, val: np.ndarray, test: np.ndarray, train: np.ndarray, y_val: np.ndarray,
                       y_train: np.ndarray, usable: np.ndarray, keep_s: float) -> None:
         """The first predictions, from a head fitted in ``EARLY_HEAD_S`` on the original view's pooled features
-        of the training images, written before their mirrored view is extracted (it takes about as long again
-        as the originals). ``val`` and ``test`` are their views (original, and mirrored when extracted): the
-        prediction averages both unless that is clearly worse on val (:func:`use_flip_tta`). On trashnet that
-        lifted the early head from 88.1 to 89.1% on test (median of 5 seeds; bench/RESULTS.md). Provisional:
-        the real head's predictions replace them, and it reuses the pooled features (without the training
-        images' mirrored view, this head is the real one: see :meth:`_head`). Skipped if it would
-        leave less than ``keep_s``; a SIGTERM does not skip or shorten it: no output exists yet, and this
-        is the quickest good one. ``EARLY_OUTPUT_S`` does not scale with the images (at deep cuts it takes
-        longer)."""
+        of the training images, on the test images' original view: written as soon as every image's original
+        view is extracted, before any mirrored view (:meth:`_early_flip` then averages the val and test images'
+        mirrored views in). Provisional: the real head's predictions replace them, and it reuses the pooled
+        features (without the training images' mirrored view, this head is the real one: see :meth:`_head`).
+        Skipped if it would leave less than ``keep_s``; a SIGTERM does not skip or shorten it: no output exists
+        yet, and this is the quickest good one. ``EARLY_OUTPUT_S`` does not scale with the images (at deep cuts
+        it takes longer)."""
         if self.extractor.top is None or self.budget.remaining() <= keep_s + EARLY_OUTPUT_S:
             return
         t = time.time()
-        (*pooled_val, pooled_train), _ = self._pool([*val, train])
-        head = fit_head(pooled_train, y_train, pooled_val[0], y_val, self.num_classes, time_s=EARLY_HEAD_S,
+        (pooled_val, pooled_train, pooled_test), _ = self._pool([val, train, test])  # kept: the real head reuses them
+        head = fit_head(pooled_train, y_train, pooled_val, y_val, self.num_classes, time_s=EARLY_HEAD_S,
                         expired=lambda: self.budget.remaining() <= keep_s, seed=self.cfg.seed)
-        tta, val_accuracy = _flip_tta_on_val([_predict(head.model, [p]) for p in pooled_val], y_val)
-        pooled_test, _ = self._pool(test if tta else test[:1])  # kept: the real head predicts them too
-        self.outputs.write(_predict(head.model, pooled_test), usable, EARLY_SOURCE)
+        val_accuracy = accuracy(_predict(head.model, [pooled_val]), y_val)
+        self.outputs.write(_predict(head.model, [pooled_test]), usable, EARLY_SOURCE)
         self.early_head = head
-        self.phase("early output", t, EARLY_OUTPUT_S, val_accuracy=round(val_accuracy, 4), tta=bool(tta))
-        self.log(f"wrote {self.outputs.path} (from the early head, val accuracy {val_accuracy:.4f}, "
-                 f"flip TTA {'on' if tta else 'off'})")
+        self.phase("early output", t, EARLY_OUTPUT_S, val_accuracy=round(val_accuracy, 4))
+        self.log(f"wrote {self.outputs.path} (from the early head, val accuracy {val_accuracy:.4f}, original view)")
+
+    def _early_flip(self, val: list[np.ndarray], test: list[np.ndarray], y_val: np.ndarray,
+                    usable: np.ndarray) -> None:
+        """The early head's predictions again, the test images' two views (``test``: original and mirrored)
+        averaged, if val's two views (``val``) say that is not clearly worse (:func:`use_flip_tta`). On trashnet
+        that lifted the early head from 88.1 to 89.1% on test (median of 5 seeds; bench/RESULTS.md). Nothing
+        is written if the early output was not, or if it was replaced."""
+        if self.early_head is None or self.outputs.written_by != EARLY_SOURCE:
+            return
+        t = time.time()
+        model = self.early_head.model
+        pooled_val, _ = self._pool(val)
+        tta, val_accuracy = _flip_tta_on_val([_predict(model, [p]) for p in pooled_val], y_val)
+        if tta:
+            pooled_test, _ = self._pool(test)  # kept: the real head predicts them too
+            self.outputs.write(_predict(model, pooled_test), usable, EARLY_SOURCE)
+            self.log(f"wrote {self.outputs.path} (from the early head, val accuracy {val_accuracy:.4f}, flip TTA on)")
+        self.phase("early flip TTA", t, None, val_accuracy=round(val_accuracy, 4), tta=bool(tta))
 
     def _pool(self, views: list[np.ndarray]) -> tuple[list[np.ndarray], float | None]:
         """Each view's activations through the top (pooled features; those pooled before are reused), and the
