@@ -591,9 +591,11 @@ class _Run:
     def _choose_cut(self, full_image_s: float, n_val: int, n_test: int, n_train: int, notes: list[str]
                     ) -> tuple[CutPlan, bool]:
         """The cut fine-tuning starts from, among ``Cuts.automatic()`` (see :mod:`timebox.train.depth`). The time
-        it will get is what is left after extracting and pooling every image's two views, the head, the first
-        export, the fine-tune's setup, the output's test predictions and the end reserve (as the head's plan counts
-        them), less the ensemble phase's largest share (if there is one). Only if a deeper cut fits by an
+        it will get is what is left after extracting and pooling every image's two views (at the whole backbone's
+        speed, and once more through the cut's measured top: with it the estimate came within about 10% of the
+        epochs that ran at 2 and 4 minutes on trashnet), the head, the first export, the fine-tune's setup, the
+        output's test predictions and the end reserve (as the head's plan counts them), less the ensemble
+        phase's largest share (if there is one). Only if a deeper cut fits by an
         optimistic estimate (a quarter of its share of the backbone's multiply-adds times ``full_image_s``; on
         trashnet at 224 px the default top's inference took about 0.4 of that share) are the tops timed (a trace
         and two batches each): the default's, then deeper and deeper ones up to that estimate's, until one does
