@@ -593,9 +593,9 @@ class _Run:
         """The cut fine-tuning starts from, among ``Cuts.automatic()`` (see :mod:`timebox.train.depth`). The time
         it will get is what is left after extracting and pooling every image's two views (at the whole backbone's
         speed, and once more through the cut's measured top: with it the estimate ran from 18% above to 26% below
-        the epochs that ran in eleven trashnet runs of 2 to 8 minutes), the head, the first export, the fine-tune's setup, the
-        output's test predictions and the end reserve (as the head's plan counts them), less the ensemble
-        phase's largest share (if there is one). Only if a deeper cut fits by an
+        the epochs that ran in eleven trashnet runs of 2 to 8 minutes), the head, the first export, the
+        fine-tune's setup, the output's test predictions and the end reserve (as the head's plan counts them),
+        less the ensemble phase's largest share (if there is one). Only if a deeper cut fits by an
         optimistic estimate (a quarter of its share of the backbone's multiply-adds times ``full_image_s``; on
         trashnet at 224 px the default top's inference took about 0.4 of that share) are the tops timed (a trace
         and two batches each): the default's, then deeper and deeper ones up to that estimate's, until one does
