@@ -54,7 +54,10 @@ def _run(tmp_path_factory, latency_ms, with_test=True, budget_s=BUDGET_S, zoom_s
 
 @pytest.fixture(scope="module")
 def voted(tmp_path_factory):
-    return _run(tmp_path_factory, latency_ms=None, zoom_share=0.5, budget_s=ZOOM_BUDGET_S)
+    # the zoomed views' test images are not planned: they run if the phase leaves their estimate (a trace and more,
+    # >= 2 s a view), which it did not once in a fresh clone (2026-12-02; the run ended 15 s before its budget). Here
+    # each is estimated at 1 s, so the vote keeps them on a slower machine too (the miss: zoomed_test_s=1e6 below)
+    return _run(tmp_path_factory, latency_ms=None, zoom_share=0.5, budget_s=ZOOM_BUDGET_S, zoomed_test_s=1.0)
 
 
 def _labels(path):
