@@ -679,7 +679,7 @@ class _Run:
             pooled_val, pooled_train, top_rate = acts.val, acts.train, None
         if (self.voting or self.cfg.latency_ms is not None) and top_rate and not self.budget.interrupted:
             self.single_latency_ms = self._latency(self.extractor.full, 1)  # the ensemble's plan; the report
-        head_time = 0.0 if early else min(self.head_s, self.budget.remaining() - self.reserve.s)  # early: fitted
+        head_time = 0.0 if early else min(self.head_s, self.budget.remaining() - self.reserve.s)  # early: fitted already
         outputs_s = EXPORT_GUESS_S + (sum(len(v) for v in acts.test) / top_rate if top_rate else 0.0)
         self.top_rate = top_rate
         second_s = self._second_plan_s(len(acts.y_val) + len(acts.test[0]) + len(acts.y_train))
