@@ -214,7 +214,9 @@ def test_without_the_training_images_mirrored_view_the_early_head_is_the_head(tm
         monkeypatch.setattr(online, deep, 1e9)  # machine (the whole backbone's was cut by the deadline once)
     fits, views, writes = [], [], []
     real_fit, real_fine_tune, real_write = online.fit_head, online.fine_tune, online._Outputs.write
+    real_early = online.fit_linear_head
     monkeypatch.setattr(online, "fit_head", lambda *a, **k: fits.append(real_fit(*a, **k)) or fits[-1])
+    monkeypatch.setattr(online, "fit_linear_head", lambda *a, **k: fits.append(real_early(*a, **k)) or fits[-1])
     monkeypatch.setattr(online, "fine_tune", lambda model, v, *a, **k: views.append(len(v)) or
                         real_fine_tune(model, v, *a, **k))
     monkeypatch.setattr(online._Outputs, "write", lambda self, *a: writes.append(a[-1]) or real_write(self, *a))

@@ -133,8 +133,8 @@ def _small_run(online, root, tmp_path, monkeypatch) -> tuple:
     return out, json.loads((out / "report" / "summary.json").read_text())
 
 
-@pytest.mark.parametrize("after_fit", [1, 2], ids=["early head", "real head"])
-def test_sigterm_after_a_head_is_fitted_keeps_that_heads_predictions(tmp_path, monkeypatch, after_fit):
+@pytest.mark.parametrize("head", ["fit_linear_head", "fit_head"], ids=["early head", "real head"])
+def test_sigterm_after_a_head_is_fitted_keeps_that_heads_predictions(tmp_path, monkeypatch, head):
     """SIGTERM right after the early head (fitted before the training images' mirrored view) or the real head:
     the run ends with that head as the output and the exported model, and no head is fitted in the time left
     after it (the early head's output is not computed again)."""
@@ -142,19 +142,20 @@ def test_sigterm_after_a_head_is_fitted_keeps_that_heads_predictions(tmp_path, m
     from timebox.score import score
 
     root = make_synthetic(tmp_path / "data", n_per_class=12, n_test_per_class=4, size=64)
-    fits = _sigterm_after_call(monkeypatch, online, "fit_head", after_fit)
+    early = _sigterm_after_call(monkeypatch, online, "fit_linear_head", 1 if head == "fit_linear_head" else 0)
+    real = _sigterm_after_call(monkeypatch, online, "fit_head", 1 if head == "fit_head" else 0)
     out, summary = _small_run(online, root, tmp_path, monkeypatch)
     assert summary["interrupted"] is True
-    assert len(fits) == after_fit
+    assert len(early) == 1 and len(real) == (head == "fit_head")
     _assert_complete_predictions(out, root)
-    assert summary["predictions_from"] == "the early head" if after_fit == 1 else (
+    assert summary["predictions_from"] == "the early head" if head == "fit_linear_head" else (
         summary["predictions_from"].startswith("head epoch"))
     assert score(out / "predictions.csv", root / "test_labels.csv").accuracy >= 0.5
 
 
 def test_sigterm_once_the_original_views_are_extracted_still_fits_the_early_head(tmp_path, monkeypatch):
     """SIGTERM as the early output starts (every image's original view extracted, nothing pooled yet): no output
-    exists yet, so the early head is still fitted (its 3 s, not cut short) and is the output; no mirrored view is
+    exists yet, so the early head is still fitted (all its iterations, not cut short) and is the output; no mirrored view is
     extracted, no other head is fitted, and the run ends interrupted with complete predictions."""
     import timebox.online as online
 
@@ -176,10 +177,12 @@ def test_sigterm_once_the_original_views_are_extracted_still_fits_the_early_head
         return features
 
     monkeypatch.setattr(online, "extract_features", extract)
-    fits = _sigterm_after_call(monkeypatch, online, "fit_head", 0)  # records the fits, sends nothing
+    early = _sigterm_after_call(monkeypatch, online, "fit_linear_head", 0)  # records the fits, sends nothing
+    real = _sigterm_after_call(monkeypatch, online, "fit_head", 0)
     out, summary = _small_run(online, root, tmp_path, monkeypatch)
     assert summary["interrupted"] is True
-    assert len(fits) == 1 and fits[0].epochs_run > 1  # the early head only, trained
+    assert len(early) == 1 and not real  # the early head only,
+    assert early[0].epochs_run == early[0].epochs_planned  # not cut short
     phases = [p["phase"] for p in json.loads((out / "report" / "timeline.json").read_text())["phases"]]
     assert "early output" in phases
     assert not any(flips), "no mirrored view after the SIGTERM"

@@ -13,7 +13,7 @@ Everything is sized to the wall-clock budget, counted from the command's start:
    the model is exported once, which measures what the final export will cost.
 3. ``finetune``: the backbone's blocks after the cut plus the head, on the cached activations,
    epochs and learning rate sized to the time that is left (the cut: the deepest whose epochs
-   fit, chosen after the val images' extraction measured the speed; see ``timebox.train.depth``;
+   fit, chosen after the first val images measured the bottom's speed; see ``timebox.train.depth``;
    at the deepest, the image, the whole backbone trains on random crops of the cached images).
    When two rounds of ``ROUND_MIN_EPOCHS`` epochs each fit, it runs twice from the head on the
    pretrained top, each round with its own shuffling and half the time, and the two annealed
@@ -66,6 +66,7 @@ from .train.augment import random_resized_crop
 from .train.depth import TRAIN_PER_INFER, CutCost, CutPlan, choose_cut
 from .train.finetune import FineTuneState, fine_tune, freeze_batch_norm
 from .train.head import HeadResult, fit_head
+from .train.linear_head import fit_linear_head
 from .train.image_size import affordable_size
 from .watchdog import Watchdog
 
@@ -92,10 +93,10 @@ ROUND_MIN_EPOCHS = 8  # two fine-tune rounds, their ends averaged, when each get
 # 3) two 8-epoch rounds' weights averaged beat one 16-epoch run by 1.6 test points, their predictions by 1.4 and 2.0
 FT_SLACK_S = 0.5  # fine-tuning ran up to 0.11 s past its plan (a 2-minute trashnet run): kept free after it
 MEMBER_LOAD_S = 0.5  # building a candidate's model and loading its checkpoint (~0.3 s for Lite0's top here)
+RATE_PROBE_IMAGES = 64  # val images timed through the default cut's bottom before the cut is chosen
 ACTIVATION_BATCH = 32  # cached activations through a top: ~2x the images per second of 256 (bench/infer_batch.py)
-EARLY_HEAD_S = 3.0  # the early output's head: fitted in this long, before the training images' mirrored view
 EARLY_SOURCE = "the early head"  # the early output's source, as the outputs, the log and the best record name it
-EARLY_OUTPUT_S = 5.0  # the early output in all: its head, tracing it, the test views through the top, the CSV
+EARLY_OUTPUT_S = 2.0  # the early output but its pooling: its head (fit_linear_head: 0.2-0.7 s on trashnet), the CSV
 CACHED_VIEWS = 2  # VIEWS[:2] (original, mirrored) are extracted with the training views; the zoomed ones later
 SECOND_SHARE = 0.10  # most of the budget the second backbone's head may cost (extraction and fitting): on trashnet
 # it took 28 s, 12% of 4 minutes, and cost fine-tuning its depth (block 11 instead of 8); at 8 minutes (6%) it
@@ -421,14 +422,14 @@ class _Run:
                                dtype=np.float16 if extractor.top is not None else np.float32)
             return f.values, f.done
 
-        v0 = time.time()
-        val, n_val = acts(train_cache, val_idx, final_s)
+        v0 = time.time()  # the bottom's speed, timed on the first val images (the rest follow at the chosen cut)
+        val, n_val = acts(train_cache, val_idx[:RATE_PROBE_IMAGES], final_s)
         rate = n_val / max(time.time() - v0, 1e-3)
         bottom_share = 1 - self.spec.cuts.share(extractor.cut) if extractor.top is not None else 1.0
         self.full_image_s = 1 / (rate * bottom_share) if bottom_share > 0 and rate > 0 else None  # image cut: none
         ft_image_s = 0.0  # estimated seconds of a fine-tune step per image (no fine-tuning: unused)
         train_mirror = True  # the training images' mirrored view is extracted (see _choose_cut)
-        if extractor.top is not None and cfg.finetune and n_val == len(val_idx):
+        if extractor.top is not None and cfg.finetune and n_val == min(len(val_idx), RATE_PROBE_IMAGES):
             if cfg.finetune_cut is None:
                 # seconds of one image through the whole backbone, and of a fine-tune step per image at the default cut
                 cuts = self.spec.cuts
@@ -437,14 +438,17 @@ class _Run:
                                                       notes)
                 if plan.cut != extractor.cut:
                     self.extractor = extractor = split_extractor(extractor, self.spec, plan.cut)
-                    v0 = time.time()
-                    val, n_val = acts(train_cache, val_idx, final_s)
-                    rate = n_val / max(time.time() - v0, 1e-3)
+                    n_val = 0  # the probe's activations are the old cut's
                     ft_image_s *= plan.cost_ratio
             else:  # a cut given: its top timed (the bottom's speed says little when it is a few layers)
                 ft_image_s = TRAIN_PER_INFER * self._top_inference_s(extractor.cut)
+        v0 = time.time()
+        rest, n_rest = acts(train_cache, val_idx[n_val:], final_s)
+        val, n_val = (np.concatenate([val[:n_val], rest]) if n_val else rest), n_val + n_rest
         test, n_test = acts(test_cache, test_idx, final_s)
         train, n_train = acts(train_cache, train_idx, head_s + final_s)
+        if n_done := n_rest + n_test + n_train:  # the bottom's speed at the cut chosen, on every image it took
+            rate = n_done / max(time.time() - v0, 1e-3)
         log(f"activations: {n_val}/{len(val_idx)} val, {n_test}/{len(test_idx)} test, {n_train}/{len(train_idx)} train "
             f"({rate:.1f} img/s)")
         if budget.interrupted and (n_val < len(val_idx) or n_train == 0):
@@ -539,20 +543,20 @@ class _Run:
 
     def _early_output(self, val: np.ndarray, test: np.ndarray, train: np.ndarray, y_val: np.ndarray,
                       y_train: np.ndarray, usable: np.ndarray, keep_s: float) -> None:
-        """The first predictions, from a head fitted in ``EARLY_HEAD_S`` on the original view's pooled features
+        """The first predictions, from a head fitted by :func:`fit_linear_head` on the original view's pooled features
         of the training images, on the test images' original view: written as soon as every image's original
         view is extracted, before any mirrored view (:meth:`_early_flip` then averages the val and test images'
         mirrored views in). Provisional: the real head's predictions replace them, and it reuses the pooled
         features (without the training images' mirrored view, this head is the real one: see :meth:`_head`).
         Skipped if it would leave less than ``keep_s``; a SIGTERM does not skip or shorten it: no output exists
-        yet, and this is the quickest good one. ``EARLY_OUTPUT_S`` does not scale with the images (at deep cuts
-        it takes longer)."""
+        yet, and this is the quickest good one. ``EARLY_OUTPUT_S`` leaves the pooling out (at deep cuts it takes
+        longest; the cut's plan counts it: see :meth:`_choose_cut`)."""
         if self.extractor.top is None or self.budget.remaining() <= keep_s + EARLY_OUTPUT_S:
             return
         t = time.time()
         (pooled_val, pooled_train, pooled_test), _ = self._pool([val, train, test])  # kept: the real head reuses them
-        head = fit_head(pooled_train, y_train, pooled_val, y_val, self.num_classes, time_s=EARLY_HEAD_S,
-                        expired=lambda: self.budget.remaining() <= keep_s, seed=self.cfg.seed)
+        head = fit_linear_head(pooled_train, y_train, pooled_val, y_val, self.num_classes,
+                               expired=lambda: self.budget.remaining() <= keep_s, seed=self.cfg.seed)
         val_accuracy = accuracy(_predict(head.model, [pooled_val]), y_val)
         self.outputs.write(_predict(head.model, [pooled_test]), usable, EARLY_SOURCE)
         self.early_head = head
@@ -608,7 +612,7 @@ class _Run:
 
         def plan(top_s: dict[int, float], mirror: bool) -> CutPlan:  # the time left is read anew: timing takes some
             images = 2 * (n_val + n_test) + (1 + mirror) * n_train
-            before_s = ((images - n_val) * full_image_s + EARLY_OUTPUT_S + self.head_s * mirror + self.reserve.s
+            before_s = (images * full_image_s + EARLY_OUTPUT_S + self.head_s * mirror + self.reserve.s
                         + self._second_plan_s(n_val + n_test + n_train) + EXPORT_GUESS_S + FT_SETUP_S)
             time_s = (self.budget.remaining() - before_s) * (1 - ENSEMBLE_MAX_SHARE * self.voting)
             costs = [CutCost(c, s, 2 * int(np.prod(cuts.shape(self.size, c)))) for c, s in top_s.items()]
