@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from timebox.online import FT_SETUP_S, IMAGE_MIN_EPOCHS, ROUND_MIN_EPOCHS, _Run
+from timebox.online import FT_SETUP_S, IMAGE_MIN_EPOCHS, ROUND_MIN_EPOCHS, TRAIN_TRACE_RATIO, _Run
 from timebox.recovery import RunState
 
 
@@ -40,6 +40,7 @@ def _run(tmp_path, ends, stopped=(), cut=3, refit=False):
     run.started_from, run.scores, run.preferred, run.shares = [], [], [], []
     run.last = {"val_accuracy": 0.9, "source": "finetune epoch 8"}
     run.save_s = 0.0
+    run.top_trace_s, run.ft_setup_seen = {}, 0.0
 
     def fine_tune_round(r, rounds, time_s, eval_s, refit=False):
         run.refits.append(refit)
@@ -72,6 +73,23 @@ def test_the_image_cut_needs_its_own_minimum_per_round(tmp_path):
     epoch_s = 1000 * 0.01 + 2.0
     assert run._rounds(2 * (FT_SETUP_S + ROUND_MIN_EPOCHS * epoch_s), eval_s=2.0) == 1
     assert run._rounds(2 * (FT_SETUP_S + IMAGE_MIN_EPOCHS * epoch_s), eval_s=2.0) == 2
+
+
+def test_a_slow_trace_of_the_cuts_top_plans_each_rounds_setup_longer(tmp_path):
+    """Two rounds pay two setups: when the cut's top took long to trace (the image cut: the whole backbone), each
+    is planned at ``TRAIN_TRACE_RATIO`` times that trace, not ``FT_SETUP_S``; a round's measured setup counts too."""
+    run = _run(tmp_path, [], cut=0)
+    epoch_s = 1000 * 0.01 + 2.0
+    need = 2 * (FT_SETUP_S + IMAGE_MIN_EPOCHS * epoch_s)
+    run.top_trace_s = {3: 10.0, 0: FT_SETUP_S / TRAIN_TRACE_RATIO}  # another cut's trace says nothing of this one
+    assert run._rounds(need, eval_s=2.0) == 2
+    run.top_trace_s[0] = 2 * FT_SETUP_S / TRAIN_TRACE_RATIO
+    assert run._rounds(need, eval_s=2.0) == 1
+    assert run._rounds(need + 2 * FT_SETUP_S, eval_s=2.0) == 2
+    run.ft_setup_seen = 3 * FT_SETUP_S
+    assert run._rounds(need + 2 * FT_SETUP_S, eval_s=2.0) == 1
+    run.cfg = SimpleNamespace(finetune=True)
+    assert not run._fine_tune_fits(3 * FT_SETUP_S) and run._fine_tune_fits(3 * FT_SETUP_S + 0.25 * 1000 * 0.01)
 
 
 def test_rounds_start_from_the_same_weights_and_their_ends_are_averaged(tmp_path, monkeypatch):

@@ -81,7 +81,9 @@ TRAIN_MIRROR_MIN_EPOCHS = 10  # ... the training images' only if fine-tuning get
 # below, its time is worth more as epochs (trashnet refits from block 12, test means of 3 seeds: 4 epochs on two
 # views 91.22%, 5-6 on one view in 15 s more, the mirrored view's time, 91.62%, 6 with the head's 9 s too 92.15%;
 # 8 epochs on two views 91.49%, 10 on one 92.34%; bench/RESULTS.md)
-FT_SETUP_S = 5.0  # compiling and tracing the fine-tune step, before its first useful step
+FT_SETUP_S = 5.0  # compiling and tracing the fine-tune step, before its first useful step: the least planned
+TRAIN_TRACE_RATIO = 12  # ... or this times the cut's top's measured inference trace: Lite0's first fine-tune step
+# took 10.9 times that trace from block 11 at 224 px (2.5 s) and 11.0 times at the image cut at 64 px (7.0 s)
 LATENCY_IMAGES = 20  # single-image predictions timed for the p95 latency (after 3 warm-up calls)
 MEMBER_LATENCY_IMAGES = 10  # the same for each member of the output alone, for the report
 TRACE_S = 2.0  # least planned time to compose a one-view model and trace its first prediction
@@ -299,6 +301,8 @@ class _Run:
         self.ensemble_time = True  # False when the head gave the ensemble phase's time to fine-tuning
         self.single_latency_ms = 0.0  # p95 of the one-view backbone (0: not measured, e.g. resumed)
         self.trace_s = TRACE_S  # tracing one view of a model: the largest of TRACE_S and every measured trace
+        self.top_trace_s: dict[int, float] = {}  # a cut's top's inference trace, measured (see _ft_setup_s)
+        self.ft_setup_seen = 0.0  # the longest fine-tune round's setup measured
         self.view_sources: dict | None = None  # decoded val and test images, for views extracted later (zoomed)
         self.collected_at = time.time()
         self.pooled: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # id(activations) -> (them, pooled features)
@@ -649,10 +653,12 @@ class _Run:
 
     def _top_inference_s(self, cut: int) -> float:
         """Measured seconds per image of the backbone's part from block ``cut`` on (inference; the faster of two
-        batches, after its trace)."""
+        batches, after its trace; the trace's seconds are kept in ``top_trace_s``)."""
         top = split_extractor(self.extractor, self.spec, cut).top
         batch = np.zeros((ACTIVATION_BATCH, *self.spec.cuts.shape(self.size, cut)), np.float32)
+        t = time.perf_counter()
         top.predict_on_batch(batch)
+        self.top_trace_s[cut] = time.perf_counter() - t
         times = []
         for _ in range(2):
             t = time.perf_counter()
@@ -809,7 +815,14 @@ class _Run:
         if self.extractor.top is None or not self.cfg.finetune:
             return False
         epoch_s = len(self.acts.y_train) * self.acts.ft_image_s
-        return time_s >= FT_SETUP_S + 0.25 * epoch_s
+        return time_s >= self._ft_setup_s() + 0.25 * epoch_s
+
+    def _ft_setup_s(self) -> float:
+        """Planned seconds of a fine-tune round's setup (to the end of its first step): the longest of
+        ``FT_SETUP_S``, ``TRAIN_TRACE_RATIO`` times the cut's top's measured inference trace, and the rounds'
+        measured setups. At the image cut the whole backbone's step is traced: 7-8 s at 64 px here, and over
+        three times that late in a full test suite, when two rounds planned with 5 s each overran."""
+        return max(FT_SETUP_S, TRAIN_TRACE_RATIO * self.top_trace_s.get(self.extractor.cut, 0.0), self.ft_setup_seen)
 
     def score(self, phase: str, epoch: int, step: int,
               known: tuple[list[np.ndarray], np.ndarray | None] | None = None) -> None:
@@ -1023,7 +1036,7 @@ class _Run:
         (``IMAGE_MIN_EPOCHS`` at the image cut) by the estimated epoch time, else one."""
         least = IMAGE_MIN_EPOCHS if self.extractor.cut == self.spec.cuts.image else ROUND_MIN_EPOCHS
         epoch_s = len(self.acts.y_train) * self.acts.ft_image_s + eval_s
-        return 2 if time_s >= 2 * (FT_SETUP_S + least * epoch_s) else 1
+        return 2 if time_s >= 2 * (self._ft_setup_s() + least * epoch_s) else 1
 
     def _fine_tune_round(self, r: int, rounds: int, time_s: float, eval_s: float, refit: bool = False
                          ) -> tuple[dict, list[np.ndarray] | None] | None:
@@ -1089,6 +1102,7 @@ class _Run:
                        batch_size=self.cfg.batch_size, lr=self.cfg.finetune_lr, resume=resume, on_state=on_state,
                        augment=random_resized_crop if on_images else None)
         result = asdict(ft)
+        self.ft_setup_seen = max(self.ft_setup_seen, ft.setup_s)
         self.phase(phase, t, time_s, **result, refit=refit, save_s=round(self.save_s, 2))
         if ft.epochs_planned == 0:
             self.notes.append("fine-tuning skipped: not one epoch fits in the time left")

@@ -61,6 +61,7 @@ class FineTuneResult:
     stopped_by_deadline: bool
     steps_planned: int = 0
     last_epoch_steps: int = 0  # steps of the last epoch run: fewer than an epoch's when it was shortened to fit
+    setup_s: float = 0.0  # from the call to the end of its first step (compiling and tracing the step)
 
 
 @dataclass
@@ -151,6 +152,7 @@ def fine_tune(
     from there: optimizer state, schedule position, shuffling and plan included. ``augment`` (e.g.
     :func:`timebox.train.augment.random_resized_crop`) transforms every training batch.
     """
+    call_time = time.perf_counter()
     n = len(labels)
     steps_per_epoch = int(np.ceil(n / batch_size))
     min_epoch_steps = max(1, steps_per_epoch // 4)  # a shortened last epoch is worth its evaluation from here
@@ -172,7 +174,8 @@ def fine_tune(
 
     def result(stopped: bool, epochs_run: int, last_epoch_steps: int) -> FineTuneResult:
         planned = end_step if step_s else 0
-        return FineTuneResult(-(-planned // steps_per_epoch), epochs_run, step_s, stopped, planned, last_epoch_steps)
+        return FineTuneResult(-(-planned // steps_per_epoch), epochs_run, step_s, stopped, planned, last_epoch_steps,
+                              round(session_from - call_time, 3) if session_steps else 0.0)
 
     start_time, session_steps, epoch_steps = time.perf_counter(), 0, 0
     while step < end_step:
