@@ -98,7 +98,7 @@ MEMBER_LOAD_S = 0.5  # building a candidate's model and loading its checkpoint (
 RATE_PROBE_IMAGES = 64  # val images timed through the default cut's bottom before the cut is chosen
 ACTIVATION_BATCH = 32  # cached activations through a top: ~2x the images per second of 256 (bench/infer_batch.py)
 EARLY_SOURCE = "the early head"  # the early output's source, as the outputs, the log and the best record name it
-EARLY_OUTPUT_S = 2.0  # the early output but its pooling: its head (fit_linear_head: 0.2-0.7 s on trashnet), the CSV
+EARLY_OUTPUT_S = 2.0  # the early output but its pooling: its head (fit_linear_head: 0.3-0.8 s on trashnet), the CSV
 CACHED_VIEWS = 2  # VIEWS[:2] (original, mirrored) are extracted with the training views; the zoomed ones later
 SECOND_SHARE = 0.10  # most of the budget the second backbone's head may cost (extraction and fitting): on trashnet
 # it took 28 s, 12% of 4 minutes, and cost fine-tuning its depth (block 11 instead of 8); at 8 minutes (6%) it
