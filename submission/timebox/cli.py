@@ -14,6 +14,7 @@ from pathlib import Path
 from .budget import parse_duration
 from .errors import UsageError
 from .package import check_unpacked
+from .settings import SETTINGS
 
 
 def _duration(text: str) -> float:
@@ -23,77 +24,46 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
-def _checked(key: str, kind: type = float):
-    """An argparse type for the number setting ``key`` (of type ``kind``), refusing what
-    timebox.config.check_setting refuses."""
-    def parse(text: str) -> float | int:
-        from .config import check_setting
-
+def _flag_type(setting):
+    """An argparse type for ``setting``'s flag, refusing what its check refuses (``--margin``: a duration)."""
+    def parse(text: str):
         try:
-            return check_setting(key, kind(text))
+            value = parse_duration(text) if setting.name == "margin_s" else setting.kind(text)
+            return setting.check(value)
         except (ValueError, UsageError) as exc:
             raise argparse.ArgumentTypeError(str(exc)) from exc
     return parse
 
 
+def _dest(setting) -> str:
+    return setting.flag.removeprefix("--no-").removeprefix("--").replace("-", "_")
+
+
 def _add_training_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of the settings that have one (timebox.settings), and the run's own."""
     p.add_argument("--config", type=Path, default=None,
-                   help="tuned settings, a JSON object (backbone, weights, size, seed, layout, val_fraction, "
-                        "batch_size, keep, finetune, margin_s, ensemble, latency_ms, zoom_share, finetune_cut, second_backbone, "
-                        "min_size, finetune_lr, refit); "
-                        "flags win over it "
+                   help="tuned settings, a JSON object of any settings in the README's table; flags win over it "
                         "(default: submission/config.json when it exists, as `package --config` ships it)")
-    p.add_argument("--backbone", default=None,
-                   help="backbone name (efficientnet-lite0/1/2, any keras.applications name, efn-b0..b7); "
-                        "default: efficientnet-lite0")
-    p.add_argument("--weights", default=None,
-                   help="'imagenet' (local files only, see fetch-weights), another named set, a file path, "
-                        "or 'none'; default: imagenet")
-    p.add_argument("--size", type=int, default=None, help="input size in pixels (default: the backbone's own)")
-    p.add_argument("--min-size", type=_checked("min_size", int), default=None,
-                   help="smallest input size the run may shrink to when the budget cannot extract every image's "
-                        "features at --size (the report says why); equal to --size: never shrink (default: 128)")
-    p.add_argument("--seed", type=int, default=None, help="seed of the split and training (default: 0)")
-    p.add_argument("--layout", default=None, choices=["auto", "folders", "modelarts", "csv"],
-                   help="training data layout (default: detected)")
-    p.add_argument("--val-fraction", type=float, default=None, help="share of training images held out for "
-                   "validation (default: 0.15)")
+    for s in SETTINGS:
+        if s.flag is None:
+            continue
+        if s.kind is bool:  # a default-on setting: its flag turns it off
+            p.add_argument(s.flag, dest=_dest(s), action="store_const", const=not s.default, default=None,
+                           help=f"{s.help}: off")
+            continue
+        default = "derived" if s.default is None else s.default
+        p.add_argument(s.flag, dest=_dest(s), type=_flag_type(s), default=None,
+                       help=f"{s.help} (default: {default}" + (f"; one of {', '.join(s.choices)}" if s.choices
+                                                                else "") + ")")
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="decoded-image cache (default: $TIMEBOX_CACHE_DIR or ~/.cache/timebox)")
     p.add_argument("--workers", type=int, default=None, help="decode processes (default: all cores)")
-    p.add_argument("--keep", type=int, default=None, help="checkpoints kept, best by val accuracy (default: 3)")
     p.add_argument("--judge", default="generic", choices=["generic", "flink", "modelarts"],
                    help="also write this judge's export, replaced atomically after the head and at the end: flink "
                         "(a SavedModel in --judge-dir/SavedModel), modelarts (--judge-dir/model/); default: %(default)s")
     p.add_argument("--judge-dir", type=Path, default=None,
                    help="where the judge export goes (default: $MODEL_INFERENCE_PATH or OUT/flink for flink, "
                         "OUT/modelarts for modelarts)")
-    p.add_argument("--latency-ms", type=_checked("latency_ms"), default=None,
-                   help="p95 per-image latency (ms, batch of 1, this machine) the exported model must stay under: "
-                        "ensemble members and test-time views are dropped, least useful first, until it does")
-    p.add_argument("--zoom-share", type=_checked("zoom_share"), default=None,
-                   help="most of the budget the zoomed test-time views (the centre at 1.25x, and its mirror) may "
-                        "cost as ensemble candidates; 0: never (default: 0.1)")
-    p.add_argument("--finetune-cut", type=int, default=None,
-                   help="EfficientNet-Lite: the block fine-tuning starts from (its activations are cached; "
-                        "Lite0: 12, 11, 8, 5, 3, 1, or 0: the whole backbone on random crops of the images); "
-                        "default: the deepest of these at which 5.5 epochs (20 for 0) and the activations fit, "
-                        "else 12 (the last blocks)")
-    p.add_argument("--finetune-lr", type=_checked("finetune_lr"), default=None, metavar="LR",
-                   help="peak learning rate of fine-tuning (AdamW, warm-up then cosine to the steps that fit; "
-                        "default: 3e-4)")
-    p.add_argument("--second-backbone", default=None, metavar="NAME",
-                   help="a head on this backbone's frozen features joins the ensemble's candidates when its measured "
-                        "cost fits the budget's share for it; 'none' never; default: auto (efficientnet-lite1, or "
-                        "lite0 when that is the main backbone, if its weights are local)")
-    p.add_argument("--no-ensemble", dest="ensemble", action="store_const", const=False, default=None,
-                   help="never vote over checkpoints: the output is one model")
-    p.add_argument("--no-refit", dest="refit", action="store_const", const=False, default=None,
-                   help="keep the val images out of training to the end (default: the last fine-tune round trains "
-                        "on them too, with the schedule the earlier phases were scored with; the run then has no "
-                        "vote, which is chosen on val)")
-    p.add_argument("--margin", type=_duration, default=None,
-                   help="safety margin left unused at the end of the budget (default: max(5s, 2%% of the budget))")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -188,11 +158,7 @@ def _online(args) -> int:
     return 0
 
 
-_FLAGS = {"backbone": "backbone", "weights": "weights", "size": "size", "seed": "seed", "layout": "layout",
-          "val_fraction": "val_fraction", "keep": "keep", "margin_s": "margin", "latency_ms": "latency_ms",
-          "ensemble": "ensemble", "zoom_share": "zoom_share",
-          "finetune_cut": "finetune_cut", "second_backbone": "second_backbone",
-          "min_size": "min_size", "finetune_lr": "finetune_lr", "refit": "refit"}  # setting -> flag (args attribute)
+_FLAGS = {s.name: _dest(s) for s in SETTINGS if s.flag}  # setting -> its flag's args attribute
 
 
 def _settings(args) -> tuple[Path | None, dict]:

@@ -1,0 +1,49 @@
+"""What every phase of one session shares: the settings, the session, the planner and the outputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from ..config import OnlineConfig
+from ..models.registry import BackboneSpec
+from ..outputs import Outputs
+from ..plan import Planner
+from ..predict import predict_batches
+from ..session import Session
+
+
+@dataclass
+class Context:
+    cfg: OnlineConfig
+    session: Session
+    planner: Planner
+    outputs: Outputs
+    spec: BackboneSpec
+    num_classes: int
+    cache_dir: Path
+
+    @property
+    def log(self) -> Any:
+        return self.session.log
+
+    @property
+    def budget(self):
+        return self.session.budget
+
+    @property
+    def state(self):
+        return self.session.state
+
+    def predict(self, model: keras.Model, views: list[np.ndarray]) -> np.ndarray:
+        """``model``'s outputs averaged over ``views``, in batches of the setting ``activation_batch``."""
+        return predict_views(model, views, self.cfg.activation_batch)
+
+
+def predict_views(model: keras.Model, views: list[np.ndarray], batch: int = 32) -> np.ndarray:
+    """The model's outputs averaged over views (e.g. original and mirrored), in fixed-size batches."""
+    return sum(predict_batches(model, view, batch) for view in views) / len(views)

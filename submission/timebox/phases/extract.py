@@ -1,0 +1,252 @@
+"""Extract: every image decoded once into the cache, then the frozen bottom of the backbone once per image and
+view, in priority order (val, test, train; then the mirrored views of test, val and train when the time they cost
+still leaves fine-tuning its epochs). The first val images time the bottom: the input size shrinks if every
+image's original view would not fit, and the cut fine-tuning starts from is chosen (:mod:`.cut`). The early
+output (:mod:`.early`) comes as soon as every original view is extracted."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..data.cache import ImageCache, build_cache
+from ..data.layouts import Dataset
+from ..data.splits import stratified_split
+from ..errors import UsageError
+from ..models.features import Features, extract_features, image_batch_size
+from ..models.registry import Extractor, build_extractor, split_extractor
+from ..plan import Counts
+from ..train.depth import TRAIN_PER_INFER
+from ..train.head import HeadResult
+from ..train.image_size import affordable_size
+from .activations import Activations, Pooler
+from .context import Context
+from .cut import choose_run_cut, top_inference_s
+from .early import early_flip, early_output
+
+
+@dataclass
+class ViewSources:
+    """The decoded images of each part and their indices, for views extracted later (zoomed, second backbone)."""
+
+    val: tuple[ImageCache, np.ndarray]
+    test: tuple[ImageCache, np.ndarray]
+    train: tuple[ImageCache, np.ndarray]
+
+
+@dataclass
+class Extraction:
+    """The extract phase's result: the activations, the extractor at the chosen cut and size, the decoded images
+    (None when a resumed session loaded the activations), the pooled features so far and the early head."""
+
+    acts: Activations
+    extractor: Extractor
+    sources: ViewSources | None
+    pool: Pooler
+    early_head: HeadResult | None
+    size: int
+
+
+def set_size(ctx: Context, size: int) -> None:
+    """The input size from now on: the labels the outputs save say it."""
+    ctx.outputs.labels = replace(ctx.outputs.labels, input_size=size)
+
+
+def features(ctx: Context, model, cache: ImageCache, idx: np.ndarray, should_stop, label: str, flip: bool = False,
+             dtype=np.float32, marks: list[tuple[float, int]] | None = None) -> Features:
+    """``model`` on ``cache.images[idx]`` (see :func:`extract_features`), with a status line (``label``) and garbage
+    collection between batches; ``marks`` gets (time, images done) after each batch."""
+    def on_batch(done: int) -> None:
+        ctx.log.status(label, done, len(idx))
+        if marks is not None:
+            marks.append((time.time(), done))
+        ctx.session.collect_garbage()
+
+    return extract_features(model, cache.images, idx, should_stop=should_stop, on_batch=on_batch, flip=flip,
+                            dtype=dtype)
+
+
+class ExtractPhase:
+    """One extraction of the training and test images (see the module's docstring)."""
+
+    def __init__(self, ctx: Context, ds: Dataset, test_files: list[Path], extractor: Extractor, size: int):
+        self.ctx, self.ds, self.test_files = ctx, ds, test_files
+        self.extractor, self.size = extractor, size
+        self.notes: list[str] = []
+        self.early_head: HeadResult | None = None
+        self.pool: Pooler | None = None
+
+    def decode(self) -> tuple[ImageCache, ImageCache]:
+        """The training and the test images at the size of the moment."""
+        cfg, cache_dir = self.ctx.cfg, self.ctx.cache_dir
+        return (build_cache(self.ds.files, self.size, cache_dir, cfg.workers),
+                build_cache(self.test_files, self.size, cache_dir, cfg.workers))
+
+    def acts(self, cache: ImageCache, idx: np.ndarray, reserve_s: float, flip: bool = False
+             ) -> tuple[np.ndarray, int]:
+        ext, budget = self.extractor, self.ctx.budget
+        f = features(self.ctx, ext.bottom, cache, idx, lambda: budget.expired(reserve_s), "extract", flip=flip,
+                     dtype=np.float16 if ext.top is not None else np.float32)
+        return f.values, f.done
+
+    def run(self, t: float) -> Extraction | None:
+        ctx, ds = self.ctx, self.ds
+        d0 = time.time()
+        train_cache, test_cache = self.decode()
+        decode_s = time.time() - d0
+        ctx.session.phase("setup", t, None)
+        ctx.log(f"images decoded (cache: {ctx.cache_dir})")
+        quarantine, train_idx, val_idx = self.split(train_cache)
+        test_idx = np.arange(len(self.test_files))
+        t = time.time()
+        if self.shrink_size(train_cache, val_idx, len(train_idx) + len(val_idx) + len(test_idx), decode_s):
+            train_cache, test_cache = self.decode()
+        originals = self.original_views(train_cache, test_cache, val_idx, test_idx, train_idx)
+        if originals is None:
+            return None
+        val, test, train, rate, ft_image_s, train_mirror = originals
+        n_train, n_test = len(train), len(test)
+        test_ok = np.array([e is None for e in test_cache.errors], bool)
+        y_val, y_train = ds.labels[val_idx], ds.labels[train_idx[:n_train]]
+        views = self.mirrored_views(train_cache, test_cache, (val, test, train), (val_idx, test_idx, train_idx[:n_train]),
+                                    (y_val, y_train, test_ok), train_mirror)
+        ctx.session.phase("extract", t, None, images_per_s=round(rate, 2), views=len(views[2]),
+                          cut=self.extractor.cut, size=self.size)
+        if n_test < len(test_idx):
+            self.notes.append(f"{len(test_idx) - n_test} test files got the prior class: no time left to extract them")
+        unreadable = [{"file": str(f), "reason": e} for f, e in zip(self.test_files, test_cache.errors) if e]
+        sources = ViewSources((train_cache, val_idx), (test_cache, test_idx[:n_test]), (train_cache, train_idx[:n_train]))
+        acts = Activations(*views, y_val, y_train, test_ok & (test_idx < n_test), rate, ft_image_s, self.extractor.cut,
+                           self.size, quarantine, unreadable, self.notes)
+        return Extraction(acts, self.extractor, sources, self.pool, self.early_head, self.size)
+
+    def split(self, train_cache: ImageCache) -> tuple[list[dict], np.ndarray, np.ndarray]:
+        """The quarantined training files, and the readable ones split into training (shuffled) and val indices."""
+        ctx, ds = self.ctx, self.ds
+        quarantine = [{"file": str(f), "reason": e} for f, e in zip(ds.files, train_cache.errors) if e]
+        good = np.array([i for i, e in enumerate(train_cache.errors) if e is None], dtype=np.int64)
+        if quarantine:
+            ctx.log(f"quarantined {len(quarantine)} unreadable training files (see report/quarantine.json)")
+        missing = sorted(set(range(ctx.num_classes)) - set(ds.labels[good].tolist()))
+        if missing:
+            names = ", ".join(ds.class_names[k] for k in missing)
+            raise UsageError(f"{ctx.cfg.train_dir}: no readable training image left for class(es) {names}; "
+                             "see the quarantined files listed above and replace them")
+        tr_pos, va_pos = stratified_split(ds.labels[good], ctx.cfg.val_fraction, ctx.cfg.seed)
+        return quarantine, np.random.default_rng(ctx.cfg.seed).permutation(good[tr_pos]), good[va_pos]
+
+    def shrink_size(self, cache: ImageCache, val_idx: np.ndarray, n_images: int, decode_s: float) -> bool:
+        """Shrink the input size (down to ``min_size``) if every image's original view, then the head, would not fit
+        the budget, by the bottom's speed timed on a val batch (see :mod:`timebox.train.image_size`; decoding
+        again costs what ``decode_s`` did); the extractor is rebuilt at the new size. True if it shrank."""
+        cfg = self.ctx.cfg
+        need_s = n_images * self.bottom_image_s(cache, val_idx)
+        time_s = self.ctx.planner.size_time_s()
+        size = affordable_size(self.size, need_s, time_s, cfg.min_size, setup_s=decode_s + cfg.resize_setup_s)
+        if size == self.size:
+            return False
+        self.notes.append(f"input size {self.size}px -> {size}px: the {n_images} images' features at {self.size}px "
+                          f"would take {need_s:.1f}s of the {max(time_s, 0):.1f}s left for them (--min-size "
+                          f"{cfg.min_size})")
+        self.ctx.log(self.notes[-1])
+        self.size = size
+        set_size(self.ctx, size)
+        self.extractor = build_extractor(self.ctx.spec, size, cfg.weights, self.extractor.cut)
+        return True
+
+    def bottom_image_s(self, cache: ImageCache, idx: np.ndarray) -> float:
+        """Seconds per image through the bottom, timed on a batch of real images after its trace (which the
+        extraction then reuses: same model, same batch shape)."""
+        n = image_batch_size()
+        batch = np.zeros((n, self.size, self.size, 3), np.uint8)
+        some = np.sort(idx[:n])
+        batch[: len(some)] = cache.images[some]
+        self.extractor.bottom.predict_on_batch(batch)
+        t = time.perf_counter()
+        self.extractor.bottom.predict_on_batch(batch)
+        return (time.perf_counter() - t) / n
+
+    def probe(self, train_cache: ImageCache, val_idx: np.ndarray, n_test: int, n_train: int
+              ) -> tuple[np.ndarray, int, float, float, bool]:
+        """The first val images through the bottom: its speed, then the cut (unless given). Returns the probe's
+        activations, how many of them hold at the chosen cut, the speed, the fine-tune step's estimated seconds
+        per image and whether the training images' mirrored view is planned."""
+        ctx, cfg, planner = self.ctx, self.ctx.cfg, self.ctx.planner
+        v0 = time.time()
+        probe = val_idx[:cfg.rate_probe_images]
+        val, n_val = self.acts(train_cache, probe, planner.reserve_s())
+        rate = n_val / max(time.time() - v0, 1e-3)
+        cuts, ext = ctx.spec.cuts, self.extractor
+        bottom_share = 1 - cuts.share(ext.cut) if ext.top is not None else 1.0
+        full_s = 1 / (rate * bottom_share) if bottom_share > 0 and rate > 0 else None  # the image cut: none
+        planner.measured.full_image_s = full_s
+        ft_image_s, train_mirror = 0.0, True  # no fine-tuning: unused
+        if ext.top is None or not cfg.finetune or n_val != len(probe):
+            return val, n_val, rate, ft_image_s, train_mirror
+        if cfg.finetune_cut is not None:  # a cut given: its top timed (the bottom's speed says little of a few layers)
+            return val, n_val, rate, TRAIN_PER_INFER * top_inference_s(ctx, ext, self.size, ext.cut), train_mirror
+        ft_image_s = cfg.ft_cost_ratio * (1 - cuts.share(cuts.default)) * full_s
+        plan, train_mirror = choose_run_cut(ctx, ext, self.size, Counts(len(val_idx), n_test, n_train), self.notes)
+        if plan.cut != ext.cut:
+            self.extractor = split_extractor(ext, ctx.spec, plan.cut)
+            n_val = 0  # the probe's activations are the old cut's
+            ft_image_s *= plan.cost_ratio
+        return val, n_val, rate, ft_image_s, train_mirror
+
+    def original_views(self, train_cache, test_cache, val_idx, test_idx, train_idx):
+        """Every image's original view, val first: (val, test, train, speed, fine-tune seconds per image, whether
+        the training images' mirrored view is planned); None if interrupted before any model could exist."""
+        ctx, planner = self.ctx, self.ctx.planner
+        val, n_val, rate, ft_image_s, train_mirror = self.probe(train_cache, val_idx, len(test_idx), len(train_idx))
+        final_s = planner.reserve_s()
+        v0 = time.time()
+        rest, n_rest = self.acts(train_cache, val_idx[n_val:], final_s)
+        val, n_val = (np.concatenate([val[:n_val], rest]) if n_val else rest), n_val + n_rest
+        test, n_test = self.acts(test_cache, test_idx, final_s)
+        train, n_train = self.acts(train_cache, train_idx, planner.head_s + final_s)
+        if n_done := n_rest + n_test + n_train:  # the bottom's speed at the cut chosen, on every image it took
+            rate = n_done / max(time.time() - v0, 1e-3)
+        ctx.log(f"activations: {n_val}/{len(val_idx)} val, {n_test}/{len(test_idx)} test, {n_train}/{len(train_idx)} "
+                f"train ({rate:.1f} img/s)")
+        if n_val < len(val_idx) or n_train == 0:
+            if ctx.budget.interrupted:
+                return None
+            raise UsageError(f"the budget of {ctx.cfg.budget_s:.0f}s is too short to extract features for "
+                             f"{ctx.spec.name} at {self.size}px; give a larger --budget, or a smaller --size or "
+                             f"--min-size (now {ctx.cfg.min_size})")
+        if n_train < len(train_idx):
+            self.notes.append(f"the budget allowed features of {n_train} of {len(train_idx)} training images")
+        planner.cut = self.extractor.cut if self.extractor.top is not None else None
+        planner.counts = Counts(len(val_idx), n_test, n_train)
+        planner.measured.rate, planner.measured.ft_image_s = rate, ft_image_s
+        return val, test[:n_test], train[:n_train], rate, ft_image_s, train_mirror
+
+    def mirrored_views(self, train_cache, test_cache, originals, idx, labels, train_mirror):
+        """The views of val, test and train: the early output from the original ones, then the mirrored views of
+        test, val (with the early output again, flip-averaged) and train, when they fit (see
+        :meth:`Planner.mirrors_fit`)."""
+        ctx, planner = self.ctx, self.ctx.planner
+        (val, test, train), (val_idx, test_idx, train_idx), (y_val, y_train, usable) = originals, idx, labels
+        self.pool = Pooler(self.extractor.top, ctx.predict)
+        keep_s = planner.head_s + planner.reserve_s()
+        if not (planner.mirrors_fit(train_mirror, ctx.cfg.finetune) and len(test) == len(test_cache.errors)):
+            self.notes.append("mirrored views skipped: the time is worth more to fine-tuning")
+            return [val], [test], [train]
+        self.early_head = early_output(ctx, self.pool, val, test, train, y_val, y_train, usable, keep_s)
+        test_f, n_tf = self.acts(test_cache, test_idx, keep_s, flip=True)
+        val_f, n_vf = self.acts(train_cache, val_idx, keep_s, flip=True)
+        views = [val], [test], [train]
+        if n_tf == len(test_idx) and n_vf == len(val_idx):
+            views = [val, val_f], [test, test_f], [train]
+            early_flip(ctx, self.pool, self.early_head, views[0], views[1], y_val, usable)
+        trained = "train skipped"
+        if train_mirror:
+            train_f, n_trf = self.acts(train_cache, train_idx, keep_s, flip=True)
+            if n_trf == len(train_idx):
+                views[2].append(train_f)
+            trained = f"{n_trf}/{len(train_idx)} train"
+        ctx.log(f"mirrored views: {n_tf}/{len(test_idx)} test, {n_vf}/{len(val_idx)} val, {trained}")
+        return views

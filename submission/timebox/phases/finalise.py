@@ -1,0 +1,104 @@
+"""Finalise: the output's weights into the exported model (unless the ensemble's export is the output), and the
+report: ``OUT/report/summary.json`` (the complete machine-readable result), config, history, timeline."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from ..metrics import accuracy, confusion_matrix
+from ..report import environment, timeline_png, write_report
+from .context import Context
+from .ensemble import EnsembleOutcome
+from .extract import Extraction
+from .finetune import FineTuneOutcome
+from .head import HeadOutcome
+from .model import single_model
+from .scoring import Scorer
+
+
+@dataclass
+class OnlineResult:
+    predictions: Path
+    model_dir: Path
+    val_accuracy: float
+    tta: bool
+    test_rows: int
+    wall_s: float
+    notes: list[str] = field(default_factory=list)
+
+
+def result(ctx: Context, val_accuracy: float, tta: bool) -> OnlineResult:
+    return OnlineResult(ctx.outputs.path, ctx.session.out / "model", val_accuracy, tta, len(ctx.outputs.names),
+                        ctx.session.wall_s(), ctx.session.notes)
+
+
+def _output_val_probs(ctx: Context, scorer: Scorer, ensemble: EnsembleOutcome) -> np.ndarray:
+    """The output's val probabilities; the best checkpoint's weights are loaded into the scored model unless the
+    output is final (then the weights in memory are the output's)."""
+    top, source = scorer.checkpoints.best(), scorer.last.source
+    if top is not None and not ctx.outputs.record.final:
+        scorer.scored.load_weights(top["path"])
+        source = f"{top['phase']} epoch {top['epoch']}"
+    if ensemble.model is not None:
+        return ensemble.val_probs
+    return scorer.val_probs(source)
+
+
+def _reported_accuracy(ctx: Context, val_probs: np.ndarray, y_val: np.ndarray, ensemble: EnsembleOutcome) -> float:
+    record = ctx.outputs.record
+    if record.exported and ensemble.model is None:  # resumed after an earlier session's ensemble
+        ctx.session.note("the ensemble of an earlier session is the output; the val confusion matrix is of the single "
+                         "model in memory")
+        return record.val_accuracy
+    if record.refit:  # its val accuracy is of images it trained on
+        ctx.session.note("the val accuracy reported is that of the output before the refit; the val confusion matrix "
+                         "is of the refit output, on val images it trained on")
+        return record.val_accuracy
+    return accuracy(val_probs, y_val)
+
+
+def finalise(ctx: Context, ext: Extraction, scorer: Scorer, head: HeadOutcome, ft: FineTuneOutcome,
+             ensemble: EnsembleOutcome, class_names: list[str], head_model: keras.Model) -> OnlineResult:
+    t = time.time()
+    val_probs = _output_val_probs(ctx, scorer, ensemble)
+    ctx.outputs.ensure_exists()
+    if not ctx.outputs.record.exported:  # else OUT/model already holds the ensemble of predictions.csv
+        ctx.outputs.export(ensemble.model or single_model(ext.extractor, head_model, scorer.scored, scorer.n_views))
+    ctx.session.phase("finalise", t, ctx.planner.reserve_s())
+    val_acc = _reported_accuracy(ctx, val_probs, ext.acts.y_val, ensemble)
+    history = {"head": head.history, "head_chosen_epoch": head.chosen_epoch, "finetune": ft.info(),
+               "ensemble": ensemble.info, "checkpoints": scorer.checkpoints.entries}
+    write_report(ctx.session.out / "report", {
+        "config": _config(ctx, ext.size), "environment": environment(), "history": history,
+        "quarantine": ext.acts.quarantine, "unreadable_test_files": ext.acts.unreadable_test,
+        "summary": _summary(ctx, ext, val_acc, head.tta),
+        "timeline": {"phases": ctx.session.phases, "events": ctx.log.events},
+    }, confusion_matrix(val_probs.argmax(1), ext.acts.y_val, ctx.num_classes), class_names)
+    s = ctx.session
+    timeline_png(s.out / "report" / "timeline.png", ctx.cfg.budget_s, s.phases, s.scores, scorer.checkpoints.entries,
+                 s.budget.start - s.spent)
+    ctx.log(f"done: val accuracy {val_acc:.4f} (predictions from {ctx.outputs.written_by}); outputs in {s.out}")
+    return result(ctx, val_acc, head.tta)
+
+
+def _config(ctx: Context, size: int) -> dict:
+    return {**{k: str(v) if isinstance(v, Path) else v for k, v in asdict(ctx.cfg).items()},
+            "input_size": size, "cache_dir": str(ctx.cache_dir)}
+
+
+def _summary(ctx: Context, ext: Extraction, val_acc: float, tta: bool) -> dict:
+    """The run's complete machine-readable result: what ``tune``, the benchmarks and the tests read."""
+    s, planner = ctx.session, ctx.planner
+    return {"budget_s": ctx.cfg.budget_s, "wall_s": round(s.wall_s(), 2), "margin_s": round(s.budget.remaining(), 2),
+            "reserve_s": round(planner.reserve_s(), 2), "export_s": round(planner.measured.export_s, 2),
+            "spent_by_earlier_sessions_s": round(s.spent, 2), "val_accuracy": val_acc, "tta": tta,
+            "p95_latency_ms_one_view": round(planner.measured.single_latency_ms, 1) or None,
+            "predictions_from": ctx.outputs.written_by, "interrupted": s.budget.interrupted,
+            "train_images": len(ext.acts.y_train), "val_images": len(ext.acts.y_val), "notes": s.notes,
+            "settings": _config(ctx, ext.size),
+            "phases": [{k: p[k] for k in ("phase", "start_s", "planned_s", "actual_s")} for p in s.phases]}

@@ -1,0 +1,96 @@
+"""Scoring: every model a phase trains (the head, each fine-tune epoch) is scored on val, kept among the top
+checkpoints if it is one of the best, kept as an ensemble candidate, and offered to the outputs."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from ..checkpoints import CheckpointManager
+from ..metrics import accuracy, log_loss
+from ..outputs import OutputRecord
+from .activations import Activations
+from .context import Context
+
+
+@dataclass
+class Candidate:
+    """A scored model kept for the ensemble: its val probabilities per view, and its checkpoint (or, for the last
+    epoch when it is not among the top checkpoints, its weights)."""
+
+    val: list[np.ndarray]
+    path: Path | None
+    val_accuracy: float
+    weights: list[np.ndarray] | None
+
+
+@dataclass
+class Scored:
+    """The last model scored: its val accuracy (None: it trained on the val images) and source."""
+
+    val_accuracy: float | None = -1.0
+    source: str | None = None
+
+
+class Scorer:
+    """The scored model (the top from the cut, and the head) and what scoring it keeps: the checkpoints, the
+    ensemble's candidates and the last model scored."""
+
+    def __init__(self, ctx: Context, acts: Activations, scored: keras.Model, n_views: int,
+                 checkpoints: CheckpointManager):
+        self.ctx, self.acts, self.scored, self.n_views, self.checkpoints = ctx, acts, scored, n_views, checkpoints
+        self.candidates: dict[str, Candidate] = {}  # source -> candidate
+        self.last = Scored(ctx.outputs.record.val_accuracy, ctx.outputs.record.source)
+
+    def score(self, phase: str, epoch: int, step: int,
+              known: tuple[list[np.ndarray], np.ndarray | None] | None = None) -> None:
+        """Checkpoint the scored model if it is in the top k; new predictions if it is the best yet. ``known``: its
+        val probabilities per view and its test ones (or None), when known (see :func:`timebox.phases.head`)."""
+        ctx, acts = self.ctx, self.acts
+        ctx.session.collect_garbage()
+        per_view = known[0] if known else [ctx.predict(self.scored, [view]) for view in acts.val]  # all: candidates
+        probs = sum(per_view[: self.n_views]) / self.n_views
+        acc, loss = accuracy(probs, acts.y_val), log_loss(probs, acts.y_val)
+        t = time.time()
+        path = self.checkpoints.consider(lambda p: self.scored.save_weights(str(p)), model=ctx.spec.name,
+                                         phase=phase, epoch=epoch, step=step, val_accuracy=acc, val_loss=loss)
+        if path is not None:
+            ctx.planner.measured.save_s = max(ctx.planner.measured.save_s, time.time() - t)
+        self.last = Scored(float(acc), f"{phase} epoch {epoch}")
+        ctx.session.scores.append({"time": time.time(), "phase": phase, "epoch": epoch, "val_accuracy": float(acc)})
+        self.candidates[self.last.source] = Candidate(per_view, path, float(acc),
+                                                      None if path else self.scored.get_weights())
+        kept = {e["file"] for e in self.checkpoints.entries}
+        self.candidates = {k: c for k, c in self.candidates.items()
+                           if k == self.last.source or (c.path is not None and c.path.name in kept)}
+        record = ctx.outputs.record
+        if ctx.outputs.improves(acc) and (record.source is None or not ctx.planner.expired()):
+            self.write(OutputRecord(float(acc), self.last.source), test_probs=known[1] if known else None)
+
+    def write(self, record: OutputRecord, test_probs: np.ndarray | None = None) -> None:
+        """The scored model's test predictions (``test_probs`` if known) become the output, described by ``record``."""
+        acts = self.acts
+        if test_probs is None:
+            test_probs = (self.ctx.predict(self.scored, [v[: acts.n_test] for v in acts.test[: self.n_views]])
+                          if acts.n_test else np.zeros((0, self.ctx.num_classes), np.float32))
+        self.ctx.outputs.adopt(test_probs, acts.usable, record)
+
+    def sync_with_checkpoints(self) -> None:
+        """After a kill between a checkpoint and its predictions: predict with the best checkpoint."""
+        top, record = self.checkpoints.best(), self.ctx.outputs.record
+        if top is not None and top["val_accuracy"] > record.val_accuracy and not record.final:
+            current = self.scored.get_weights()
+            self.scored.load_weights(top["path"])
+            self.write(OutputRecord(top["val_accuracy"], f"{top['phase']} epoch {top['epoch']}"))
+            self.scored.set_weights(current)
+
+    def val_probs(self, source: str) -> np.ndarray:
+        """The val probabilities of the model ``source`` on its views: kept if scored in this session, else those
+        of the scored model in memory."""
+        if source in self.candidates:
+            return sum(self.candidates[source].val[: self.n_views]) / self.n_views
+        return self.ctx.predict(self.scored, self.acts.val[: self.n_views])
