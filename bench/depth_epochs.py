@@ -29,7 +29,7 @@ from timebox.models.features import extract_features  # noqa: E402
 from timebox.models.registry import build_extractor, get_backbone  # noqa: E402
 from timebox.predict import predict_batches  # noqa: E402
 from timebox.score import read_labels  # noqa: E402
-from timebox.train.finetune import fine_tune, freeze_batch_norm  # noqa: E402
+from timebox.train.finetune import ScoreEpoch, fine_tune, freeze_batch_norm  # noqa: E402
 from timebox.train.head import fit_head  # noqa: E402
 
 from deadline import DATA, SPLITS  # noqa: E402
@@ -82,8 +82,7 @@ def main(cut: int, lrs: list[float], epochs: int, size: int = 224, dataset: str 
                   f"{accuracy(_predict(scored, views['test']), y_test):.4f}", flush=True)
             last[0] = time.time()
 
-        fine_tune(scored, views["train"], y_train, len(ids), time_s=1e9, eval_s=1.0, expired=lambda: False,
-                  on_epoch=on_epoch, lr=lr, max_epochs=epochs, seed=seed,
+        fine_tune(scored, views["train"], y_train, len(ids), time_s=1e9, eval_s=1.0, callbacks=[ScoreEpoch(on_epoch)], lr=lr, max_epochs=epochs, seed=seed,
                   augment=_crops(crop) if crop else random_resized_crop if cut == spec.cuts.image else None)
 
 

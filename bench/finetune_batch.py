@@ -41,8 +41,7 @@ def main(cut: int, seconds: float, configs: list[tuple[int, float]], seeds: list
             top.set_weights(pretrained)
             head.set_weights(head_weights)
             t = time.time()
-            result = fine_tune(model, views, labels, 6, seconds, 0.0, expired=lambda: False,
-                               on_epoch=lambda epoch, step: None, seed=seed, batch_size=batch, lr=lr)
+            result = fine_tune(model, views, labels, 6, seconds, 0.0, seed=seed, batch_size=batch, lr=lr)
             accs[(batch, lr)].append(accuracy(_predict(model, test), a["y_test"]))
             print(f"batch {batch} lr {lr:g} seed {seed}: {result.epochs_run} epochs (the last "
                   f"{result.last_epoch_steps} steps), {time.time() - t:.0f}s, test {100 * accs[(batch, lr)][-1]:.2f}%",

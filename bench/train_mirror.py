@@ -101,8 +101,7 @@ def main(configs: list[tuple[int, float, int]], seeds: list[int], cache: str) ->
             top.set_weights(pretrained)
             _, model = refit_start(top, pooled_train, pooled_val, a, seed)
             t = time.time()
-            result = fine_tune(model, views, labels, 6, seconds, 0.0, expired=lambda: False,
-                               on_epoch=lambda epoch, step: None, seed=seed)
+            result = fine_tune(model, views, labels, 6, seconds, 0.0, seed=seed)
             accs.append(accuracy(_predict(model, test), a["y_test"]))
             print(f"cut {cut} {seconds:.0f}s, {n_views} view(s), seed {seed}: {result.epochs_run} epochs "
                   f"({time.time() - t:.0f}s), test {100 * accs[-1]:.2f}%", flush=True)

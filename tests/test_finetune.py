@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import timebox.train.finetune as ft_module
-from timebox.train.finetune import fine_tune, freeze_batch_norm, plan_steps
+from timebox.train.callbacks import DeadlineStop
+from timebox.train.finetune import ScoreEpoch, fine_tune, freeze_batch_norm, plan_steps
 
 NUM_CLASSES = 3
 N = 60
@@ -80,8 +81,9 @@ def _run(time_s, eval_s=0.0, expired=lambda: False, max_epochs=100, model=None, 
     if clock is not None:
         clock.install(monkeypatch, model)
         on_epoch = clock.on_epoch(rec)
-    result = fine_tune(model, views, y, NUM_CLASSES, time_s=time_s, eval_s=eval_s, expired=expired,
-                       on_epoch=on_epoch, batch_size=BATCH, max_epochs=max_epochs, **kw)
+    result = fine_tune(model, views, y, NUM_CLASSES, time_s=time_s, eval_s=eval_s,
+                       callbacks=[DeadlineStop(expired), ScoreEpoch(on_epoch)], batch_size=BATCH,
+                       max_epochs=max_epochs, **kw)
     return model, result, rec
 
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from timebox import online
+from timebox.phases.extract import ExtractPhase
 from timebox.data.synthetic import make_synthetic
 from timebox.online import OnlineConfig, run_online
 from timebox.predict import LABELS_FILE, LabelMap, predict_dir
@@ -42,7 +42,7 @@ def run(tmp_path_factory):
                        cache_dir=tmp_path_factory.mktemp("cache"), workers=1)
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("TIMEBOX_START", raising=False)  # `./run.sh test` exports it: count from now instead
-        mp.setattr(online._Run, "_bottom_image_s", lambda self, cache, idx: 10.0)
+        mp.setattr(ExtractPhase, "bottom_image_s", lambda self, cache, idx: 10.0)
         result = run_online(cfg)
     return {"root": root, "out": out, "cfg": cfg, "result": result}
 

@@ -21,8 +21,11 @@ import pytest
 
 from timebox.cli import main
 from timebox.data.synthetic import make_synthetic
-from timebox import online
 from timebox.online import OnlineConfig, run_online
+from timebox.outputs import Outputs
+from timebox.phases import early as early_phase, finetune as finetune_phase, head as head_phase
+from timebox.phases.context import predict_views
+from timebox.phases.scoring import Scorer
 from timebox.predict import LABELS_FILE, MODEL_FILE, LabelMap, predict_dir
 from timebox.score import score
 
@@ -46,7 +49,10 @@ def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
     cfg = OnlineConfig(root / "train", root / "test", out, BUDGET_S, backbone="efficientnet-lite0",
                        weights="imagenet", size=SIZE, cache_dir=tmp_path_factory.mktemp("cache"), workers=1,
-                       finetune_lr=FINETUNE_LR)
+                       finetune_lr=FINETUNE_LR,
+                       deep_min_epochs=1e-3,  # any time left: the deep path, on any machine
+                       image_min_epochs=1e-3,  # ... as deep as the whole backbone, if any of an epoch fits
+                       train_mirror_min_epochs=0)  # ... with the training images' mirrored view
     fine_tune_lrs = []
 
     def fine_tune(*args, lr, **kwargs):
@@ -61,14 +67,11 @@ def run(tmp_path_factory):
                                 "val": list(self.acts.val), "test": list(self.acts.test[: self.n_views])})
         return real_score(self, phase, epoch, step, known)
 
-    real_fine_tune, real_score = online.fine_tune, online._Run.score
+    real_fine_tune, real_score = finetune_phase.fine_tune, Scorer.score
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(online, "fine_tune", fine_tune)
-        mp.setattr(online._Run, "score", score)
+        mp.setattr(finetune_phase, "fine_tune", fine_tune)
+        mp.setattr(Scorer, "score", score)
         mp.delenv("TIMEBOX_START", raising=False)  # `./run.sh test` exports it: count from now instead
-        mp.setattr(online, "DEEP_MIN_EPOCHS", 1e-3)  # any time left: the deep path, on any machine
-        mp.setattr(online, "IMAGE_MIN_EPOCHS", 1e-3)  # ... as deep as the whole backbone, if any of an epoch fits
-        mp.setattr(online, "TRAIN_MIRROR_MIN_EPOCHS", 0)  # ... with the training images' mirrored view
         start = time.time()
         result = run_online(cfg)
         outer_wall = time.time() - start
@@ -198,9 +201,9 @@ def test_the_head_is_scored_from_its_pooled_features_as_the_top_and_head_would(r
     head["model"].set_weights(head["weights"])
     assert len(val_probs) == len(head["val"]) == 2  # original and mirrored view
     for probs, view in zip(val_probs, head["val"]):
-        np.testing.assert_allclose(probs, online._predict(head["model"], [view]), atol=1e-5)
+        np.testing.assert_allclose(probs, predict_views(head["model"], [view]), atol=1e-5)
     if test_probs is not None:
-        np.testing.assert_allclose(test_probs, online._predict(head["model"], head["test"]), atol=1e-5)
+        np.testing.assert_allclose(test_probs, predict_views(head["model"], head["test"]), atol=1e-5)
 
 
 def test_without_the_training_images_mirrored_view_the_early_head_is_the_head(tmp_path, monkeypatch):
@@ -209,20 +212,20 @@ def test_without_the_training_images_mirrored_view_the_early_head_is_the_head(tm
     fitted, its predictions are not computed again, and fine-tuning trains on one view."""
     root = make_synthetic(tmp_path / "data", n_per_class=12, n_test_per_class=4, size=SIZE)
     monkeypatch.delenv("TIMEBOX_START", raising=False)
-    monkeypatch.setattr(online, "TRAIN_MIRROR_MIN_EPOCHS", 1e9)
-    for deep in ("DEEP_MIN_EPOCHS", "IMAGE_MIN_EPOCHS"):  # the default cut: its refit ends well within 90 s on any
-        monkeypatch.setattr(online, deep, 1e9)  # machine (the whole backbone's was cut by the deadline once)
     fits, views, writes = [], [], []
-    real_fit, real_fine_tune, real_write = online.fit_head, online.fine_tune, online._Outputs.write
-    real_early = online.fit_linear_head
-    monkeypatch.setattr(online, "fit_head", lambda *a, **k: fits.append(real_fit(*a, **k)) or fits[-1])
-    monkeypatch.setattr(online, "fit_linear_head", lambda *a, **k: fits.append(real_early(*a, **k)) or fits[-1])
-    monkeypatch.setattr(online, "fine_tune", lambda model, v, *a, **k: views.append(len(v)) or
+    real_fit, real_fine_tune, real_write = head_phase.fit_head, finetune_phase.fine_tune, Outputs.write
+    real_early = early_phase.fit_linear_head
+    monkeypatch.setattr(head_phase, "fit_head", lambda *a, **k: fits.append(real_fit(*a, **k)) or fits[-1])
+    monkeypatch.setattr(early_phase, "fit_linear_head", lambda *a, **k: fits.append(real_early(*a, **k)) or fits[-1])
+    monkeypatch.setattr(finetune_phase, "fine_tune", lambda model, v, *a, **k: views.append(len(v)) or
                         real_fine_tune(model, v, *a, **k))
-    monkeypatch.setattr(online._Outputs, "write", lambda self, *a: writes.append(a[-1]) or real_write(self, *a))
+    monkeypatch.setattr(Outputs, "write", lambda self, *a: writes.append(a[-1]) or real_write(self, *a))
     out = tmp_path / "out"
     run_online(OnlineConfig(root / "train", root / "test", out, 90.0, size=SIZE, cache_dir=tmp_path / "cache",
-                            workers=1))
+                            workers=1, train_mirror_min_epochs=1e9,
+                            # the default cut: its refit ends well within 90 s on any machine (the whole
+                            # backbone's was cut by the deadline once)
+                            deep_min_epochs=1e9, image_min_epochs=1e9))
     log = (out / "report" / "log.txt").read_text()
     assert "the training images' mirrored view skipped" in log and ", train skipped" in log
     assert "stands: the head is the early head" in log

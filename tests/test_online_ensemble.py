@@ -11,7 +11,8 @@ import time
 import numpy as np
 import pytest
 
-import timebox.online as online_module
+import timebox.phases.members as members_module
+from timebox.plan import Planner
 from timebox.data.synthetic import make_synthetic
 from timebox.ensemble import Choice
 from timebox.online import OnlineConfig, run_online
@@ -34,19 +35,19 @@ def _run(tmp_path_factory, latency_ms, with_test=True, budget_s=BUDGET_S, zoom_s
     test_dir = root / "test" if with_test else None  # None: a judge that predicts with the exported model
     cfg = OnlineConfig(root / "train", test_dir, out, budget_s, size=64, keep=2, latency_ms=latency_ms, zoom_share=zoom_share,
                        cache_dir=tmp_path_factory.mktemp("cache"), workers=1, second_backbone=second_backbone,
-                       refit=False)  # a refit trains on the val images the vote is chosen on: then there is none
+                       refit=False,  # a refit trains on the val images the vote is chosen on: then there is none
+                       ensemble_max_share=1.0,  # at these budgets the phase would give its time to fine-tuning
+                       second_share=0.5,  # ... and the second backbone's head would not fit its share
+                       train_mirror_min_epochs=0,  # ... and the training images' mirrored view either
+                       # fine-tuning leaves this much more time to the phases after it
+                       **({} if ft_slack_s is None else {"ft_slack_s": ft_slack_s}))
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("TIMEBOX_START", raising=False)
-        mp.setattr(online_module, "choose", _average_of_all)
-        mp.setattr(online_module, "ENSEMBLE_MAX_SHARE", 1.0)  # at these budgets the phase would give its time to fine-tuning
-        mp.setattr(online_module, "SECOND_SHARE", 0.5)  # ... and the second backbone's head would not fit its share
-        mp.setattr(online_module, "TRAIN_MIRROR_MIN_EPOCHS", 0)  # ... and the training images' mirrored view either
-        if ft_slack_s is not None:  # fine-tuning leaves this much more time to the phases after it
-            mp.setattr(online_module, "FT_SLACK_S", ft_slack_s)
+        mp.setattr(members_module, "choose", _average_of_all)
         if zoomed_test_s is not None:  # a zoomed view of the test images planned to take this long
-            zoom_view_s = online_module._Run._zoom_view_s
-            mp.setattr(online_module._Run, "_zoom_view_s",
-                       lambda run, part=None: zoomed_test_s if part == "test" else zoom_view_s(run, part))
+            zoom_view_s = Planner.zoom_view_s
+            mp.setattr(Planner, "zoom_view_s",
+                       lambda planner, part=None: zoomed_test_s if part == "test" else zoom_view_s(planner, part))
         start = time.time()
         run_online(cfg)
     report = json.loads((out / "report" / "history.json").read_text())["ensemble"]

@@ -17,7 +17,7 @@ from test_sigterm import _argv, _assert_complete_predictions, _env, _kill
 from timebox.data.synthetic import make_synthetic
 from timebox.errors import UsageError
 from timebox.recovery import RunState
-from timebox.train.finetune import fine_tune
+from timebox.train.finetune import RecoveryState, ScoreEpoch, fine_tune
 
 
 # --- RunState ---------------------------------------------------------------------------------
@@ -87,10 +87,10 @@ def test_a_new_generation_replaces_the_files_of_the_old_one(tmp_path):
 
 def test_fine_tune_resumed_from_a_state_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path):
     views, y = _data()
-    kw = dict(num_classes=NUM_CLASSES, time_s=1e6, eval_s=0.0, expired=lambda: False, batch_size=BATCH,
+    kw = dict(num_classes=NUM_CLASSES, time_s=1e6, eval_s=0.0, batch_size=BATCH,
               max_epochs=6, seed=3)
     whole = _tiny_model()
-    fine_tune(whole, views, y, on_epoch=lambda e, s: None, **kw)
+    fine_tune(whole, views, y, **kw)
 
     first = _tiny_model()
     states = []
@@ -99,14 +99,15 @@ def test_fine_tune_resumed_from_a_state_ends_with_the_same_weights_as_an_uninter
         if epoch == 2:
             first.save_weights(str(tmp_path / "e2.weights.h5"))
 
-    fine_tune(first, views, y, on_epoch=stop_after_two, on_state=states.append, **kw)
+    fine_tune(first, views, y, callbacks=[ScoreEpoch(stop_after_two), RecoveryState(states.append)], **kw)
     at_two = states[1]
     assert (at_two.epoch, at_two.epochs_planned) == (2, 6)
 
     resumed = _tiny_model(seed=9)  # a fresh process: other initial weights, then the saved ones
     resumed.load_weights(str(tmp_path / "e2.weights.h5"))
     seen = []
-    result = fine_tune(resumed, views, y, on_epoch=lambda e, s: seen.append((e, s)), resume=at_two, **kw)
+    result = fine_tune(resumed, views, y, callbacks=[ScoreEpoch(lambda e, s: seen.append((e, s)))], resume=at_two,
+                       **kw)
     assert [e for e, _ in seen] == [3, 4, 5, 6] and result.epochs_run == 6
     assert seen[0][1] == at_two.step + int(np.ceil(len(y) / BATCH))  # the step count goes on
     for a, b in zip(whole.get_weights(), resumed.get_weights()):

@@ -106,6 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pred", type=Path, required=True, help="predictions CSV (filename,label,...)")
     p.add_argument("--labels", type=Path, required=True, help="labels CSV (filename,label)")
 
+    _add_offline_commands(sub)
+    return parser
+
+
+def _add_offline_commands(sub) -> None:
+    """fetch-weights and package: the commands that prepare a submission."""
     p = sub.add_parser("fetch-weights", help="on a connected machine: save backbone weights for offline use",
                        description="Downloads weights through keras/efficientnet and saves them in the local "
                                    "weights folder ($TIMEBOX_WEIGHTS_DIR or submission/weights). EfficientNet-Lite "
@@ -131,7 +137,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke-images", type=Path, default=None,
                    help="images the smoke test predicts (default: a few synthetic ones)")
     p.add_argument("--no-smoke", action="store_true", help="skip the smoke test")
-    return parser
 
 
 def _online(args) -> int:

@@ -63,7 +63,8 @@ class Outputs:
         """The model of ``record`` becomes the output: its ``test_probs`` (the first rows; the rest get the prior)
         are written, then the record, so a resumed run knows what the output is."""
         probs = np.zeros((len(self.names), len(self.labels.class_ids)), np.float32)
-        probs[: len(test_probs)] = test_probs
+        if len(test_probs):  # none without test files
+            probs[: len(test_probs)] = test_probs
         self.write(probs, usable, record.source)
         self.record = record
         self.state.write(RECORD, asdict(record))

@@ -12,7 +12,8 @@ import numpy as np
 
 from ..data.rows import ConcatRows
 from ..train.augment import random_resized_crop
-from ..train.finetune import FineTuneState, fine_tune, freeze_batch_norm
+from ..train.callbacks import DeadlineStop
+from ..train.finetune import FineTuneState, RecoveryState, ScoreEpoch, fine_tune, freeze_batch_norm
 from .context import Context
 from .output_rules import prefer_annealed_end, refit_output
 from .scoring import Scored, Scorer
@@ -189,7 +190,7 @@ class FineTunePhase:
                             arrays={f"v{i:04d}": v for i, v in enumerate(s.optimizer_variables)})
             saved.update(at=time.time(), cost=time.time() - started)
 
+        callbacks = [DeadlineStop(ctx.planner.expired), ScoreEpoch(on_epoch), RecoveryState(on_state)]
         return fine_tune(scorer.scored, views, labels, ctx.num_classes, time_s, 0.0 if rnd.refit else eval_s,
-                         expired=ctx.planner.expired, on_epoch=on_epoch, seed=ctx.cfg.seed + rnd.r,
-                         batch_size=ctx.cfg.batch_size, lr=ctx.cfg.finetune_lr, resume=resume, on_state=on_state,
-                         augment=random_resized_crop if self.image_cut else None)
+                         callbacks, seed=ctx.cfg.seed + rnd.r, batch_size=ctx.cfg.batch_size, lr=ctx.cfg.finetune_lr,
+                         resume=resume, augment=random_resized_crop if self.image_cut else None)

@@ -4,12 +4,7 @@ The frozen part of the backbone ran once (its activations are cached, with mirro
 so an epoch costs only the trainable top: on a 2-core CPU that is what makes fine-tuning fit
 in minutes. Epochs are sized to the time given from a measured step time, the learning rate
 (warm-up + cosine) to exactly those steps, and every epoch is scored by the caller's
-``on_epoch`` (val accuracy computed by timebox), which keeps checkpoints and outputs.
-
-Example::
-
-    model = keras.Model(a, head(top(a)))
-    fine_tune(model, views, y, time_s=200, expired=budget.expired, on_epoch=keep_best)
+:class:`ScoreEpoch` callback (val accuracy computed by timebox), which keeps checkpoints and outputs.
 """
 
 from __future__ import annotations
@@ -125,6 +120,141 @@ def _batch(views: list[np.ndarray], idx: np.ndarray, rng: np.random.Generator) -
     return out
 
 
+class ScoreEpoch(keras.callbacks.Callback):
+    """After each epoch, ``score(epoch, step)`` (epochs from 1): the caller's val accuracy, checkpoints, outputs.
+    The loop measures its time and plans the next epochs with it."""
+
+    def __init__(self, score: Callable[[int, int], None]):
+        super().__init__()
+        self.score = score
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.score(epoch + 1, logs["step"])
+
+
+class RecoveryState(keras.callbacks.Callback):
+    """Keras' BackupAndRestore for this loop: after each scored epoch, ``save(state)`` gets a
+    :class:`FineTuneState`, which ``fine_tune(..., resume=state)`` continues from in another process (with the
+    model's weights of that epoch, saved by ``save``). It runs after the epoch's plan, whatever its place."""
+
+    def __init__(self, save: Callable[[FineTuneState], None]):
+        super().__init__()
+        self.save = save
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.save(logs["state"])
+
+
+class _Plan(keras.callbacks.Callback):
+    """The loop's own callback: it measures this session's steps 2-4 (step 1 traces the graph) and plans the steps
+    from them, then re-plans after every scored epoch (and resizes the learning rate's schedule with the plan)."""
+
+    def __init__(self, loop: "_Loop", states: bool):
+        super().__init__()
+        self.loop, self.states = loop, states  # states: a RecoveryState follows, the epoch's logs get the state
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.loop.measure()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.loop.replan()
+        if self.states:
+            logs["state"] = self.loop.state()
+
+
+class _Loop:
+    """One session of fine-tuning (see :func:`fine_tune`)."""
+
+    def __init__(self, model: keras.Model, labels: np.ndarray, num_classes: int, time_s: float, eval_s: float,
+                 seed: int, batch_size: int, lr: float, max_epochs: int, resume: FineTuneState | None):
+        self.call_time = time.perf_counter()
+        self.model, self.n, self.time_s, self.eval_s, self.batch_size = model, len(labels), time_s, eval_s, batch_size
+        self.steps_per_epoch = int(np.ceil(self.n / batch_size))
+        self.min_epoch_steps = max(1, self.steps_per_epoch // 4)  # a shortened last epoch is worth its evaluation
+        self.rng = np.random.default_rng(seed)
+        self.max_steps = max_epochs * self.steps_per_epoch
+        self.end_step, self.step_s, self.epoch, self.step = self.max_steps, 0.0, 0, 0
+        if resume is not None:
+            self.end_step, self.step_s, self.epoch, self.step = (resume.steps_planned, resume.step_time_s,
+                                                                 resume.epoch, resume.step)
+            self.rng.bit_generator.state = resume.rng_state
+        self.schedule = WarmupCosine(lr, warmup_steps=self.steps_per_epoch // 2 + 1, total_steps=self.end_step)
+        model.compile(optimizer=keras.optimizers.AdamW(self.schedule, weight_decay=1e-4),
+                      loss=select_loss(labels, num_classes, label_smoothing=0.1))
+        if resume is not None:
+            model.optimizer.build(model.trainable_variables)
+            for variable, value in zip(model.optimizer.variables, resume.optimizer_variables, strict=True):
+                variable.assign(value)
+        model.stop_training = False
+        self.abandoned = False  # the epoch in progress cannot be made useful: stop without scoring it
+        self.start_time, self.session_steps, self.epoch_steps = time.perf_counter(), 0, 0
+        self.epoch_start, self.measure_from, self.session_from, self.trained_until = 0, 0.0, 0.0, 0.0
+
+    def measure(self) -> None:
+        """After a step: the epoch's and the session's step times; the first plan after this session's 4th step."""
+        now = time.perf_counter()
+        if self.epoch_steps == 1 and self.steps_per_epoch > 1:
+            self.measure_from = now  # the epoch's step time without its first step (tracing, caches)
+        if self.session_steps == 1:
+            self.session_from = now
+        elif self.session_steps == 4:
+            self.step_s = (now - self.session_from) / 3
+            left = self.time_s - (now - self.start_time)
+            self.end_step = min(plan_steps(self.step, self.epoch_start, left, self.step_s, self.eval_s,
+                                           self.steps_per_epoch, self.min_epoch_steps), self.max_steps)
+            if self.end_step < self.step:
+                self.abandoned = self.model.stop_training = True
+                return
+            self.schedule.resize(self.end_step)
+
+    def replan(self) -> None:
+        """After a scored epoch: the plan again from its measured step and scoring times."""
+        self.eval_s = time.perf_counter() - self.trained_until
+        if self.epoch_steps > 1 or self.steps_per_epoch == 1:  # re-measured (a one-step epoch keeps the last)
+            self.step_s = (self.trained_until - self.measure_from) / max(1, self.epoch_steps - 1)
+        left = self.time_s - (time.perf_counter() - self.start_time)
+        replanned = min(plan_steps(self.step, self.step, left, self.step_s, self.eval_s, self.steps_per_epoch,
+                                   self.min_epoch_steps), self.max_steps)
+        if replanned != self.end_step:
+            self.end_step = replanned
+            self.schedule.resize(self.end_step)
+
+    def state(self) -> FineTuneState:
+        """Where training stands, to continue from in another process."""
+        return FineTuneState(self.epoch, self.step, -(-self.end_step // self.steps_per_epoch), self.step_s,
+                             self.rng.bit_generator.state,
+                             [keras.ops.convert_to_numpy(v) for v in self.model.optimizer.variables], self.end_step)
+
+    def result(self, stopped: bool, epochs_run: int, last_epoch_steps: int) -> FineTuneResult:
+        planned = self.end_step if self.step_s else 0
+        setup_s = round(self.session_from - self.call_time, 3) if self.session_steps else 0.0
+        return FineTuneResult(-(-planned // self.steps_per_epoch), epochs_run, self.step_s, stopped, planned,
+                              last_epoch_steps, setup_s)
+
+    def run(self, views: list[np.ndarray], labels: np.ndarray, callbacks: keras.callbacks.CallbackList,
+            augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None) -> FineTuneResult:
+        while self.step < self.end_step:
+            self.epoch += 1
+            self.epoch_start, self.epoch_steps, self.measure_from = self.step, 0, time.perf_counter()
+            order = self.rng.permutation(self.n)
+            for start in range(0, self.n, self.batch_size):
+                if self.step >= self.end_step:  # a last epoch shortened to fit
+                    break
+                idx = order[start : start + self.batch_size]
+                batch = _batch(views, idx, self.rng)
+                self.model.train_on_batch(batch if augment is None else augment(batch, self.rng), labels[idx])
+                self.step, self.epoch_steps, self.session_steps = self.step + 1, self.epoch_steps + 1, \
+                    self.session_steps + 1
+                callbacks.on_train_batch_end(self.step)
+                if self.abandoned:
+                    return self.result(False, self.epoch - 1, 0)
+                if self.model.stop_training:  # the deadline: the unfinished epoch is not scored
+                    return self.result(True, self.epoch - 1, 0)
+            self.trained_until = time.perf_counter()
+            callbacks.on_epoch_end(self.epoch - 1, {"step": self.step})
+        return self.result(False, self.epoch, self.epoch_steps)
+
+
 def fine_tune(
     model: keras.Model,
     views: list[np.ndarray],
@@ -132,90 +262,29 @@ def fine_tune(
     num_classes: int,
     time_s: float,
     eval_s: float,
-    expired: Callable[[], bool],
-    on_epoch: Callable[[int, int], None],
+    callbacks: list[keras.callbacks.Callback] = (),
     seed: int = 0,
     batch_size: int = 32,
     lr: float = FINETUNE_LR,
     max_epochs: int = 100,
     resume: FineTuneState | None = None,
-    on_state: Callable[[FineTuneState], None] | None = None,
     augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
 ) -> FineTuneResult:
     """Train ``model`` (activations -> probabilities) on ``views`` of the same samples.
 
-    ``eval_s`` is the caller's cost of ``on_epoch(epoch, step)``; epochs are planned so that
-    training plus evaluation fill ``time_s``, re-planned after every epoch from its measured
-    duration (the learning-rate schedule is resized with the plan); ``expired()`` is checked
-    after every batch. After each scored epoch ``on_state`` gets a :class:`FineTuneState`;
-    passing it back as ``resume`` (with the model's weights of that epoch loaded) continues
-    from there: optimizer state, schedule position, shuffling and plan included. ``augment`` (e.g.
-    :func:`timebox.train.augment.random_resized_crop`) transforms every training batch.
+    Epochs are planned so that training and the epochs' scoring (``eval_s`` each, until measured) fill ``time_s``,
+    re-planned after every epoch from its measured duration (the learning-rate schedule is resized with the plan).
+    ``callbacks`` are Keras callbacks: :class:`~timebox.train.callbacks.DeadlineStop` (checked after every batch),
+    :class:`ScoreEpoch`, :class:`RecoveryState` (passing its state back as ``resume``, with the model's weights of
+    that epoch loaded, continues from there: optimizer state, schedule position, shuffling and plan included).
+    ``augment`` (e.g. :func:`timebox.train.augment.random_resized_crop`) transforms every training batch.
+
+    Example::
+
+        fine_tune(model, views, y, 6, time_s=200, eval_s=2.0,
+                  callbacks=[DeadlineStop(budget.expired), ScoreEpoch(keep_best), RecoveryState(save)])
     """
-    call_time = time.perf_counter()
-    n = len(labels)
-    steps_per_epoch = int(np.ceil(n / batch_size))
-    min_epoch_steps = max(1, steps_per_epoch // 4)  # a shortened last epoch is worth its evaluation from here
-    rng = np.random.default_rng(seed)
-    loss = select_loss(labels, num_classes, label_smoothing=0.1)
-
-    # planned from the measured time of this session's steps 2-4 (step 1 traces the graph), re-planned per epoch
-    max_steps = max_epochs * steps_per_epoch
-    end_step, step_s, epoch, step = max_steps, 0.0, 0, 0
-    if resume is not None:
-        end_step, step_s, epoch, step = resume.steps_planned, resume.step_time_s, resume.epoch, resume.step
-        rng.bit_generator.state = resume.rng_state
-    schedule = WarmupCosine(lr, warmup_steps=steps_per_epoch // 2 + 1, total_steps=end_step)
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4), loss=loss)
-    if resume is not None:
-        model.optimizer.build(model.trainable_variables)
-        for variable, value in zip(model.optimizer.variables, resume.optimizer_variables, strict=True):
-            variable.assign(value)
-
-    def result(stopped: bool, epochs_run: int, last_epoch_steps: int) -> FineTuneResult:
-        planned = end_step if step_s else 0
-        return FineTuneResult(-(-planned // steps_per_epoch), epochs_run, step_s, stopped, planned, last_epoch_steps,
-                              round(session_from - call_time, 3) if session_steps else 0.0)
-
-    start_time, session_steps, epoch_steps = time.perf_counter(), 0, 0
-    while step < end_step:
-        epoch += 1
-        epoch_start, epoch_steps, measure_from = step, 0, time.perf_counter()
-        order = rng.permutation(n)
-        for start in range(0, n, batch_size):
-            if step >= end_step:  # a last epoch shortened to fit
-                break
-            idx = order[start : start + batch_size]
-            batch = _batch(views, idx, rng)
-            model.train_on_batch(batch if augment is None else augment(batch, rng), labels[idx])
-            step += 1
-            epoch_steps += 1
-            session_steps += 1
-            if epoch_steps == 1 and steps_per_epoch > 1:
-                measure_from = time.perf_counter()  # the epoch's step time without its first step (tracing, caches)
-            if session_steps == 1:
-                session_from = time.perf_counter()
-            elif session_steps == 4:
-                step_s = (time.perf_counter() - session_from) / 3
-                left = time_s - (time.perf_counter() - start_time)
-                end_step = min(plan_steps(step, epoch_start, left, step_s, eval_s, steps_per_epoch, min_epoch_steps),
-                               max_steps)
-                if end_step < step:
-                    return result(False, epoch - 1, 0)
-                schedule.resize(end_step)
-            if expired():  # the unfinished epoch is not scored: the best checkpoint stands
-                return result(True, epoch - 1, 0)
-        trained_until = time.perf_counter()
-        on_epoch(epoch, step)
-        eval_s = time.perf_counter() - trained_until
-        if epoch_steps > 1 or steps_per_epoch == 1:  # re-measured (a shortened epoch of one step keeps the last)
-            step_s = (trained_until - measure_from) / max(1, epoch_steps - 1)
-        left = time_s - (time.perf_counter() - start_time)
-        replanned = min(plan_steps(step, step, left, step_s, eval_s, steps_per_epoch, min_epoch_steps), max_steps)
-        if replanned != end_step:
-            end_step = replanned
-            schedule.resize(end_step)
-        if on_state is not None:
-            on_state(FineTuneState(epoch, step, -(-end_step // steps_per_epoch), step_s, rng.bit_generator.state,
-                                   [keras.ops.convert_to_numpy(v) for v in model.optimizer.variables], end_step))
-    return result(False, epoch, epoch_steps)
+    loop = _Loop(model, labels, num_classes, time_s, eval_s, seed, batch_size, lr, max_epochs, resume)
+    after = [c for c in callbacks if isinstance(c, RecoveryState)]  # they save the epoch's plan
+    ordered = [c for c in callbacks if not isinstance(c, RecoveryState)] + [_Plan(loop, bool(after))] + after
+    return loop.run(views, labels, keras.callbacks.CallbackList(ordered, model=model), augment)
