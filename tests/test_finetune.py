@@ -255,3 +255,10 @@ def test_plan_mid_epoch_shortens_the_epoch_in_progress_or_abandons_it():
     assert plan_steps(2, 0, 0.5, step_s=1.0, eval_s=1.0, steps_per_epoch=4, min_epoch_steps=1) == 0
     # between epochs (step == epoch_start) it is a plain plan from there
     assert plan_steps(4, 4, 5.0, step_s=1.0, eval_s=1.0, steps_per_epoch=4, min_epoch_steps=1) == 8
+
+
+def test_each_epoch_is_scored_with_its_number_and_step_as_integers():
+    """Keras' CallbackList turns an epoch's logs into floats: ScoreEpoch gives the step back as the integer that
+    checkpoint names are formatted with."""
+    model, result, rec = _run(time_s=1e6, max_epochs=2)
+    assert rec.calls and all(type(e) is int and type(s) is int for e, s in rec.calls)

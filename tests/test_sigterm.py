@@ -139,11 +139,12 @@ def test_sigterm_after_a_head_is_fitted_keeps_that_heads_predictions(tmp_path, m
     the run ends with that head as the output and the exported model, and no head is fitted in the time left
     after it (the early head's output is not computed again)."""
     import timebox.online as online
+    from timebox.phases import early as early_phase, head as head_phase
     from timebox.score import score
 
     root = make_synthetic(tmp_path / "data", n_per_class=12, n_test_per_class=4, size=64)
-    early = _sigterm_after_call(monkeypatch, online, "fit_linear_head", 1 if head == "fit_linear_head" else 0)
-    real = _sigterm_after_call(monkeypatch, online, "fit_head", 1 if head == "fit_head" else 0)
+    early = _sigterm_after_call(monkeypatch, early_phase, "fit_linear_head", 1 if head == "fit_linear_head" else 0)
+    real = _sigterm_after_call(monkeypatch, head_phase, "fit_head", 1 if head == "fit_head" else 0)
     out, summary = _small_run(online, root, tmp_path, monkeypatch)
     assert summary["interrupted"] is True
     assert len(early) == 1 and len(real) == (head == "fit_head")
@@ -158,17 +159,19 @@ def test_sigterm_once_the_original_views_are_extracted_still_fits_the_early_head
     exists yet, so the early head is still fitted (all its iterations, not cut short) and is the output; no mirrored view is
     extracted, no other head is fitted, and the run ends interrupted with complete predictions."""
     import timebox.online as online
+    from timebox.phases import early as early_phase, extract as extract_phase, head as head_phase, second
+    from timebox.phases.activations import Pooler
 
     root = make_synthetic(tmp_path / "data", n_per_class=12, n_test_per_class=4, size=64)
-    real_pool, flips = online._Run._pool, []
+    real_pool, flips = Pooler.__call__, []
 
     def sigterm_at_the_first_pooling(self, views):
-        if not self.pooled:
+        if not self._pooled:
             os.kill(os.getpid(), signal.SIGTERM)
         return real_pool(self, views)
 
-    monkeypatch.setattr(online._Run, "_pool", sigterm_at_the_first_pooling)
-    real_extract = online.extract_features
+    monkeypatch.setattr(Pooler, "__call__", sigterm_at_the_first_pooling)
+    real_extract = extract_phase.extract_features
 
     def extract(*args, **kwargs):  # the mirrored views' images extracted
         features = real_extract(*args, **kwargs)
@@ -176,12 +179,13 @@ def test_sigterm_once_the_original_views_are_extracted_still_fits_the_early_head
             flips.append(features.done)
         return features
 
-    monkeypatch.setattr(online, "extract_features", extract)
-    early = _sigterm_after_call(monkeypatch, online, "fit_linear_head", 0)  # records the fits, sends nothing
-    real = _sigterm_after_call(monkeypatch, online, "fit_head", 0)
+    monkeypatch.setattr(extract_phase, "extract_features", extract)
+    early = _sigterm_after_call(monkeypatch, early_phase, "fit_linear_head", 0)  # records the fits, sends nothing
+    real = _sigterm_after_call(monkeypatch, head_phase, "fit_head", 0)
+    seconds = _sigterm_after_call(monkeypatch, second, "fit_head", 0)
     out, summary = _small_run(online, root, tmp_path, monkeypatch)
     assert summary["interrupted"] is True
-    assert len(early) == 1 and not real  # the early head only,
+    assert len(early) == 1 and not real and not seconds  # the early head only,
     assert early[0].epochs_run == early[0].epochs_planned  # not cut short
     phases = [p["phase"] for p in json.loads((out / "report" / "timeline.json").read_text())["phases"]]
     assert "early output" in phases
@@ -195,9 +199,10 @@ def test_sigterm_before_any_val_image_leaves_the_prior_class_for_every_test_file
     exist, so the run returns at once with every test file predicted as the most frequent class (no division
     by the zero images measured, no second backbone, no head)."""
     import timebox.online as online
+    from timebox.phases import extract as extract_phase
 
     root = make_synthetic(tmp_path / "data", n_per_class=12, n_test_per_class=4, size=64)
-    _sigterm_after_call(monkeypatch, online, "build_cache", 2)  # the training and the test images decoded
+    _sigterm_after_call(monkeypatch, extract_phase, "build_cache", 2)  # the training and the test images decoded
     monkeypatch.delenv("TIMEBOX_START", raising=False)
     out = tmp_path / "out"
     result = online.run_online(online.OnlineConfig(root / "train", root / "test", out, 120.0, size=64,

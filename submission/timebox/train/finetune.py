@@ -129,7 +129,7 @@ class ScoreEpoch(keras.callbacks.Callback):
         self.score = score
 
     def on_epoch_end(self, epoch, logs=None):
-        self.score(epoch + 1, logs["step"])
+        self.score(epoch + 1, int(logs["step"]))  # Keras made the logs floats
 
 
 class RecoveryState(keras.callbacks.Callback):
