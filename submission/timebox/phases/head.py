@@ -65,9 +65,9 @@ def run_head(ctx: Context, ext: Extraction) -> HeadOutcome:
     # the early head is the head when interrupted, or when no training view came after it (fine-tuning gets its time)
     early = ext.early_head is not None and (ctx.budget.interrupted or len(acts.train) == 1)
     pooled_val = pool(acts.val)  # the early head's views are pooled already (the top can be the backbone)
+    planner.measured.top_rate = pool.rate  # of the last views pooled by now (the training views' may be faster)
     pooled_train = pool(acts.train[:1] if early else acts.train)
-    planner.measured.top_rate = pool.rate
-    if (planner.voting or ctx.cfg.latency_ms is not None) and pool.rate and not ctx.budget.interrupted:
+    if (planner.voting or ctx.cfg.latency_ms is not None) and planner.measured.top_rate and not ctx.budget.interrupted:
         planner.measured.single_latency_ms = measure_latency(ext.extractor.full, ext.size, 1, ctx.cfg.latency_images,
                                                              planner.measured)
     plan = planner.head_plan(early, ctx.budget.interrupted)
@@ -93,5 +93,5 @@ def run_head(ctx: Context, ext: Extraction) -> HeadOutcome:
                       early_head=plan.early)
     ctx.log(f"head{' (the early head)' if plan.early else ''}: val accuracy {val_accuracy:.4f} "
             f"(epoch {head.chosen_epoch}/{head.epochs_run}), flip TTA {'on' if tta else 'off'}")
-    ctx.state.write(RECORD, {**outcome.info(), "top_rate": pool.rate}, weights=head.model)
+    ctx.state.write(RECORD, {**outcome.info(), "top_rate": planner.measured.top_rate}, weights=head.model)
     return outcome
