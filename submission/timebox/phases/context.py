@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
 import keras
 import numpy as np
 
+from ..budget import Budget
 from ..config import OnlineConfig
 from ..models.registry import BackboneSpec
 from ..outputs import Outputs
 from ..plan import Planner
 from ..predict import predict_batches
+from ..progress import Progress
+from ..recovery import RunState
 from ..session import Session
 
 
@@ -28,15 +29,15 @@ class Context:
     cache_dir: Path
 
     @property
-    def log(self) -> Any:
+    def log(self) -> Progress:
         return self.session.log
 
     @property
-    def budget(self):
+    def budget(self) -> Budget:
         return self.session.budget
 
     @property
-    def state(self):
+    def state(self) -> RunState:
         return self.session.state
 
     def predict(self, model: keras.Model, views: list[np.ndarray]) -> np.ndarray:

@@ -196,7 +196,9 @@ class ExtractPhase:
             ft_image_s *= plan.cost_ratio
         return val, n_val, rate, ft_image_s, train_mirror
 
-    def original_views(self, train_cache, test_cache, val_idx, test_idx, train_idx):
+    def original_views(self, train_cache: ImageCache, test_cache: ImageCache, val_idx: np.ndarray,
+                       test_idx: np.ndarray, train_idx: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float, bool] | None:
         """Every image's original view, val first: (val, test, train, speed, fine-tune seconds per image, whether
         the training images' mirrored view is planned); None if interrupted before any model could exist."""
         ctx, planner = self.ctx, self.ctx.planner
@@ -224,7 +226,8 @@ class ExtractPhase:
         planner.measured.rate, planner.measured.ft_image_s = rate, ft_image_s
         return val, test[:n_test], train[:n_train], rate, ft_image_s, train_mirror
 
-    def mirrored_views(self, train_cache, test_cache, originals, idx, labels, train_mirror):
+    def mirrored_views(self, train_cache: ImageCache, test_cache: ImageCache, originals: tuple, idx: tuple,
+                       labels: tuple, train_mirror: bool) -> tuple[list, list, list]:
         """The views of val, test and train: the early output from the original ones, then the mirrored views of
         test, val (with the early output again, flip-averaged) and train, when they fit (see
         :meth:`Planner.mirrors_fit`)."""
