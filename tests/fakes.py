@@ -48,7 +48,7 @@ def context(tmp_path: Path, planner: Planner, record=None) -> SimpleNamespace:
     from timebox.outputs import OutputRecord  # here: the planner's tests run without Keras
 
     notes = []
-    session = SimpleNamespace(notes=notes, note=lambda text, log=False: notes.append(text),
+    session = SimpleNamespace(notes=notes, note=notes.append,
                               phase=lambda *a, **k: None)
     outputs = SimpleNamespace(record=record or OutputRecord(), path=Path("OUT/predictions.csv"))
     return SimpleNamespace(planner=planner, state=RunState(tmp_path), session=session, outputs=outputs,

@@ -83,9 +83,10 @@ class Outputs:
             n = len(self.names)
             self.write(np.zeros((n, len(self.labels.class_ids))), np.zeros(n, bool), "prior")
 
-    def export(self, model) -> None:
+    def export(self, model, val_accuracy: float | None = None) -> None:
         """``OUT/model/`` (the uint8-image classifier ``model`` and its labels, each file replaced atomically), and
-        the judge's export of it (replaced atomically as a whole)."""
+        the judge's export of it (replaced atomically as a whole), which reports ``val_accuracy`` (default: the
+        output's)."""
         model_dir = self.out / "model"
         model_dir.mkdir(exist_ok=True)
         tmp = model_dir / f".tmp-{os.getpid()}-{MODEL_FILE}"
@@ -93,6 +94,7 @@ class Outputs:
         os.replace(tmp, model_dir / MODEL_FILE)
         self.labels.save(model_dir / LABELS_FILE)
         dest = self.judge_folder or judge_dir(self.judge, self.out)
-        written = export_for_judge(self.judge, model_dir, dest, self.record.val_accuracy)
+        accuracy = self.record.val_accuracy if val_accuracy is None else val_accuracy
+        written = export_for_judge(self.judge, model_dir, dest, accuracy)
         if written is not None:
             self.log(f"{self.judge} export: {written}")

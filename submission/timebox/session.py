@@ -81,10 +81,9 @@ class Session:
         self.phases.append({"phase": name, "start_s": round(started - self.budget.start + self.spent, 2),
                             "planned_s": planned_s, "actual_s": round(time.time() - started, 2), **info})
 
-    def note(self, text: str, log: bool = False) -> None:
+    def note(self, text: str) -> None:
+        """A note for the report: why the run did what it did."""
         self.notes.append(text)
-        if log:
-            self.log(text)
 
     def collect_garbage(self, every_s: float | None = None) -> None:
         """Python's cyclic garbage collection, at most every ``every_s`` (default: the setting ``gc_every_s``);

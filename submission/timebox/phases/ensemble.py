@@ -113,9 +113,8 @@ class EnsemblePhase:
         if ctx.budget.interrupted:
             return EnsembleOutcome({**info, "used": False})
         source = f"ensemble ({choice.rule}, {len(used)} members)"
-        ctx.outputs.record = OutputRecord(float(acc), source, final=True, exported=True)
-        ctx.outputs.export(model)  # OUT/model must hold what predictions.csv says, also after a kill from here on
-        ctx.outputs.adopt(test_probs, self.acts.usable, ctx.outputs.record)
+        ctx.outputs.export(model, float(acc))  # OUT/model must hold what predictions.csv says, also after a kill
+        ctx.outputs.adopt(test_probs, self.acts.usable, OutputRecord(float(acc), source, final=True, exported=True))
         info.update(used=True, members=self.members.report(keys, used, weights, val), val_accuracy=acc,
                     **latency_info)
         if ctx.cfg.latency_ms is not None and latency > ctx.cfg.latency_ms:
