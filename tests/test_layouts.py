@@ -69,8 +69,9 @@ def test_folders_files_sorted_naturally_and_hidden_files_skipped(tmp_path):
     root = tmp_path / "train"
     for name in ["img_10.jpg", "img_2.jpg", "img_1.JPG", ".hidden.jpg", ".git/x.jpg"]:
         touch(root / "c" / name)
+    touch(root / "d" / "x.jpg")  # a training set needs two classes
     ds = read_dataset(root)
-    assert [f.name for f in ds.files] == ["img_1.JPG", "img_2.jpg", "img_10.jpg"]
+    assert [f.name for f in ds.files] == ["img_1.JPG", "img_2.jpg", "img_10.jpg", "x.jpg"]
 
 
 def test_folder_missing_from_class_index_names_folder_and_index(tmp_path):

@@ -18,7 +18,7 @@ import pytest
 from timebox.cli import main
 from timebox.errors import UsageError
 from timebox.models import weights
-from timebox.package import (MANIFEST, SmokeTestFailed, build_zip, check_unpacked, network_blocker,
+from timebox.package import (MANIFEST, MARKER, SmokeTestFailed, build_zip, check_unpacked, network_blocker,
                              safe_extract, smoke_test, verify_manifest)
 
 FAKE_FILES = {
@@ -42,6 +42,7 @@ FAKE_FILES = {
 SHIPPED = {
     "Dockerfile", "README.md", "requirements.txt", "run.sh", "submission/timebox/__init__.py",
     "submission/timebox/cli.py", "submission/timebox/data/files.py", "submission/weights/backbone.weights.h5",
+    MARKER,
 }
 
 
@@ -257,6 +258,7 @@ def real_zip(tmp_path_factory):
 def _run_unpacked_cli(unpacked, *args):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "TIMEBOX_START")}
     env["PYTHONPATH"] = str(unpacked / "submission")
+    env["PYTHONPYCACHEPREFIX"] = str(unpacked.parent / "pycache")  # as run.sh: no bytecode in the tree
     return subprocess.run([sys.executable, "-m", "timebox", *args], cwd=unpacked, env=env, capture_output=True,
                           text=True, timeout=120)
 

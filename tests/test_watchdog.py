@@ -1,5 +1,6 @@
-"""Watchdog: fires on_fire() then exits the process with code 0 at its deadline even while the main
-thread is blocked, leaving every thread's stack where asked; once its `with` block is left it never fires."""
+"""Watchdog: fires on_fire() then exits the process with code 0 (1 if on_fire raised) at its deadline even while
+the main thread is blocked, leaving every thread's stack where asked; once its `with` block is left it never
+fires."""
 
 import subprocess
 import sys
@@ -51,7 +52,8 @@ def test_watchdog_writes_where_every_thread_was_when_it_fired(tmp_path):
     assert str(stacks) in proc.stderr
 
 
-def test_watchdog_exits_0_even_if_on_fire_raises(tmp_path):
+def test_watchdog_exits_1_if_on_fire_raises(tmp_path):
+    """A final write that failed must not read as success (issue 29)."""
     proc, wall = _run("""
         import time
         from timebox.watchdog import Watchdog
@@ -60,7 +62,8 @@ def test_watchdog_exits_0_even_if_on_fire_raises(tmp_path):
         with Watchdog(time.time() + 0.3, boom):
             time.sleep(30)
     """, timeout=20)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr
+    assert "on_fire failed" in proc.stderr
     assert wall < 5.0
 
 

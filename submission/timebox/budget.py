@@ -1,7 +1,9 @@
 """The wall-clock budget of a command: a deadline counted from the command's start.
 
 ``run.sh`` exports ``TIMEBOX_START`` (epoch seconds) before anything else, so interpreter
-start-up and imports are counted too.
+start-up and imports are counted too, and ``TIMEBOX_START_PID``, the process it is for (run.sh
+execs Python, which keeps its PID): a child that inherits both (a trial a tuner starts) counts
+from its own start.
 
 Example::
 
@@ -36,7 +38,10 @@ def parse_duration(text: str) -> float:
 
 
 def command_start() -> float:
-    """When this command started: ``$TIMEBOX_START`` if set by run.sh, else now."""
+    """When this command started: ``$TIMEBOX_START`` if set for this process, else now. It is for this process
+    unless ``$TIMEBOX_START_PID`` names another."""
+    if os.environ.get("TIMEBOX_START_PID", str(os.getpid())) != str(os.getpid()):
+        return time.time()
     try:
         return float(os.environ["TIMEBOX_START"])
     except (KeyError, ValueError):

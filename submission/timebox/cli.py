@@ -56,7 +56,8 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
                        help=f"{s.help} (default: {default}" + (f"; one of {', '.join(s.choices)}" if s.choices
                                                                 else "") + ")")
     p.add_argument("--cache-dir", type=Path, default=None,
-                   help="decoded-image cache (default: $TIMEBOX_CACHE_DIR or ~/.cache/timebox)")
+                   help="decoded-image cache (default: $TIMEBOX_CACHE_DIR or ~/.cache/timebox, else the temp "
+                   "folder or OUT/cache)")
     p.add_argument("--workers", type=int, default=None, help="decode processes (default: all cores)")
     p.add_argument("--judge", default="generic", choices=["generic", "flink", "modelarts"],
                    help="also write this judge's export, replaced atomically after the head and at the end: flink "
@@ -139,11 +140,25 @@ def _add_offline_commands(sub) -> None:
     p.add_argument("--no-smoke", action="store_true", help="skip the smoke test")
 
 
+def _check_out(out: Path, folder: bool) -> None:
+    """Refuse, before any work, an --out that cannot be written: below a file, or a file where a folder is
+    wanted (folder=True) or a folder where a file is wanted."""
+    existing = next((p for p in (out, *out.parents) if p.exists()), None)
+    if existing is None:
+        return
+    if existing != out and not existing.is_dir():
+        raise UsageError(f"--out {out}: {existing} is a file, not a folder; pass a path in a folder")
+    if existing == out and existing.is_dir() != folder:
+        kind, wanted = ("a file", "a folder (created if missing)") if folder else ("a folder", "a file path")
+        raise UsageError(f"--out {out} is {kind}; pass {wanted}")
+
+
 def _online(args) -> int:
     from .budget import command_start
     from .config import OnlineConfig
     from .recovery import RunState
 
+    _check_out(args.out, folder=True)
     if args.train_dir is None:
         if not os.environ.get("IMAGE_TRAIN_INPUT_PATH"):
             raise UsageError("online needs --train-dir (or IMAGE_TRAIN_INPUT_PATH set, as the Flink judge does)")
@@ -181,6 +196,7 @@ def _demo(args) -> int:
     from .data.synthetic import make_synthetic
     from .score import score
 
+    _check_out(args.out, folder=True)
     data = args.data or make_synthetic(args.out / "data")
     for part in ("train", "test", "test_labels.csv"):
         if not (data / part).exists():
@@ -197,7 +213,9 @@ def _predict(args) -> int:
     from .online import default_cache_dir
     from .predict import predict_dir
 
-    n = predict_dir(args.model, args.images, args.out, args.cache_dir or default_cache_dir())
+    _check_out(args.out, folder=False)
+    cache_dir = args.cache_dir or default_cache_dir(Path(args.out).parent, lambda line: print(line, file=sys.stderr))
+    n = predict_dir(args.model, args.images, args.out, cache_dir)
     print(f"predictions: {args.out} ({n} rows)")
     return 0
 

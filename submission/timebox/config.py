@@ -14,10 +14,13 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from dataclasses import field, make_dataclass
 from pathlib import Path
 
+from .data.files import walk_files
 from .errors import UsageError
 from .settings import SETTING, SETTINGS
 
@@ -29,10 +32,26 @@ IDENTITY = ("budget_s", "backbone", "weights", "seed", "layout", "size", "val_fr
 
 
 def _identity(self) -> dict:
-    """The arguments a resumed run must share with the run it continues."""
+    """The arguments a resumed run must share with the run it continues, and the files of its folders: a resumed
+    run's predictions are zipped with the test files of the run it continues."""
     return {"train_dir": str(Path(self.train_dir).resolve()),
             "test_dir": str(Path(self.test_dir).resolve()) if self.test_dir else None,
+            "train_files": files_fingerprint(self.train_dir),
+            "test_files": files_fingerprint(self.test_dir) if self.test_dir else None,
             **{k: getattr(self, k) for k in IDENTITY}}
+
+
+def files_fingerprint(root: Path) -> str | None:
+    """The files a run reads below ``root`` (a CSV file's folder for a CSV), their paths and sizes, as
+    ``"N files, sha256 <16 hex digits>"``; None if there is no such folder (reading it says why)."""
+    folder = Path(root).resolve()
+    folder = folder.parent if folder.is_file() else folder
+    if not folder.is_dir():
+        return None
+    digest, files = hashlib.sha256(), sorted(os.fsencode(f.relative_to(folder)) for f in walk_files(folder))
+    for name in files:
+        digest.update(b"%s\0%d\0" % (name, (folder / os.fsdecode(name)).stat().st_size))
+    return f"{len(files)} files, sha256 {digest.hexdigest()[:16]}"
 
 
 OnlineConfig = make_dataclass(

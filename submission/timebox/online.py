@@ -3,8 +3,9 @@ checkpoints -> ensemble -> predictions and exports, every step sized to the wall
 command's start (:mod:`timebox.plan`).
 
 The phases, one module each under :mod:`timebox.phases`: extract (with the early output), head, second
-backbone, fine-tune (with the output rules at its end), ensemble, finalise. From the first scored model on,
-``OUT/predictions.csv`` always exists and is replaced only by a better model (:mod:`timebox.outputs`);
+backbone, fine-tune (with the output rules at its end), ensemble, finalise. From the listing of the test files
+on, ``OUT/predictions.csv`` always exists (the prior class first) and each scored model replaces it only if it is
+better (:mod:`timebox.outputs`);
 SIGTERM/SIGINT end training early and keep it; a watchdog exits cleanly just before the deadline if
 anything stalls. ``OUT/state/`` keeps what ``resume=True`` needs to continue a killed run.
 
@@ -16,7 +17,9 @@ Example::
 from __future__ import annotations
 
 import os
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -45,10 +48,33 @@ from .session import Session
 __all__ = ["OnlineConfig", "OnlineResult", "run_online", "default_cache_dir", "use_flip_tta"]
 
 
-def default_cache_dir() -> Path:
-    """``$TIMEBOX_CACHE_DIR`` or ``~/.cache/timebox``."""
-    env = os.environ.get("TIMEBOX_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "timebox"
+def default_cache_dir(out: Path | None = None, log: Callable[[str], None] | None = None) -> Path:
+    """``$TIMEBOX_CACHE_DIR`` or ``~/.cache/timebox``; where that cannot be written (HOME unset or read-only, as
+    in some judge containers), the temp folder's ``timebox-cache-UID``, else ``OUT/cache``, told to ``log``."""
+    env, home = os.environ.get("TIMEBOX_CACHE_DIR"), os.path.expanduser("~")
+    first = Path(env) if env else Path(home) / ".cache" / "timebox" if os.path.isabs(home) else None
+    why = "no home folder (HOME is unset)" if first is None else _cannot_write(first)
+    if why is None:
+        return first
+    places = [Path(tempfile.gettempdir()) / f"timebox-cache-{os.getuid()}"]
+    if out is not None:
+        places.append(Path(out).resolve() / "cache")
+    chosen = next((p for p in places if _cannot_write(p) is None), None)
+    if chosen is None:
+        return first or places[0]  # nothing writable: building the cache says so, naming the folder
+    if log is not None:
+        log(f"image cache in {chosen}: {first or '~/.cache/timebox'} cannot be used ({why})")
+    return chosen
+
+
+def _cannot_write(folder: Path) -> str | None:
+    """Why a file cannot be created in ``folder`` (made if missing), or None when it can."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
 
 
 def run_online(cfg: OnlineConfig, state: RunState | None = None) -> OnlineResult:
@@ -66,6 +92,7 @@ def run_online(cfg: OnlineConfig, state: RunState | None = None) -> OnlineResult
         session.log(f"{len(ds.files)} training images in {len(ds.class_ids)} classes ({ds.layout} layout), "
                     f"{len(test_files)} test files; backbone {spec.name} at {size}px")
         ctx = _context(cfg, session, ds, test_files, spec, size)
+        ctx.outputs.ensure_exists()  # from here on, whatever ends the run, a complete predictions.csv of its own
         with session.watch(ctx.outputs.ensure_exists):
             return _run(ctx, ds, test_files, size)
 
@@ -80,7 +107,7 @@ def _context(cfg: OnlineConfig, session: Session, ds: Dataset, test_files: list[
     planner = Planner(cfg, session.budget, spec.cuts)
     planner.voting = cfg.ensemble and not _refits(cfg, spec)  # a vote is chosen on val, which a refit trained on
     return Context(cfg, session, planner, outputs, spec, len(ds.class_ids),
-                   Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir())
+                   Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir(cfg.out, session.log))
 
 
 def _refits(cfg: OnlineConfig, spec: BackboneSpec) -> bool:
@@ -90,8 +117,7 @@ def _refits(cfg: OnlineConfig, spec: BackboneSpec) -> bool:
 def _run(ctx: Context, ds: Dataset, test_files: list[Path], size: int) -> OnlineResult:
     cfg, planner, log = ctx.cfg, ctx.planner, ctx.log
     if ctx.session.resumed and planner.left_s() <= 0:
-        ctx.outputs.ensure_exists()
-        log(f"no time left to train: {ctx.outputs.path} is kept from {ctx.outputs.written_by or 'the prior class'}")
+        log(f"no time left to train: {ctx.outputs.path} is kept from {ctx.outputs.written_by}")
         return result(ctx, 0.0, False)
     second, reason = (second_backbone(ctx.spec, cfg.second_backbone, cfg.weights) if planner.voting and cfg.finetune
                       else (None, "no second backbone: no ensemble phase" +
@@ -99,8 +125,7 @@ def _run(ctx: Context, ds: Dataset, test_files: list[Path], size: int) -> Online
     planner.second_planned = second is not None
     ext = _extraction(ctx, ds, test_files, size)
     if ext is None:  # interrupted before any model could exist
-        ctx.outputs.ensure_exists()
-        log(f"interrupted before any model existed: wrote {ctx.outputs.path} with the most frequent class")
+        log(f"interrupted before any model existed: {ctx.outputs.path} keeps the most frequent class")
         ctx.session.note("interrupted before any model existed")
         return result(ctx, 0.0, False)
     head = run_head(ctx, ext)

@@ -1,8 +1,9 @@
 """The one owner of a run's outputs: ``OUT/predictions.csv``, ``OUT/model/``, the judge's export, and the
 record of what the output is (its val accuracy and source, kept in ``OUT/state/`` for a resumed run).
 
-Phases offer predictions; only :class:`Outputs` writes them. Until a model's probabilities exist,
-:meth:`Outputs.ensure_exists` writes the prior class for every file.
+Phases offer predictions; only :class:`Outputs` writes them, one writer at a time (the watchdog's thread writes
+too). As soon as the test files are listed, :meth:`Outputs.ensure_exists` writes the prior class for every file.
+Each write is recorded in the state with its bytes' digest: a resumed run keeps only the file its own run wrote.
 
 Example::
 
@@ -12,7 +13,9 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import os
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -25,6 +28,7 @@ from .recovery import RunState
 
 EARLY_SOURCE = "the early head"  # the early output's source, as the outputs, the log and the record name it
 RECORD = "best"  # the state record of what the output is
+WRITTEN = "predictions"  # the state record of the last predictions.csv written: its source and its bytes' digest
 
 
 @dataclass
@@ -48,16 +52,28 @@ class Outputs:
         self.out, self.names, self.labels, self.state = Path(out), names, labels, state
         self.path = self.out / "predictions.csv"
         self.judge, self.judge_folder, self.log = judge, judge_folder, log
-        saved = state.read(RECORD, load_arrays=False)
+        self._lock = threading.RLock()
+        self.written_by: str | None = self._recorded_source()  # None: no file of this run's yet
+        saved = state.read(RECORD, load_arrays=False) if self.written_by else None
         self.record = OutputRecord(**saved["info"]) if saved else OutputRecord()
-        self.written_by: str | None = None
-        if state.spent_s > 0 and self.path.exists():
-            self.written_by = "an earlier session"
+
+    def _recorded_source(self) -> str | None:
+        """The source of ``predictions.csv`` if this run's state recorded writing it as it is, else None."""
+        saved = self.state.read(WRITTEN, load_arrays=False)
+        if saved is None or not self.path.is_file():
+            return None
+        return saved["info"]["source"] if _digest(self.path) == saved["info"]["sha256"] else None
+
+    def _replace(self, rows: list[tuple], source: str) -> None:
+        """``predictions.csv`` replaced by ``rows``, then recorded as this run's (the lock held)."""
+        write_predictions(self.path, rows)
+        self.state.write(WRITTEN, {"source": source, "sha256": _digest(self.path)})
+        self.written_by = source
 
     def write(self, probs: np.ndarray, usable: np.ndarray, source: str) -> None:
-        """Predictions from ``probs`` (one row per test file) that change no record: the prior, the early head."""
-        write_predictions(self.path, prediction_rows(self.names, probs, usable, self.labels))
-        self.written_by = source
+        """Predictions from ``probs`` (one row per test file) that change no record (the early head's)."""
+        with self._lock:
+            self._replace(prediction_rows(self.names, probs, usable, self.labels), source)
 
     def adopt(self, test_probs: np.ndarray, usable: np.ndarray, record: OutputRecord) -> None:
         """The model of ``record`` becomes the output: its ``test_probs`` (the first rows; the rest get the prior)
@@ -65,23 +81,27 @@ class Outputs:
         probs = np.zeros((len(self.names), len(self.labels.class_ids)), np.float32)
         if len(test_probs):  # none without test files
             probs[: len(test_probs)] = test_probs
-        self.write(probs, usable, record.source)
-        self.record = record
-        self.state.write(RECORD, asdict(record))
+        with self._lock:
+            self.write(probs, usable, record.source)
+            self.record = record
+            self.state.write(RECORD, asdict(record))
 
     def stands(self, record: OutputRecord) -> None:
         """The predictions written are those of ``record`` (the early head's, when it is the head)."""
-        self.record = record
-        self.state.write(RECORD, asdict(record))
+        with self._lock:
+            self.record = record
+            self.state.write(RECORD, asdict(record))
 
     def improves(self, val_accuracy: float) -> bool:
         return val_accuracy > self.record.val_accuracy
 
     def ensure_exists(self) -> None:
-        """The prior class for every file, if nothing was written yet."""
-        if self.written_by is None:
-            n = len(self.names)
-            self.write(np.zeros((n, len(self.labels.class_ids))), np.zeros(n, bool), "prior")
+        """The prior class for every file, if this run wrote nothing yet (a previous run's file is replaced)."""
+        with self._lock:
+            if self.written_by is None:
+                n = len(self.names)
+                self._replace(prediction_rows(self.names, np.zeros((n, len(self.labels.class_ids))),
+                                              np.zeros(n, bool), self.labels), "prior")
 
     def export(self, model, val_accuracy: float | None = None) -> None:
         """``OUT/model/`` (the uint8-image classifier ``model`` and its labels, each file replaced atomically), and
@@ -98,3 +118,7 @@ class Outputs:
         written = export_for_judge(self.judge, model_dir, dest, accuracy)
         if written is not None:
             self.log(f"{self.judge} export: {written}")
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -3,12 +3,15 @@
 The zip holds ``run.sh``, ``requirements.txt``, ``Dockerfile``, ``README.md``, the package's ``*.py`` files
 (``submission/timebox/``), the tuned settings (``submission/config.json``), ``submission/weights/``, the ImageNet weights of the named backbones (also in
 ``submission/weights/``, where :func:`timebox.models.weights.resolve_weights` looks first), the given model folders
-(``submission/models/<name>/``) and ``MANIFEST.json``: path, size and sha256 of every other file. Same inputs give
-the same bytes: files in sorted order (``MANIFEST.json`` last), fixed timestamps and permissions, deflate level 6.
+(``submission/models/<name>/``) and ``MANIFEST.json``: path, size and sha256 of every other file. No bytecode
+ships. Same inputs give the same bytes: the marker ``.timebox-package`` first, then files in sorted order
+(``MANIFEST.json`` last), fixed timestamps and permissions, deflate level 6.
 
-An unpacked submission checks its manifest at every start (:func:`check_unpacked`): the size of every file but the
-sha256 of code files only (``*.py``, ``run.sh``, ``requirements.txt``), so a start stays fast however large the
-weights; a weight file altered without a change of size is caught by the smoke test, which hashes everything.
+An unpacked submission (one holding the marker or the manifest) checks its manifest at every start
+(:func:`check_unpacked`): the size of every file but the sha256 of code files only (``*.py``, ``run.sh``,
+``requirements.txt``), so a start stays fast however large the weights; a weight file altered without a change of
+size is caught by the smoke test, which hashes everything. It also refuses files the manifest does not list:
+any under ``submission/`` and any importable one at the top; a marker without a manifest is a cut-off unpack.
 
 Example::
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import importlib.machinery
 import json
 import os
 import stat
@@ -28,6 +32,7 @@ import sys
 import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from .config import read_settings
@@ -35,6 +40,13 @@ from .errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[2]  # the tree holding run.sh and submission/
 MANIFEST = "MANIFEST.json"
+MARKER = ".timebox-package"  # the zip's first entry: a tree holding it is a packaged copy, checked at every start
+MARKER_TEXT = "a timebox submission: MANIFEST.json, the zip's last entry, lists every file of it\n"
+MANIFEST_MAX_BYTES = 16_000_000  # a manifest lists a few hundred files; a larger one is not a timebox manifest
+COPY_CHUNK = 1 << 20  # the extractor streams entries in blocks of this many bytes
+SMOKE_TIMEOUT_S = 600  # a smoke run still going after this (plus the next per image) hangs: stop it
+SMOKE_S_PER_IMAGE = 1.0  # a CPU predicts an image in well under this
+BYTECODE = (".pyc", ".pyo")  # never shipped: Python would prefer a stale one to its source
 TOP_FILES = ("Dockerfile", "README.md", "requirements.txt", "run.sh")
 EXECUTABLE = frozenset({"run.sh"})
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)
@@ -63,6 +75,15 @@ socket.socket.connect_ex = _guard(socket.socket.connect_ex)
 socket.create_connection = _blocked
 socket.getaddrinfo = _blocked
 '''
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    """One shipped file: its path in the zip, size in bytes and sha256 (hex)."""
+
+    path: str
+    size: int
+    sha256: str
 
 
 class SmokeTestFailed(UsageError):
@@ -153,7 +174,7 @@ def _add(files: dict[str, Path], name: str, path: Path) -> None:
 
 
 def _tree(folder: Path, keep: Callable[[Path], bool] = lambda p: True) -> list[tuple[str, Path]]:
-    """(relative posix path, file) of the files under ``folder``, sorted, skipping hidden names and caches.
+    """(relative posix path, file) of the files under ``folder``, sorted, skipping hidden names, caches, bytecode.
     Links are followed only inside ``folder``; one pointing outside is an error naming it."""
     base = folder.resolve()
     seen = {base}
@@ -162,7 +183,7 @@ def _tree(folder: Path, keep: Callable[[Path], bool] = lambda p: True) -> list[t
     while stack:
         current = stack.pop()
         for entry in sorted(current.iterdir()):
-            if entry.name.startswith(".") or entry.name == "__pycache__":
+            if entry.name.startswith(".") or entry.name == "__pycache__" or entry.suffix in BYTECODE:
                 continue
             real = entry.resolve()
             if entry.is_symlink() and not real.is_relative_to(base):
@@ -184,13 +205,14 @@ def _zip_info(name: str) -> zipfile.ZipInfo:
 
 
 def _write_zip(path: Path, files: dict[str, Path]) -> None:
-    """Every file in sorted order, each hashed from the very bytes stored, then the manifest."""
+    """The marker, every file in sorted order, each hashed from the very bytes stored, then the manifest."""
     entries = []
+    stored = [(MARKER, MARKER_TEXT.encode)] + [(name, files[name].read_bytes) for name in sorted(files)]
     with zipfile.ZipFile(path, "w") as zf:
-        for name in sorted(files):
-            data = files[name].read_bytes()
+        for name, read in stored:
+            data = read()
             zf.writestr(_zip_info(name), data, compress_type=zipfile.ZIP_DEFLATED, compresslevel=ZIP_LEVEL)
-            entries.append({"path": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+            entries.append(asdict(ManifestEntry(name, len(data), hashlib.sha256(data).hexdigest())))
         manifest = json.dumps({"format": 1, "files": entries}, indent=1, sort_keys=True) + "\n"
         zf.writestr(_zip_info(MANIFEST), manifest.encode(), compress_type=zipfile.ZIP_DEFLATED,
                     compresslevel=ZIP_LEVEL)
@@ -210,17 +232,63 @@ def _check_size(path: Path, out: Path, max_mb: float) -> None:
 
 
 def safe_extract(zip_path: Path, dest: Path) -> None:
-    """Unpack ``zip_path`` into ``dest``, refusing (before writing anything) absolute paths, ``..`` and links."""
+    """Unpack ``zip_path`` into ``dest``, refusing (before writing anything) absolute paths, ``..``, links and
+    entries its manifest does not list or lists smaller; each entry is streamed and stopped at its listed size."""
     dest = Path(dest).resolve()
     with zipfile.ZipFile(zip_path) as zf:
         targets = [(info, _safe_target(zip_path, dest, info)) for info in zf.infolist()]
+        sizes = {e.path: e.size for e in _zip_manifest(zip_path, zf)} | {MANIFEST: MANIFEST_MAX_BYTES}
+        for info, _ in targets:
+            if not info.is_dir():
+                _check_listed(zip_path, info.filename, info.file_size, sizes)
         for info, target in targets:
             if info.is_dir():
                 target.mkdir(parents=True, exist_ok=True)
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(zf.read(info))
+            _copy_entry(zip_path, zf, info, target, sizes[info.filename])
             target.chmod(0o755 if (info.external_attr >> 16) & 0o111 else 0o644)
+
+
+def _zip_manifest(zip_path: Path, zf: zipfile.ZipFile) -> list[ManifestEntry]:
+    """The entries of the zip's own manifest, read with a cap on its size."""
+    try:
+        info = zf.getinfo(MANIFEST)
+    except KeyError:
+        raise UsageError(f"{zip_path}: no {MANIFEST}, so not a timebox submission zip; {REPACKAGE}") from None
+    with zf.open(info) as f:
+        data = f.read(MANIFEST_MAX_BYTES + 1)
+    if len(data) > MANIFEST_MAX_BYTES:
+        raise UsageError(f"{zip_path}: its {MANIFEST} is over {MANIFEST_MAX_BYTES / MB:g} MB, not a timebox "
+                         f"manifest; {REPACKAGE}")
+    return _parse_manifest(data.decode("utf-8", errors="replace"), f"{zip_path}: {MANIFEST}")
+
+
+def _check_listed(zip_path: Path, name: str, size: int, sizes: dict[str, int]) -> None:
+    if name not in sizes:
+        raise UsageError(f"{zip_path}: entry {name!r} is not in its manifest (added after packaging); refusing to "
+                         f"unpack it: {REPACKAGE}")
+    if size > sizes[name]:
+        raise _too_large(zip_path, name, sizes[name])
+
+
+def _too_large(zip_path: Path, name: str, listed: int) -> UsageError:
+    return UsageError(f"{zip_path}: entry {name!r} is larger than the {listed} bytes its manifest lists; refusing "
+                      f"to unpack it: {REPACKAGE}")
+
+
+def _copy_entry(zip_path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, limit: int) -> None:
+    """Stream one entry to ``target`` in blocks, refusing it once it passes ``limit`` bytes (a header that lies)."""
+    written = 0
+    with zf.open(info) as src, open(target, "wb") as out:
+        while block := src.read(COPY_CHUNK):
+            written += len(block)
+            if written > limit:
+                break
+            out.write(block)
+    if written > limit:
+        target.unlink()
+        raise _too_large(zip_path, info.filename, limit)
 
 
 def _safe_target(zip_path: Path, dest: Path, info: zipfile.ZipInfo) -> Path:
@@ -247,35 +315,87 @@ def verify_manifest(root: Path, full: bool = True) -> int:
     root = Path(root)
     entries = _manifest_entries(root)
     for entry in entries:
-        path = root.joinpath(*PurePosixPath(entry["path"]).parts)
-        try:
-            size = path.stat().st_size
-        except OSError:
-            raise UsageError(f"{path}: missing from the unpacked submission; {REPACKAGE}") from None
-        if size != entry["size"]:
-            raise UsageError(f"{path}: {size} bytes, but the manifest says {entry['size']} (truncated or altered); "
-                             f"{REPACKAGE}")
-        if (full or _is_code(entry["path"])) and _sha256(path) != entry["sha256"]:
-            raise UsageError(f"{path}: its content differs from the manifest (sha256); the file was altered "
-                             f"after packaging: {REPACKAGE}")
+        _verify_entry(root, entry, full)
+    _refuse_unlisted(root, {entry.path for entry in entries})
     return len(entries)
 
 
+def _verify_entry(root: Path, entry: ManifestEntry, full: bool) -> None:
+    path = root.joinpath(*PurePosixPath(entry.path).parts)
+    try:
+        size = path.stat().st_size
+    except OSError:
+        raise UsageError(f"{path}: missing from the unpacked submission; {REPACKAGE}") from None
+    if size != entry.size:
+        raise UsageError(f"{path}: {size} bytes, but the manifest says {entry.size} (truncated or altered); "
+                         f"{REPACKAGE}")
+    if (full or _is_code(entry.path)) and _sha256(path) != entry.sha256:
+        raise UsageError(f"{path}: its content differs from the manifest (sha256); the file was altered "
+                         f"after packaging: {REPACKAGE}")
+
+
+def _refuse_unlisted(root: Path, listed: set[str]) -> None:
+    """Refuse files the manifest does not list: any under ``submission/`` (the code's folder, on PYTHONPATH) and
+    any importable one at the top (the entry's working folder, first on sys.path); outputs beside them may stay."""
+    unlisted = [rel for rel in _files_under(root, "submission") if rel not in listed]
+    unlisted += [p.name for p in sorted(root.iterdir()) if p.name not in listed and _importable(p)]
+    if not unlisted:
+        return
+    shown = ", ".join(unlisted[:5]) + (f" and {len(unlisted) - 5} more" if len(unlisted) > 5 else "")
+    bytecode = any("__pycache__" in rel or rel.endswith(BYTECODE) for rel in unlisted)
+    hint = (" Bytecode never ships: start the submission with run.sh, which keeps it out of the tree "
+            "(PYTHONPYCACHEPREFIX), and delete the __pycache__ folders." if bytecode else "")
+    raise UsageError(f"{root}: {shown}: not in the manifest (left over or added after packaging, and the "
+                     f"submission would read it); delete it, or {REPACKAGE}.{hint}")
+
+
+def _files_under(root: Path, top: str) -> list[str]:
+    """Paths (relative to ``root``) of the files and links under ``root/top``."""
+    found = []
+    for folder, dirs, files in os.walk(root / top):
+        base = Path(folder)
+        links = [d for d in dirs if (base / d).is_symlink()]  # not walked into, but an import would follow them
+        found += [(base / name).relative_to(root).as_posix() for name in files + links]
+    return sorted(found)
+
+
+def _importable(path: Path) -> bool:
+    """A module or package that ``import`` would find in ``path``'s folder."""
+    suffixes = importlib.machinery.all_suffixes()
+    if path.is_dir():
+        return any((path / f"__init__{suffix}").exists() for suffix in suffixes)
+    return path.name.endswith(tuple(suffixes))
+
+
 def check_unpacked(root: Path = ROOT) -> None:
-    """At start-up of an unpacked submission (one with ``MANIFEST.json``): the cheap :func:`verify_manifest`."""
-    if (Path(root) / MANIFEST).is_file():
+    """At start-up of an unpacked submission (one holding the marker or ``MANIFEST.json``): the cheap
+    :func:`verify_manifest`."""
+    root = Path(root)
+    if (root / MARKER).is_file() or (root / MANIFEST).is_file():
         verify_manifest(root, full=False)
 
 
-def _manifest_entries(root: Path) -> list[dict]:
+def _manifest_entries(root: Path) -> list[ManifestEntry]:
     path = root / MANIFEST
+    if not path.exists() and (root / MARKER).exists():
+        raise UsageError(f"{path}: missing, yet {root / MARKER} marks a packaged copy: the unpack was cut off "
+                         "before its last entry; unzip the submission again, completely")
     try:
-        entries = json.loads(path.read_text(encoding="utf-8"))["files"]
-        bad = [e["path"] for e in entries if PurePosixPath(e["path"]).is_absolute() or ".." in e["path"].split("/")]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, ValueError) as exc:
         raise UsageError(f"{path}: unreadable manifest ({exc}); {REPACKAGE}") from None
+    return _parse_manifest(text, str(path))
+
+
+def _parse_manifest(text: str, where: str) -> list[ManifestEntry]:
+    """The entries of a manifest's text; a UsageError naming ``where`` if it is malformed or leaves the tree."""
+    try:
+        entries = [ManifestEntry(str(e["path"]), int(e["size"]), str(e["sha256"])) for e in json.loads(text)["files"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{where}: unreadable manifest ({exc}); {REPACKAGE}") from None
+    bad = [e.path for e in entries if PurePosixPath(e.path).is_absolute() or ".." in e.path.split("/")]
     if bad:
-        raise UsageError(f"{path}: lists {bad[0]!r}, outside the submission; {REPACKAGE}")
+        raise UsageError(f"{where}: lists {bad[0]!r}, outside the submission; {REPACKAGE}")
     return entries
 
 
@@ -328,7 +448,8 @@ def _compare_model(unpacked: Path, work: Path, source: Path, name: str, images: 
     packed_csv, source_csv = work / "unpacked.csv", work / "source.csv"
     _run_unpacked(unpacked, work, ["predict", "--model", str(unpacked / "submission" / "models" / name),
                                    "--images", str(images), "--out", str(packed_csv),
-                                   "--cache-dir", str(work / "cache-unpacked")])
+                                   "--cache-dir", str(work / "cache-unpacked")],
+                  extra_s=SMOKE_S_PER_IMAGE * sum(1 for p in images.rglob("*") if p.is_file()))
     predict_dir(source, images, source_csv, work / "cache-source")
     expected, got = _labels(source_csv), _labels(packed_csv)
     _compare_labels(expected, got, source)
@@ -360,16 +481,30 @@ def _compare_labels(expected: dict[str, str], got: dict[str, str], model: Path) 
                           "zip? Fix that and package again")
 
 
-def _run_unpacked(unpacked: Path, work: Path, args: list[str]) -> None:
-    """``python -m timebox ARGS`` from the unpacked tree only, in a fresh process without network."""
+def _run_unpacked(unpacked: Path, work: Path, args: list[str], extra_s: float = 0.0) -> None:
+    """``python -m timebox ARGS`` from the unpacked tree only, in a fresh process without network, stopped after
+    SMOKE_TIMEOUT_S + ``extra_s`` seconds."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("PYTHONPATH", "TIMEBOX_WEIGHTS_DIR", "TIMEBOX_START", "TIMEBOX_CACHE_DIR")}
     env["PYTHONPATH"] = os.pathsep.join([str(network_blocker(work / "offline")), str(unpacked / "submission")])
     env["TIMEBOX_CACHE_DIR"] = str(work / "cache")
+    env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")  # bytecode outside the tree, as run.sh keeps it
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    proc = subprocess.run([sys.executable, "-m", "timebox", *args], cwd=unpacked, env=env,
-                          capture_output=True, text=True)
+    what = f"`run.sh {' '.join(args[:1])}` from the unpacked zip, offline,"
+    limit = SMOKE_TIMEOUT_S + extra_s
+    try:
+        proc = subprocess.run([sys.executable, "-m", "timebox", *args], cwd=unpacked, env=env,
+                              capture_output=True, text=True, timeout=limit)
+    except subprocess.TimeoutExpired as exc:
+        raise SmokeTestFailed(f"smoke test failed: {what} ran over {limit:g} s and was stopped:\n"
+                              f"{_tail(exc.stdout, exc.stderr)}\nfind what hangs (run that command by hand in "
+                              "the unpacked zip) and package again") from None
     if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-        raise SmokeTestFailed(f"smoke test failed: `run.sh {' '.join(args[:1])}` from the unpacked zip, offline, "
-                              f"exited {proc.returncode}:\n{tail}\nfix the cause above and package again")
+        raise SmokeTestFailed(f"smoke test failed: {what} exited {proc.returncode}:\n"
+                              f"{_tail(proc.stdout, proc.stderr)}\nfix the cause above and package again")
+
+
+def _tail(stdout: str | bytes | None, stderr: str | bytes | None, lines: int = 15) -> str:
+    """The last ``lines`` lines of a process's output (bytes when a timeout cut it short)."""
+    text = "".join(s.decode(errors="replace") if isinstance(s, bytes) else (s or "") for s in (stdout, stderr))
+    return "\n".join(text.strip().splitlines()[-lines:])

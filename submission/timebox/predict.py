@@ -73,6 +73,7 @@ def predict_dir(model_dir: Path, images: Path, out_csv: Path, cache_dir: Path) -
     """Predict every file under ``images`` with a saved timebox model; returns the row count."""
     from .data.cache import build_cache
     from .data.layouts import list_images
+    from .data.unreadable import usable_test_files
     from .errors import UsageError
     from .models.features import image_batch_size
     from .models.registry import load_model
@@ -85,7 +86,7 @@ def predict_dir(model_dir: Path, images: Path, out_csv: Path, cache_dir: Path) -
     model = load_model(model_dir / MODEL_FILE)
     files = list_images(images)
     cache = build_cache(files, labels.input_size, cache_dir)
-    usable = np.array([e is None for e in cache.errors])
+    usable = usable_test_files(cache.errors)
     probs = predict_batches(model, cache.images, image_batch_size())
     root = Path(images).resolve()
     names = [f.relative_to(root).as_posix() for f in files]

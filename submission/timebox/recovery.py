@@ -6,7 +6,8 @@ at any instant leaves the previous complete record: a resumed run loses at most 
 fine-tune epoch it was in. ``run.json`` holds the arguments that must not change between
 sessions and when each session started; each session touches its own heartbeat file every
 second from its first moments on (before TensorFlow is imported), which dates its death, so the
-budget every earlier session spent is known.
+budget every earlier session spent is known. A session holds ``.lock`` (flock) from its begin to
+its close: a second one (a resume started while the first still finishes) is refused.
 
 This module imports no TensorFlow: the command line starts a session before loading it.
 
@@ -21,6 +22,7 @@ Example::
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 
 RUN = "run"
 HEARTBEAT_S = 1.0
+LOCK = ".lock"  # held by the session writing the folder; never cleared with the rest
 
 
 class RunState:
@@ -47,34 +50,64 @@ class RunState:
         self.folder = Path(folder)
         self.start, self.spent_s = 0.0, 0.0  # this session's start and the budget earlier ones spent
         self._stop = threading.Event()
+        self._lock_fd: int | None = None
 
     def begin(self, identity: dict, resume: bool, start: float) -> float:
         """Start a session (and its heartbeat); returns the seconds of budget earlier sessions spent.
 
         A new run (or ``resume`` with no state) clears the folder and has spent nothing.
         Resuming with other ``identity`` values (data, backbone, budget...) than the run had is a
-        :class:`UsageError`.
+        :class:`UsageError`, and so is a folder another session still holds.
         """
-        run = self.read(RUN) if resume else None
-        if run is None:
-            shutil.rmtree(self.folder, ignore_errors=True)
-            starts = []
-        else:
-            changed = [k for k, v in identity.items() if run["info"]["identity"].get(k) != v]
-            if changed:
-                was = ", ".join(f"{k}={run['info']['identity'].get(k)!r}" for k in changed)
-                raise UsageError(f"{self.folder}: --resume with other arguments than the interrupted run ({was}); "
-                                 "resume with the same arguments, or leave out --resume to start again")
-            starts = run["info"]["session_starts"]
+        self._lock()
+        try:
+            starts = self._earlier_starts(identity, resume)
+        except BaseException:
+            self.close()
+            raise
         spent = sum(self._last_seen(i, s) - s for i, s in enumerate(starts))
         self.start, self.spent_s = start, spent
-        self.folder.mkdir(parents=True, exist_ok=True)
         self.write(RUN, {"identity": identity, "session_starts": starts + [start]})
         beat = self.folder / f"heartbeat-{len(starts)}"
         beat.touch()
         self._stop = threading.Event()
         threading.Thread(target=self._beat, args=(beat,), name="timebox-heartbeat", daemon=True).start()
         return spent
+
+    def _earlier_starts(self, identity: dict, resume: bool) -> list[float]:
+        """The starts of the earlier sessions of a resumed run; none (the folder cleared) for a new run."""
+        run = self.read(RUN) if resume else None
+        if run is None:
+            self._clear()
+            return []
+        changed = [k for k, v in identity.items() if run["info"]["identity"].get(k) != v]
+        if changed:
+            was = ", ".join(f"{k}={run['info']['identity'].get(k)!r}" for k in changed)
+            raise UsageError(f"{self.folder}: --resume with other arguments or data than the interrupted run ({was}); "
+                             "resume with the same arguments and data, or leave out --resume to start again")
+        return run["info"]["session_starts"]
+
+    def _lock(self) -> None:
+        """Hold ``.lock`` until :meth:`close` (the kernel lets go if the process dies); UsageError if held."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.folder / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UsageError(f"{self.folder.parent}: another run is still writing it ({self.folder / LOCK} is "
+                             "locked); wait until it ends, or pass another --out") from None
+        self._lock_fd = fd
+
+    def _clear(self) -> None:
+        """Every record of the folder removed, the lock kept."""
+        for child in self.folder.iterdir():
+            if child.name == LOCK:
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
 
     def _last_seen(self, session: int, start: float) -> float:
         """When session ``session`` was last alive, plus one heartbeat period of doubt."""
@@ -86,8 +119,11 @@ class RunState:
             path.touch()
 
     def close(self) -> None:
-        """Stop this session's heartbeat."""
+        """Stop this session's heartbeat and let go of the folder."""
         self._stop.set()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def write(self, name: str, info: dict, weights: keras.Model | None = None,
               arrays: dict[str, np.ndarray] | None = None) -> None:

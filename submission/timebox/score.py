@@ -6,6 +6,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+from .data.labelfiles import label_ids
 from .errors import UsageError
 
 
@@ -31,7 +32,8 @@ def _sort_key(label: str):
 
 
 def read_labels(path: Path) -> dict[str, str]:
-    """filename -> label of a CSV with the columns filename,label."""
+    """filename -> label of a CSV with the columns filename,label; an integer-valued label ("1.0") reads as its
+    id ("1"), and a file mixing ids and names is refused naming the line."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: file not found")
@@ -39,7 +41,11 @@ def read_labels(path: Path) -> dict[str, str]:
         reader = csv.DictReader(f)
         if not reader.fieldnames or not {"filename", "label"} <= set(reader.fieldnames):
             raise UsageError(f"{path}: line 1 must be a header with the columns filename,label")
-        return {row["filename"].strip(): (row["label"] or "").strip() for row in reader}
+        rows = [(reader.line_num, row["filename"].strip(), (row["label"] or "").strip()) for row in reader]
+    labelled = [(lineno, label) for lineno, _, label in rows if label]
+    ids = label_ids(path, labelled)
+    as_id = {label: str(i) for (_, label), i in zip(labelled, ids)} if ids is not None else {}
+    return {name: as_id.get(label, label) for _, name, label in rows}
 
 
 def score(pred_csv: Path, labels_csv: Path) -> Score:

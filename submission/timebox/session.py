@@ -21,7 +21,7 @@ from typing import Any, Callable
 from .budget import Budget, command_start
 from .progress import Progress
 from .recovery import RunState
-from .watchdog import Watchdog
+from .watchdog import FIRE_EARLY_S, Watchdog
 
 
 class Session:
@@ -74,7 +74,8 @@ class Session:
 
     def watch(self, on_fire: Callable[[], None]) -> Watchdog:
         """A watchdog that runs ``on_fire`` and exits just before the deadline if anything stalls."""
-        return Watchdog(self.budget.deadline - 1.0, on_fire, stacks=self.out / "report" / "watchdog_stacks.txt")
+        stacks = self.out / "report" / "watchdog_stacks.txt"
+        return Watchdog(self.budget.deadline - FIRE_EARLY_S, on_fire, stacks=stacks)
 
     def phase(self, name: str, started: float, planned_s: float | None, **info) -> None:
         """A phase's line in the timeline: its start in the run, its planned and its actual seconds."""

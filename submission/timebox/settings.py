@@ -118,6 +118,8 @@ SETTINGS: tuple[Setting, ...] = (
     _s("finetune_cut", int, None, "EfficientNet-Lite: the block fine-tuning starts from (Lite0: 12, 11, 8, 5, 3, "
        "1, or 0: the whole backbone on random crops; null: the deepest the budget fits)", nullable=True, low=0,
        flag="--finetune-cut"),
+    _s("cache_max_gb", float, 20.0, "most gigabytes the decoded-image cache keeps: after a build, the least "
+       "recently used entries go (never one a run is using)", low=0.0, flag="--cache-max-gb"),
     _s("second_backbone", str, "auto", "a head on this backbone's frozen features joins the ensemble's candidates "
        "(auto: efficientnet-lite1, or lite0 when that is the main one; none: never)", flag="--second-backbone"),
     # how the budget is planned: defaults chosen by measurements

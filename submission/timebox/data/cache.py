@@ -3,7 +3,10 @@
 Layout of cache_dir/<key>/: images.u8 (raw (N, size, size, 3) uint8), errors.json (per-file decode error
 or null) and `complete`, written last. A directory without a valid `complete` marker (a build that was
 killed) is rebuilt from scratch. Workers are spawned, never forked: the parent may hold TensorFlow.
-Two processes building the same key at the same time are not supported.
+
+Runs may share cache_dir: each holds a shared flock on the key folders it uses, so no run evicts what another
+uses (see :mod:`timebox.data.eviction`), and builds under the key's exclusive `building` lock (a file its holder
+removes), so a second run wanting the same key waits for the first's build (saying so) and then reuses it.
 """
 
 from __future__ import annotations
@@ -11,23 +14,24 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
-import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import PIL
 
-from timebox.data.decode import decode_image
+from timebox.data.decode import TRUNCATED, decode_image, decode_truncated
+from timebox.data.eviction import MARKER, evict, sweep
+from timebox.data.workers import run_jobs, usable_cpus
 from timebox.errors import UsageError
 from timebox.fileio import atomic_write_text
+from timebox.filelock import FileLock
 
 FORMAT_VERSION = 1
 CHUNK = 64
-IMAGES, ERRORS, MARKER = "images.u8", "errors.json", "complete"
+IMAGES, ERRORS, BUILDING = "images.u8", "errors.json", "building"
 
 
 @dataclass
@@ -37,6 +41,7 @@ class ImageCache:
     images: np.memmap
     errors: list[str | None]
     path: Path
+    lock: FileLock | None = None  # a shared lock on path while this is in use: no run evicts it meanwhile
 
 
 def cache_key(files: Sequence[Path], size: int) -> str:
@@ -59,21 +64,81 @@ def build_cache(
     cache_dir: Path,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    max_gb: float | None = None,
+    log: Callable[[str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> ImageCache:
-    """Decoded images of files at size x size, from cache_dir when already built, else decoded in parallel."""
+    """Decoded images of files at size x size, from cache_dir when already built (by any run), else decoded in
+    parallel. A run waits while another builds the same key (told to ``log``). A build first sweeps the leftovers
+    of killed builds, and after it the least recently used entries go until cache_dir holds at most ``max_gb``
+    (None: no cap).
+    Raises :class:`~timebox.data.workers.Stopped`, publishing nothing, once ``should_stop()`` is true mid-build.
+    """
     if not files:
         return ImageCache(np.zeros((0, size, size, 3), np.uint8), [], Path(cache_dir))
     if workers is not None and workers < 1:
         raise UsageError(f"the number of decode workers must be at least 1, got {workers}")
     key_dir = Path(cache_dir) / cache_key(files, size)
     shape = (len(files), size, size, 3)
+    use = FileLock(key_dir, directory=True)
+    try:
+        use.take(exclusive=False)  # held while this run uses the entry: no other run removes it meanwhile
+    except OSError as exc:
+        raise _unwritable(key_dir, exc, shape) from exc
     cached = _load(key_dir, shape)
-    if cached is not None:
-        if progress is not None:
-            progress(len(files), len(files))
-        return cached
-    errors = _build(files, size, key_dir, shape, workers or os.cpu_count() or 1, progress)
-    return ImageCache(np.memmap(key_dir / IMAGES, dtype=np.uint8, mode="r", shape=shape), errors, key_dir)
+    if cached is None:
+        sweep(Path(cache_dir), log)
+        cached = _build_once(files, size, key_dir, shape, workers or usable_cpus(), progress, log, should_stop)
+        if max_gb is not None:
+            evict(Path(cache_dir), int(max_gb * 1e9), log)
+    elif progress is not None:
+        progress(len(files), len(files))
+    _mark_used(key_dir)
+    cached.lock = use
+    return cached
+
+
+def _build_once(
+    files: list[Path],
+    size: int,
+    key_dir: Path,
+    shape: tuple[int, ...],
+    workers: int,
+    progress: Callable[[int, int], None] | None,
+    log: Callable[[str], None] | None,
+    should_stop: Callable[[], bool] | None,
+) -> ImageCache:
+    """The entry built under key_dir's build lock, or found built by the run this one waited for."""
+    building = FileLock(key_dir / BUILDING)
+    wait = None if log is None else lambda _: log(f"image cache: waiting for another run building {key_dir}")
+    try:
+        building.take(exclusive=True, on_wait=wait)
+    except OSError as exc:
+        raise _unwritable(key_dir, exc, shape) from exc
+    try:
+        cached = _load(key_dir, shape)  # re-check: the run waited for may have built it
+        if cached is None:
+            errors = _build(files, size, key_dir, shape, workers, progress, should_stop)
+            cached = ImageCache(np.memmap(key_dir / IMAGES, dtype=np.uint8, mode="r", shape=shape), errors, key_dir)
+    finally:
+        (key_dir / BUILDING).unlink(missing_ok=True)  # its holder removes it: a finished key holds only the entry
+        building.release()
+    return cached
+
+
+def _unwritable(key_dir: Path, exc: OSError, shape: tuple[int, ...]) -> UsageError:
+    return UsageError(
+        f"cannot write the image cache in {key_dir} ({exc.strerror or exc}); "
+        f"choose a writable cache directory with {int(np.prod(shape)) / 1e9:.1f} GB free"
+    )
+
+
+def _mark_used(key_dir: Path) -> None:
+    """Date the entry's last use (its marker's mtime orders eviction); a read-only cache is still served."""
+    try:
+        os.utime(key_dir / MARKER)
+    except OSError:
+        pass
 
 
 def _expected_marker(shape: tuple[int, ...]) -> dict[str, int]:
@@ -102,26 +167,23 @@ def _build(
     shape: tuple[int, ...],
     workers: int,
     progress: Callable[[int, int], None] | None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> list[str | None]:
-    """Decode into a temporary images file, then publish images, errors and marker (marker last)."""
-    partial = key_dir / f"{IMAGES}.partial"
-    nbytes = int(np.prod(shape))
+    """Decode into this process's temporary images file, then publish images, errors and marker (marker last).
+    The caller holds key_dir's build lock."""
+    partial = key_dir / f"{IMAGES}.partial-{os.getpid()}"
     try:
-        key_dir.mkdir(parents=True, exist_ok=True)
-        (key_dir / MARKER).unlink(missing_ok=True)
+        _clear(key_dir)
         with open(partial, "wb") as handle:
-            _allocate(handle.fileno(), nbytes)
+            _allocate(handle.fileno(), int(np.prod(shape)))
     except OSError as exc:
-        raise UsageError(
-            f"cannot write the image cache in {key_dir} ({exc.strerror or exc}); "
-            f"choose a writable cache directory with {nbytes / 1e9:.1f} GB free"
-        ) from exc
+        raise _unwritable(key_dir, exc, shape) from exc
     errors: list[str | None] = [None] * len(files)
     done = 0
     if progress is not None:
         progress(0, len(files))
     try:
-        for start, chunk_errors in _decode_chunks(files, size, partial, shape, workers):
+        for start, chunk_errors in _decode_chunks(files, size, partial, shape, workers, should_stop):
             errors[start : start + len(chunk_errors)] = chunk_errors
             done += len(chunk_errors)
             if progress is not None:
@@ -132,6 +194,14 @@ def _build(
     atomic_write_text(key_dir / ERRORS, json.dumps(errors))
     atomic_write_text(key_dir / MARKER, json.dumps(_expected_marker(shape)))
     return errors
+
+
+def _clear(key_dir: Path) -> None:
+    """Empty key_dir but its build lock, marker first: under that lock, the rest is an older or killed build's."""
+    (key_dir / MARKER).unlink(missing_ok=True)
+    for path in key_dir.iterdir():
+        if path.is_file() and path.name != BUILDING:
+            path.unlink()
 
 
 def _allocate(fd: int, nbytes: int) -> None:
@@ -146,24 +216,15 @@ def _allocate(fd: int, nbytes: int) -> None:
 
 
 def _decode_chunks(
-    files: list[Path], size: int, images_path: Path, shape: tuple[int, ...], workers: int
+    files: list[Path], size: int, images_path: Path, shape: tuple[int, ...], workers: int,
+    should_stop: Callable[[], bool] | None,
 ) -> Iterator[tuple[int, list[str | None]]]:
-    """Yield (start, errors) per chunk of CHUNK files as chunks finish, in-process when workers == 1."""
+    """Yield (start, errors) per chunk of CHUNK files as chunks finish (see :func:`run_jobs`)."""
     jobs = [
         (str(images_path), shape, size, start, [str(f) for f in files[start : start + CHUNK]])
         for start in range(0, len(files), CHUNK)
     ]
-    workers = min(workers, len(jobs))
-    if workers == 1:
-        yield from (_decode_chunk(*job) for job in jobs)
-        return
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-    try:
-        futures = [pool.submit(_decode_chunk, *job) for job in jobs]
-        for future in as_completed(futures):
-            yield future.result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    return run_jobs(_decode_chunk, jobs, workers, should_stop)
 
 
 def _decode_chunk(
@@ -177,6 +238,8 @@ def _decode_chunk(
     errors = []
     for i, path in enumerate(paths):
         decoded = decode_image(Path(path), size)
+        if decoded.error == TRUNCATED:  # kept as PARTIAL: a test file is predicted from it, a training file quarantined
+            decoded = decode_truncated(Path(path), size)
         rows[i] = 0 if decoded.image is None else decoded.image
         errors.append(decoded.error)
     rows.flush()

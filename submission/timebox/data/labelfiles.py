@@ -10,13 +10,29 @@ from pathlib import Path
 from timebox.data.files import is_image
 from timebox.errors import UsageError
 
-_INT = re.compile(r"[0-9]+")
-_MODELARTS_LINE = re.compile(r"(.+?)\s*,\s*([0-9]+)")
+_ID = re.compile(r"([0-9]+)(?:\.0*)?")  # a class id: ASCII digits, optionally with a zero fraction ("3.0")
+_MODELARTS_LINE = re.compile(r"(.+?)\s*,\s*([0-9]+(?:\.0*)?)")
 
 
-def is_int(text: str) -> bool:
-    """True for a non-negative decimal integer written with ASCII digits."""
-    return _INT.fullmatch(text.strip()) is not None
+def parse_id(text: str) -> int | None:
+    """The class id an integer-valued label stands for ("3", "3.0", " 1.0 " -> 3, 3, 1); None for a name."""
+    match = _ID.fullmatch(text.strip())
+    return int(match.group(1)) if match else None
+
+
+def label_ids(path: Path, rows: list[tuple[int, str]]) -> list[int] | None:
+    """The class ids of (line, label) rows when every label is an id, None when every label is a name;
+    a file mixing the two is refused at the first row whose kind differs from the first row's."""
+    ids = [parse_id(label) for _, label in rows]
+    first_is_id = bool(ids) and ids[0] is not None
+    for (lineno, label), class_id in zip(rows, ids):
+        if (class_id is not None) != first_is_id:
+            kinds = ("id", "name") if class_id is not None else ("name", "id")
+            raise UsageError(
+                f"{path}:{lineno}: label {label!r} is a class {kinds[0]} but line {rows[0][0]} has the class "
+                f"{kinds[1]} {rows[0][1]!r}; a label file must not mix ids and names: write one kind throughout"
+            )
+    return [i for i in ids if i is not None] if first_is_id else None
 
 
 def read_text(path: Path) -> str:
@@ -37,12 +53,13 @@ def read_class_index(path: Path) -> dict[str, int]:
         if not line:
             continue
         parts = line.rsplit(maxsplit=1)
-        if len(parts) != 2 or not is_int(parts[1]):
+        class_id = parse_id(parts[1]) if len(parts) == 2 else None
+        if class_id is None:
             raise UsageError(
                 f"{path}:{lineno}: expected 'class_name class_id' (e.g. 'daisy 0'), got {line!r}; "
                 "fix or delete this line"
             )
-        name, class_id = parts[0].strip(), int(parts[1])
+        name = parts[0].strip()
         if name in ids:
             raise UsageError(f"{path}:{lineno}: class {name!r} is listed twice; keep one line per class")
         if class_id in ids.values():
@@ -64,9 +81,12 @@ def read_rule_json(path: Path) -> dict[int, str]:
         raise UsageError(f"{path}: {expected}")
     rule: dict[int, str] = {}
     for key, name in data.items():
-        if not is_int(key) or not isinstance(name, str):
+        class_id = parse_id(key)
+        if class_id is None or not isinstance(name, str):
             raise UsageError(f"{path}: bad entry {key!r}: {name!r}; {expected}")
-        rule[int(key)] = name
+        if class_id in rule:
+            raise UsageError(f"{path}: class id {class_id} is given twice ({key!r}); keep one entry per id")
+        rule[class_id] = name
     return rule
 
 
@@ -79,7 +99,7 @@ def read_modelarts_txt(path: Path) -> tuple[str, int]:
             f"{path}:1: expected 'img_N.jpg, K' (image file name, comma, integer class id), got {text[:80]!r}; "
             "fix the line or delete the file"
         )
-    return match.group(1), int(match.group(2))
+    return match.group(1), parse_id(match.group(2))
 
 
 def read_label_csv(path: Path) -> list[tuple[int, str, str]]:
@@ -114,4 +134,4 @@ def read_label_csv(path: Path) -> list[tuple[int, str, str]]:
 
 def _is_header(fields: list[str]) -> bool:
     """A first row such as `filename,label`: the label is not an id and the name is not an image file name."""
-    return len(fields) == 2 and not is_int(fields[1]) and not is_image(Path(fields[0]))
+    return len(fields) == 2 and parse_id(fields[1]) is None and not is_image(Path(fields[0]))

@@ -1,9 +1,12 @@
 """Read labelled image datasets in the three contest layouts, auto-detected.
 
-- folders (Tianchi/Flink/Keras): root/<class>/*.jpg, ids from class_index.txt or sorted folder names.
+- folders (Tianchi/Flink/Keras): root/<class>/*.jpg, ids from class_index.txt, else the folder names when all
+  are integers ("10" is id 10), else the position of the name in sorted order.
 - modelarts (Huawei): root/img_N.jpg + root/img_N.txt containing `img_N.jpg, K`,
   names from garbage_classify_rule.json.
 - csv: `filename,label` rows in root/labels.csv, root/train.csv or an explicit CSV file.
+
+An integer-valued label ("3", "3.0") is a class id in every layout; a label file mixing ids and names is refused.
 """
 
 from __future__ import annotations
@@ -15,7 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from timebox.data.files import is_hidden, is_image, sorted_paths, walk_files
-from timebox.data.labelfiles import is_int, read_class_index, read_label_csv, read_modelarts_txt, read_rule_json
+from timebox.data.labelfiles import (
+    label_ids,
+    parse_id,
+    read_class_index,
+    read_label_csv,
+    read_modelarts_txt,
+    read_rule_json,
+)
 from timebox.errors import UsageError
 
 LAYOUTS = ("folders", "modelarts", "csv")
@@ -125,6 +135,11 @@ def _dataset(
             f"class {class_names[i]!r} (id {class_ids[i]}) has no images in {root}; "
             "add images for it or remove it from the class list"
         )
+    if len(class_ids) < 2:
+        raise UsageError(
+            f"{root} holds only one class ({class_names[0]!r}, id {class_ids[0]}); a classifier needs at least "
+            "two: add the images of the other classes or pass the full training folder"
+        )
     return Dataset(files, labels, class_ids, class_names, layout, root)
 
 
@@ -132,8 +147,7 @@ def _read_folders(root: Path) -> Dataset:
     folders = {unicodedata.normalize("NFC", p.name): p for p in root.iterdir() if p.is_dir() and not is_hidden(p)}
     index_path = _find_near([root, root.parent], CLASS_INDEX)
     if index_path is None:
-        names = sorted(folders)
-        ids = {name: i for i, name in enumerate(names)}
+        ids = _folder_ids(root, folders)
     else:
         ids = {unicodedata.normalize("NFC", name): class_id for name, class_id in read_class_index(index_path).items()}
         for name, folder in folders.items():
@@ -142,7 +156,7 @@ def _read_folders(root: Path) -> Dataset:
                     f"class folder {folder} is not listed in {index_path}; "
                     f"add a line '{name} <id>' there or remove the folder"
                 )
-        names = sorted(ids, key=ids.__getitem__)
+    names = sorted(ids, key=ids.__getitem__)
     pairs = []
     for name in names:
         images = [p for p in walk_files(folders[name]) if is_image(p)] if name in folders else []
@@ -151,6 +165,28 @@ def _read_folders(root: Path) -> Dataset:
             raise UsageError(f"class {name!r}{listed} has no images in {root / name}; add images or remove the class")
         pairs += [(p, ids[name]) for p in images]
     return _dataset(pairs, [ids[n] for n in names], names, "folders", root)
+
+
+def _folder_ids(root: Path, folders: dict[str, Path]) -> dict[str, int]:
+    """Ids of class folders without class_index.txt: integer names are the ids, else sorted names count 0, 1, ..."""
+    as_ids = {name: parse_id(name) for name in folders}
+    if all(class_id is None for class_id in as_ids.values()):
+        return {name: i for i, name in enumerate(sorted(folders))}
+    named = sorted(name for name, class_id in as_ids.items() if class_id is None)
+    if named:
+        raise UsageError(
+            f"class folder {folders[named[0]]} is named {named[0]!r} but other folders in {root} are class ids; "
+            f"rename it to its id, or add {CLASS_INDEX} with a 'folder_name class_id' line per folder"
+        )
+    by_id: dict[int, str] = {}
+    for name, class_id in sorted(as_ids.items()):
+        if class_id in by_id:
+            raise UsageError(
+                f"class folders {by_id[class_id]!r} and {name!r} in {root} both stand for id {class_id}; "
+                "merge or rename one of them"
+            )
+        by_id[class_id] = name
+    return {name: class_id for class_id, name in by_id.items()}
 
 
 def _read_modelarts(root: Path) -> Dataset:
@@ -192,26 +228,25 @@ def _find_csv(path: Path) -> Path:
 
 
 def _read_csv(root: Path, csv_path: Path) -> Dataset:
+    """A `filename,label` CSV whose labels are all ids or all names; names and ids from a class list near it."""
     rows = read_label_csv(csv_path)
     if not rows:
         raise UsageError(f"{csv_path} has no data rows; expected 'filename,label' rows")
     base = _csv_image_dir(root, csv_path, rows[0])
-    near = list(dict.fromkeys([root, csv_path.parent, root.parent]))
-    index_path, rule_path = _find_near(near, CLASS_INDEX), _find_near(near, RULE_JSON)
-    if index_path:
-        names_by_id, source = {i: n for n, i in read_class_index(index_path).items()}, index_path
-    elif rule_path:
-        names_by_id, source = read_rule_json(rule_path), rule_path
+    names_by_id, source = _csv_class_names(root, csv_path)
+    ids = label_ids(csv_path, [(lineno, label) for lineno, _, label in rows])
+    if names_by_id is None and ids is not None:
+        names_by_id = {i: str(i) for i in sorted(set(ids))}
+    elif names_by_id is None:
+        names_by_id = dict(enumerate(sorted({label for _, _, label in rows})))
+    if ids is None:  # name labels: the label text is the key
+        keys: list[int | str] = [label for _, _, label in rows]
+        id_of: dict[int | str, int] = {name: i for i, name in names_by_id.items()}
     else:
-        names_by_id, source = None, None
-    numeric = all(is_int(label) for _, _, label in rows)
-    if names_by_id is None:
-        labels = sorted({int(label) for _, _, label in rows}) if numeric else sorted({label for _, _, label in rows})
-        names_by_id = {int(x): str(x) for x in labels} if numeric else dict(enumerate(labels))
-    ids_by_label = {str(i): i for i in names_by_id} if numeric else {n: i for i, n in names_by_id.items()}
+        keys, id_of = list(ids), {i: i for i in names_by_id}
     pairs = []
     first_line: dict[Path, int] = {}
-    for lineno, filename, label in rows:
+    for (lineno, filename, label), key in zip(rows, keys):
         image = base / filename
         if not image.is_file():
             raise UsageError(
@@ -219,14 +254,23 @@ def _read_csv(root: Path, csv_path: Path) -> Dataset:
             )
         if image in first_line:
             raise UsageError(f"{csv_path}:{lineno}: image {filename!r} is already listed on line {first_line[image]}")
-        key = str(int(label)) if numeric else label
-        if key not in ids_by_label:
-            known = sorted(names_by_id) if numeric else sorted(ids_by_label)
-            raise UsageError(f"{csv_path}:{lineno}: unknown class {label!r}; {source} defines {known}")
+        if key not in id_of:
+            raise UsageError(f"{csv_path}:{lineno}: unknown class {label!r}; {source} defines {sorted(id_of)}")
         first_line[image] = lineno
-        pairs.append((image, ids_by_label[key]))
+        pairs.append((image, id_of[key]))
     class_ids = sorted(names_by_id)
     return _dataset(pairs, class_ids, [names_by_id[c] for c in class_ids], "csv", base)
+
+
+def _csv_class_names(root: Path, csv_path: Path) -> tuple[dict[int, str] | None, Path | None]:
+    """Class names by id from a class_index.txt or rule JSON near the CSV, and that file; (None, None) if none."""
+    near = list(dict.fromkeys([root, csv_path.parent, root.parent]))
+    index_path, rule_path = _find_near(near, CLASS_INDEX), _find_near(near, RULE_JSON)
+    if index_path:
+        return {i: n for n, i in read_class_index(index_path).items()}, index_path
+    if rule_path:
+        return read_rule_json(rule_path), rule_path
+    return None, None
 
 
 def _csv_image_dir(root: Path, csv_path: Path, first_row: tuple[int, str, str]) -> Path:

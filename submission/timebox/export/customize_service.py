@@ -4,10 +4,12 @@ ModelArts calls ``inference(data)`` = ``_postprocess(_inference(_preprocess(data
 ``data = {"input_img": {"<file name>": <file object>}}`` and answers the request with the result,
 ``{"result": "<name>"}``: the name in garbage_classify_rule.json of the top class.
 Images are decoded exactly as timebox trained on them, by timebox's own decoder (timebox_decode.py,
-copied beside this file); an unreadable image gets labels.json's most frequent training class.
+copied beside this file, which decodes a JPEG at a reduced scale); an unreadable image gets labels.json's most
+frequent training class. An upload over MAX_UPLOAD_BYTES is refused (ValueError naming it), read in blocks.
 """
 
 import importlib.util
+import io
 import json
 import os
 import sys
@@ -18,6 +20,8 @@ import tensorflow as tf
 from model_service.tfserving_model_service import TfServingBaseService
 
 INPUT, OUTPUT = "input_img", "output_score"
+MAX_UPLOAD_BYTES = 50_000_000  # one image upload larger than this is refused: no photo needs more
+READ_BLOCK = 1 << 20  # uploads are copied to disk in blocks of this many bytes
 
 
 class ImageClassifyService(TfServingBaseService):
@@ -34,19 +38,18 @@ class ImageClassifyService(TfServingBaseService):
 
     def _preprocess(self, data):
         """Decode every file of the ``input_img`` field: uint8 RGB images and whether each was readable."""
-        decoded = [self._decode(content) for content in data[INPUT].values()]
+        decoded = [self._decode(name, content) for name, content in data[INPUT].items()]
         if not decoded:
             raise ValueError(f"no file in the request's {INPUT} field")
         blank = np.zeros((self.input_size, self.input_size, 3), np.uint8)
         return {"images": np.stack([blank if d is None else d for d in decoded]),
                 "usable": [d is not None for d in decoded]}
 
-    def _decode(self, content):
-        raw = content.read() if hasattr(content, "read") else content
+    def _decode(self, name, content):
         fd, path = tempfile.mkstemp(suffix=".image")
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(raw)
+                _copy_capped(name, content if hasattr(content, "read") else io.BytesIO(content), f)
             return self.decode_image(path, self.input_size).image
         finally:
             os.unlink(path)
@@ -59,6 +62,20 @@ class ImageClassifyService(TfServingBaseService):
     def _postprocess(self, data):
         names = [self.names[str(i)] for i in data]
         return {"result": names[0] if len(names) == 1 else names}
+
+
+def _copy_capped(name, source, out):
+    """Copy the upload ``source`` to ``out`` in blocks; ValueError as soon as it passes MAX_UPLOAD_BYTES."""
+    copied = 0
+    while True:
+        block = source.read(min(READ_BLOCK, MAX_UPLOAD_BYTES + 1 - copied))
+        if not block:
+            return
+        copied += len(block)
+        if copied > MAX_UPLOAD_BYTES:
+            raise ValueError(f"upload {name!r} is over the service's cap of {MAX_UPLOAD_BYTES / 1e6:g} MB; "
+                             "send a smaller image (a photo needs a few MB)")
+        out.write(block)
 
 
 def _read_json(path):

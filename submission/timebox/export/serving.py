@@ -16,8 +16,12 @@ Example::
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import functools
 import os
 import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -32,6 +36,8 @@ if TYPE_CHECKING:
     import keras
 
 SIGNATURE = "serving_default"
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2  # <fcntl.h>, <linux/fs.h>
+_NO_EXCHANGE = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP})  # the filesystem has none
 
 
 @dataclass(frozen=True)
@@ -121,35 +127,96 @@ def save_serving(model, labels: LabelMap, judge: JudgeInput, path: Path, input_n
 
 
 def replace_dir(dest: Path, build: Callable[[Path], None]) -> Path:
-    """Build a folder with ``build(tmp)`` beside ``dest``, then swap it in; the old one stays until then.
+    """Build a folder with ``build(tmp)`` beside ``dest``, then swap it in.
 
-    A failing ``build`` leaves ``dest`` as it was. The swap is two renames (old aside, new in); a
-    kill between them leaves the old folder as ``.NAME.old-PID``, which the next call puts back first
-    (one writer per folder at a time: the next call also removes other calls' half-built folders).
+    Rule: at every instant ``dest`` is the complete old folder or the complete new one (one atomic
+    rename-exchange; a first export is one rename). A failing ``build`` leaves ``dest`` as it was. Temp
+    folders carry their writer's PID, and a call removes only those of dead processes. Where the filesystem
+    has no rename-exchange (not Linux, NFS), the swap is two renames (old aside, new in): a kill between
+    them leaves the old folder as ``.NAME.old-PID-*``, which the next call puts back first.
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     _restore_or_clean(dest)
-    tmp, old = (dest.parent / f".{dest.name}.{kind}-{os.getpid()}" for kind in ("tmp", "old"))
+    tmp = _aside(dest, "tmp")
     try:
         tmp.mkdir()
         build(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if dest.exists():
-        os.replace(dest, old)
-    os.replace(tmp, dest)
-    shutil.rmtree(old, ignore_errors=True)
+    old = _swap_in(tmp, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return dest
 
 
+def _aside(dest: Path, kind: str) -> Path:
+    """A fresh sibling name ``.NAME.KIND-PID-RANDOM``: hidden, unique, and naming its writer's process."""
+    return dest.parent / f".{dest.name}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _swap_in(tmp: Path, dest: Path) -> Path | None:
+    """Make the folder ``tmp`` be ``dest``; returns where the old ``dest`` now is (None if there was none)."""
+    if not os.path.lexists(dest):
+        os.rename(tmp, dest)
+        return None
+    if _exchange(tmp, dest):
+        return tmp
+    old = _aside(dest, "old")
+    os.replace(dest, old)
+    os.replace(tmp, dest)
+    return old
+
+
+@functools.cache
+def _renameat2():
+    """libc's ``renameat2`` (Linux, glibc 2.28+), or None."""
+    try:
+        func = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError, TypeError):
+        return None
+    func.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    func.restype = ctypes.c_int
+    return func
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one atomic step (RENAME_EXCHANGE); False where the system has no such step."""
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in _NO_EXCHANGE:
+        return False
+    raise OSError(code, os.strerror(code), str(a), None, str(b))
+
+
 def _restore_or_clean(dest: Path) -> None:
-    """Put back an old folder a killed swap left aside; remove half-built and leftover ones."""
+    """Put back an old folder a killed two-rename swap left aside; remove the leftovers of dead writers only."""
     for old in sorted(dest.parent.glob(f".{dest.name}.old-*")):
+        if _writer_alive(old):
+            continue
         if not dest.exists():
             os.replace(old, dest)
         else:
             shutil.rmtree(old, ignore_errors=True)
     for tmp in dest.parent.glob(f".{dest.name}.tmp-*"):
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not _writer_alive(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _writer_alive(folder: Path) -> bool:
+    """Whether the process named in ``.NAME.KIND-PID[-RANDOM]`` still runs (on this machine)."""
+    pid = folder.name.rsplit(".", 1)[-1].split("-")[1]
+    if not pid.isdigit() or int(pid) <= 0:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True

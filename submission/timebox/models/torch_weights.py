@@ -4,6 +4,8 @@ The format is a sequence of pickles: a magic number, the protocol version, syste
 state dict itself (whose tensors point at storages through ``persistent_load``), the list of
 storage keys in file order, and then for each storage its element count (int64) and raw bytes.
 Tensors are views into storages with an offset, a size and strides (possibly non-contiguous).
+Every pickle goes through a restricted unpickler (no globals but the state dict's few torch names), so a
+weights file cannot run code.
 
 Example::
 
@@ -55,6 +57,13 @@ def _rebuild_tensor(storage, offset, size, stride, *_ignored):
     return _TensorRef(storage, offset, size, stride)
 
 
+class _PlainUnpickler(pickle.Unpickler):
+    """Plain data only (numbers, strings, lists, dicts): any global, hence any code, is refused."""
+
+    def find_class(self, module: str, name: str):
+        raise pickle.UnpicklingError(f"unsupported global {module}.{name} in a weights file")
+
+
 class _Unpickler(pickle.Unpickler):
     """Maps the few torch globals a state dict uses to inert stand-ins; refuses anything else."""
 
@@ -79,15 +88,15 @@ def read_legacy_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            if pickle.load(f) != _MAGIC:
+            if _PlainUnpickler(f).load() != _MAGIC:
                 raise UsageError(
                     f"{path}: not a legacy-format PyTorch file (zip-format files are not supported; "
                     "re-save with torch.save(..., _use_new_zipfile_serialization=False))"
                 )
-            pickle.load(f)  # protocol version
-            pickle.load(f)  # system info
+            _PlainUnpickler(f).load()  # protocol version
+            _PlainUnpickler(f).load()  # system info
             state = _Unpickler(f).load()
-            keys = pickle.load(f)
+            keys = _PlainUnpickler(f).load()
             storages = {}
             for key in keys:
                 tensor_dtype = _storage_dtype(state, key)

@@ -1,16 +1,22 @@
 """The cached activations of every view (the extract phase's result, kept in ``OUT/state/``), and the pooled
-features computed from them (through the backbone's top), reused by every phase that needs them."""
+features computed from them (through the backbone's top), reused by every phase that needs them.
+
+Runs sharing an output folder take ``activations.lock`` there: exclusive to save, shared to load, so none
+reads a record another is replacing or writes the same generation's files at once."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import keras
 import numpy as np
 
+from ..filelock import FileLock
 from ..recovery import RunState
+
+if TYPE_CHECKING:
+    import keras
 
 RECORD = "activations"
 
@@ -40,14 +46,18 @@ class Activations:
     def save(self, state: RunState) -> None:
         arrays = {f"{part}{i}": v for part in ("val", "test", "train") for i, v in enumerate(getattr(self, part))}
         arrays.update(y_val=self.y_val, y_train=self.y_train, usable=self.usable)
-        state.write(RECORD, {"views": [len(self.val), len(self.test), len(self.train)], "rate": self.rate,
-                             "ft_image_s": self.ft_image_s, "cut": self.cut, "size": self.size,
-                             "quarantine": self.quarantine, "unreadable_test": self.unreadable_test,
-                             "notes": self.notes}, arrays=arrays)
+        with _lock(state).held(exclusive=True):
+            state.write(RECORD, {"views": [len(self.val), len(self.test), len(self.train)], "rate": self.rate,
+                                 "ft_image_s": self.ft_image_s, "cut": self.cut, "size": self.size,
+                                 "quarantine": self.quarantine, "unreadable_test": self.unreadable_test,
+                                 "notes": self.notes}, arrays=arrays)
 
     @classmethod
     def load(cls, state: RunState) -> "Activations | None":
-        record = state.read(RECORD)
+        if not state.folder.is_dir():
+            return None
+        with _lock(state).held(exclusive=False):
+            record = state.read(RECORD)
         if record is None:
             return None
         info, a = record["info"], record["arrays"]
@@ -55,6 +65,10 @@ class Activations:
         return cls(**views, y_val=a["y_val"], y_train=a["y_train"], usable=a["usable"], rate=info["rate"],
                    ft_image_s=info["ft_image_s"], cut=info["cut"], size=info.get("size"), quarantine=info["quarantine"],
                    unreadable_test=info["unreadable_test"], notes=info["notes"])
+
+
+def _lock(state: RunState) -> FileLock:
+    return FileLock(state.folder / f"{RECORD}.lock")
 
 
 class Pooler:

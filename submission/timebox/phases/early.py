@@ -20,7 +20,7 @@ from .tta import flip_tta_on_val
 def early_output(ctx: Context, pool: Pooler, val: np.ndarray, test: np.ndarray, train: np.ndarray, y_val: np.ndarray,
                  y_train: np.ndarray, usable: np.ndarray, keep_s: float) -> HeadResult | None:
     """The early head on the original view, its test predictions written; None if there is no top or it would
-    leave less than ``keep_s``. A SIGTERM does not skip or shorten it: no output exists yet, and this is the
+    leave less than ``keep_s``. A SIGTERM does not skip or shorten it: no model's output exists yet, and this is the
     quickest good one. The plan's ``early_output_s`` leaves the pooling out (the cut's plan counts it)."""
     if pool.top is None or not ctx.planner.early_output_fits(keep_s):
         return None

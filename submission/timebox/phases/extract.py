@@ -13,8 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from ..data.cache import ImageCache, build_cache
+from ..data.decode import PARTIAL
 from ..data.layouts import Dataset
 from ..data.splits import stratified_split
+from ..data.unreadable import quarantined, unreadable_test, usable_test_files
+from ..data.workers import Stopped
 from ..errors import UsageError
 from ..models.features import Features, extract_features, image_batch_size
 from ..models.registry import Extractor, build_extractor, split_extractor
@@ -79,11 +82,19 @@ class ExtractPhase:
         self.early_head: HeadResult | None = None
         self.pool: Pooler | None = None
 
-    def decode(self) -> tuple[ImageCache, ImageCache]:
-        """The training and the test images at the size of the moment."""
-        cfg, cache_dir = self.ctx.cfg, self.ctx.cache_dir
-        return (build_cache(self.ds.files, self.size, cache_dir, cfg.workers),
-                build_cache(self.test_files, self.size, cache_dir, cfg.workers))
+    def decode(self) -> tuple[ImageCache, ImageCache] | None:
+        """The training and the test images at the size of the moment; None if the run was interrupted, or
+        reached its final reserve, while decoding (checked after each chunk of images)."""
+        cfg, cache_dir, log = self.ctx.cfg, self.ctx.cache_dir, self.ctx.log
+        budget, planner = self.ctx.budget, self.ctx.planner
+
+        def build(files: list[Path]) -> ImageCache:
+            return build_cache(files, self.size, cache_dir, cfg.workers, max_gb=cfg.cache_max_gb, log=log,
+                               should_stop=lambda: budget.expired(planner.reserve_s()))
+        try:
+            return build(self.ds.files), build(self.test_files)
+        except Stopped:
+            return None
 
     def acts(self, cache: ImageCache, idx: np.ndarray, reserve_s: float, flip: bool = False
              ) -> tuple[np.ndarray, int]:
@@ -95,7 +106,10 @@ class ExtractPhase:
     def run(self, t: float) -> Extraction | None:
         ctx, ds = self.ctx, self.ds
         d0 = time.time()
-        train_cache, test_cache = self.decode()
+        caches = self.decode()
+        if caches is None:
+            return None
+        train_cache, test_cache = caches
         decode_s = time.time() - d0
         ctx.session.phase("setup", t, None)
         ctx.log(f"images decoded (cache: {ctx.cache_dir})")
@@ -103,13 +117,16 @@ class ExtractPhase:
         test_idx = np.arange(len(self.test_files))
         t = time.time()
         if self.shrink_size(train_cache, val_idx, len(train_idx) + len(val_idx) + len(test_idx), decode_s):
-            train_cache, test_cache = self.decode()
+            caches = self.decode()
+            if caches is None:
+                return None
+            train_cache, test_cache = caches
         originals = self.original_views(train_cache, test_cache, val_idx, test_idx, train_idx)
         if originals is None:
             return None
         val, test, train, rate, ft_image_s, train_mirror = originals
         n_train, n_test = len(train), len(test)
-        test_ok = np.array([e is None for e in test_cache.errors], bool)
+        test_ok = usable_test_files(test_cache.errors)
         y_val, y_train = ds.labels[val_idx], ds.labels[train_idx[:n_train]]
         views = self.mirrored_views(train_cache, test_cache, (val, test, train), (val_idx, test_idx, train_idx[:n_train]),
                                     (y_val, y_train, test_ok), train_mirror)
@@ -117,7 +134,10 @@ class ExtractPhase:
                           cut=self.extractor.cut, size=self.size)
         if n_test < len(test_idx):
             self.notes.append(f"{len(test_idx) - n_test} test files got the prior class: no time left to extract them")
-        unreadable = [{"file": str(f), "reason": e} for f, e in zip(self.test_files, test_cache.errors) if e]
+        if partly := sum(e == PARTIAL for e in test_cache.errors):
+            self.notes.append(f"{partly} truncated test files predicted from the part that decodes "
+                              "(report/unreadable_test_files.json)")
+        unreadable = unreadable_test(self.test_files, test_cache.errors)
         sources = ViewSources((train_cache, val_idx), (test_cache, test_idx[:n_test]), (train_cache, train_idx[:n_train]))
         acts = Activations(*views, y_val, y_train, test_ok & (test_idx < n_test), rate, ft_image_s, self.extractor.cut,
                            self.size, quarantine, unreadable, self.notes)
@@ -126,7 +146,7 @@ class ExtractPhase:
     def split(self, train_cache: ImageCache) -> tuple[list[dict], np.ndarray, np.ndarray]:
         """The quarantined training files, and the readable ones split into training (shuffled) and val indices."""
         ctx, ds = self.ctx, self.ds
-        quarantine = [{"file": str(f), "reason": e} for f, e in zip(ds.files, train_cache.errors) if e]
+        quarantine = quarantined(ds.files, train_cache.errors)
         good = np.array([i for i, e in enumerate(train_cache.errors) if e is None], dtype=np.int64)
         if quarantine:
             ctx.log(f"quarantined {len(quarantine)} unreadable training files (see report/quarantine.json)")

@@ -37,20 +37,29 @@ def result(ctx: Context, val_accuracy: float, tta: bool) -> OnlineResult:
                         ctx.session.wall_s(), ctx.session.notes)
 
 
-def _output_val_probs(ctx: Context, scorer: Scorer, ensemble: EnsembleOutcome) -> np.ndarray:
+def _output_val_probs(ctx: Context, scorer: Scorer, ensemble: EnsembleOutcome) -> np.ndarray | None:
     """The output's val probabilities; the best checkpoint's weights are loaded into the scored model unless the
-    output is final (then the weights in memory are the output's)."""
+    output is final (then the weights in memory are the output's). None when they are not known and predicting
+    them would cut into the end reserve (a refit output, late): the report then has no confusion matrix."""
     top, source = scorer.checkpoints.best(), scorer.last.source
     if top is not None and not ctx.outputs.record.final:
         scorer.scored.load_weights(top["path"])
         source = f"{top['phase']} epoch {top['epoch']}"
     if ensemble.model is not None:
         return ensemble.val_probs
+    planner = ctx.planner
+    if (source not in scorer.candidates and planner.measured.top_rate
+            and planner.expired(planner.n_views * planner.check_s())):
+        ctx.session.note("no val confusion matrix: predicting the val images would cut into the end reserve")
+        return None
     return scorer.val_probs(source)
 
 
-def _reported_accuracy(ctx: Context, val_probs: np.ndarray, y_val: np.ndarray, ensemble: EnsembleOutcome) -> float:
+def _reported_accuracy(ctx: Context, val_probs: np.ndarray | None, y_val: np.ndarray,
+                       ensemble: EnsembleOutcome) -> float:
     record = ctx.outputs.record
+    if val_probs is None:
+        return record.val_accuracy
     if record.exported and ensemble.model is None:  # resumed after an earlier session's ensemble
         ctx.session.note("the ensemble of an earlier session is the output; the val confusion matrix is of the single "
                          "model in memory")
@@ -78,7 +87,8 @@ def finalise(ctx: Context, ext: Extraction, scorer: Scorer, head: HeadOutcome, f
         "quarantine": ext.acts.quarantine, "unreadable_test_files": ext.acts.unreadable_test,
         "summary": _summary(ctx, ext, val_acc, head.tta),
         "timeline": {"phases": ctx.session.phases, "events": ctx.log.events},
-    }, confusion_matrix(val_probs.argmax(1), ext.acts.y_val, ctx.num_classes), class_names)
+    }, None if val_probs is None else confusion_matrix(val_probs.argmax(1), ext.acts.y_val, ctx.num_classes),
+        class_names)
     s = ctx.session
     timeline_png(s.out / "report" / "timeline.png", ctx.cfg.budget_s, s.phases, s.scores, scorer.checkpoints.entries,
                  s.budget.start - s.spent)
