@@ -77,6 +77,25 @@ def test_a_run_that_raises_right_after_listing_leaves_a_complete_csv_and_exits_n
     assert {(r[1], r[3]) for r in rows[1:]} == {("0", "0.0")}  # the prior class, unscored
 
 
+def test_a_run_killed_while_tensorflow_loads_leaves_a_complete_csv(tmp_path):
+    """The prior-class CSV is written before TensorFlow loads: here its import never completes (it raises)."""
+    root = make_synthetic(tmp_path / "data", n_per_class=3, n_test_per_class=2, size=32)
+    out = tmp_path / "out"
+    proc, _ = _python(f"""
+        class NoTensorFlow:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("tensorflow", "keras"):
+                    raise ImportError("TensorFlow is still loading")
+        sys.meta_path.insert(0, NoTensorFlow())
+        from timebox.cli import main
+        main({_online_argv(root, out, tmp_path)!r})
+    """, timeout=60, env={k: v for k, v in os.environ.items() if not k.startswith("TIMEBOX_START")})
+    assert "TensorFlow is still loading" in proc.stderr
+    rows = _rows(out / "predictions.csv")
+    assert sorted(r[0] for r in rows[1:]) == sorted(p.name for p in (root / "test").iterdir())
+    assert {(r[1], r[3]) for r in rows[1:]} == {("0", "0.0")}
+
+
 def test_a_new_run_replaces_a_previous_runs_csv_as_soon_as_it_lists_the_test_files(tmp_path, monkeypatch):
     import timebox.online as online
 

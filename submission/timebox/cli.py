@@ -156,6 +156,7 @@ def _check_out(out: Path, folder: bool) -> None:
 def _online(args) -> int:
     from .budget import command_start
     from .config import OnlineConfig
+    from .listing import write_prior
     from .recovery import RunState
 
     _check_out(args.out, folder=True)
@@ -169,10 +170,11 @@ def _online(args) -> int:
                        judge_dir=args.judge_dir, config_file=config_file, **settings)
     state = RunState(Path(cfg.out) / "state")
     state.begin(cfg.identity(), cfg.resume, command_start())  # before TensorFlow loads: its import counts
+    listing = write_prior(cfg, state, print)  # a complete predictions.csv before TensorFlow loads
 
     from .online import run_online
 
-    result = run_online(cfg, state)
+    result = run_online(cfg, state, listing)
     print(f"predictions: {result.predictions} ({result.test_rows} rows)")
     print(f"val accuracy: {100 * result.val_accuracy:.2f}%   wall: {result.wall_s:.1f}s")
     return 0

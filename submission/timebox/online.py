@@ -22,11 +22,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 
 from .checkpoints import CheckpointManager
 from .config import OnlineConfig
-from .data.layouts import Dataset, list_images, read_dataset
+from .data.layouts import Dataset
+from .listing import Listing, list_run
 from .models.registry import BackboneSpec, build_extractor, get_backbone, second_backbone, split_extractor
 from .outputs import EARLY_SOURCE, RECORD, OutputRecord, Outputs
 from .phases.activations import Activations, Pooler
@@ -77,33 +77,31 @@ def _cannot_write(folder: Path) -> str | None:
     return None
 
 
-def run_online(cfg: OnlineConfig, state: RunState | None = None) -> OnlineResult:
+def run_online(cfg: OnlineConfig, state: RunState | None = None, listing: Listing | None = None) -> OnlineResult:
     """Train on ``cfg.train_dir`` and predict every file in ``cfg.test_dir`` within ``cfg.budget_s``.
 
     With ``cfg.resume``, continue the run interrupted in ``cfg.out`` with the budget it had left. ``state`` is this
     session's, begun by the caller (the command line begins it before TensorFlow loads, so the import time counts
-    even if the run is killed during it).
+    even if the run is killed during it), and so is ``listing`` with its prior-class output
+    (:func:`timebox.listing.write_prior`).
     """
     with Session(cfg, state) as session:
-        ds = read_dataset(cfg.train_dir, cfg.layout)
-        test_files = list_images(cfg.test_dir) if cfg.test_dir else []
+        listing = listing or list_run(cfg)
+        ds, test_files = listing.ds, listing.test_files
         spec = get_backbone(cfg.backbone)
         size = cfg.size or spec.default_size
         session.log(f"{len(ds.files)} training images in {len(ds.class_ids)} classes ({ds.layout} layout), "
                     f"{len(test_files)} test files; backbone {spec.name} at {size}px")
-        ctx = _context(cfg, session, ds, test_files, spec, size)
+        ctx = _context(cfg, session, listing, spec, size)
         ctx.outputs.ensure_exists()  # from here on, whatever ends the run, a complete predictions.csv of its own
         with session.watch(ctx.outputs.ensure_exists):
             return _run(ctx, ds, test_files, size)
 
 
-def _context(cfg: OnlineConfig, session: Session, ds: Dataset, test_files: list[Path], spec: BackboneSpec,
-             size: int) -> Context:
-    prior = int(np.bincount(ds.labels, minlength=len(ds.class_ids)).argmax())
-    labels = LabelMap(ds.class_ids, ds.class_names, prior, size, spec.name)
-    test_root = Path(cfg.test_dir).resolve() if cfg.test_dir else None
-    names = [f.relative_to(test_root).as_posix() for f in test_files]
-    outputs = Outputs(session.out, names, labels, session.state, cfg.judge, cfg.judge_dir, session.log)
+def _context(cfg: OnlineConfig, session: Session, listing: Listing, spec: BackboneSpec, size: int) -> Context:
+    ds = listing.ds
+    labels = LabelMap(ds.class_ids, ds.class_names, listing.prior, size, spec.name)
+    outputs = Outputs(session.out, listing.names, labels, session.state, cfg.judge, cfg.judge_dir, session.log)
     planner = Planner(cfg, session.budget, spec.cuts)
     planner.voting = cfg.ensemble and not _refits(cfg, spec)  # a vote is chosen on val, which a refit trained on
     return Context(cfg, session, planner, outputs, spec, len(ds.class_ids),
