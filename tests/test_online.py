@@ -108,9 +108,12 @@ def test_unreadable_test_files_get_a_row_with_confidence_0(run):
 
 def test_report_files_are_written(run):
     report = run["out"] / "report"
-    for name in ("config.json", "environment.json", "history.json", "quarantine.json", "summary.json",
-                 "confusion_val.csv"):
+    for name in ("config.json", "environment.json", "history.json", "quarantine.json", "summary.json"):
         assert (report / name).is_file(), name
+    # the confusion matrix is skipped, with a note, when predicting val would cut into the end reserve (a slow
+    # machine, a late refit output): both branches are pinned in test_finalise.py
+    late = any("no val confusion matrix" in n for n in run["result"].notes)
+    assert (report / "confusion_val.csv").is_file() != late
     summary = json.loads((report / "summary.json").read_text())
     assert summary["budget_s"] == BUDGET_S
     assert summary["val_accuracy"] == pytest.approx(run["result"].val_accuracy)

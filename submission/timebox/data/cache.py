@@ -29,7 +29,7 @@ from timebox.errors import UsageError
 from timebox.fileio import atomic_write_text
 from timebox.filelock import FileLock
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: strip-reduced decoding, truncated test files decoded (data/decode.py)
 CHUNK = 64
 IMAGES, ERRORS, BUILDING = "images.u8", "errors.json", "building"
 
