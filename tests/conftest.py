@@ -1,9 +1,10 @@
-"""Make the `timebox` package importable without setting PYTHONPATH."""
+"""Make the `timebox` and `offline_tuning` packages importable without setting PYTHONPATH."""
 
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "submission"))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # offline_tuning
 
 import os  # noqa: E402
 

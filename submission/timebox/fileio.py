@@ -15,13 +15,18 @@ _TRIES = 100  # temp names tried before giving up (each is random: a clash is al
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to a temp file beside ``path``, fsync it, then rename it over ``path``."""
+    """Write ``text`` (UTF-8) to a temp file beside ``path``, fsync it, then rename it over ``path``."""
+    atomic_write_bytes(path, text.encode("utf-8", errors="surrogateescape"))
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to a temp file beside ``path``, fsync it, then rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _create_beside(path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape", newline="") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

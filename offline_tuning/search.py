@@ -1,0 +1,156 @@
+"""``tune``: the search as a short sequence of named steps, owning the wall clock.
+
+Draw the subsample, read the space, join the study, agree on the deadline, run trials until nothing more fits,
+write the results. The leaderboard and ``best_config.json`` are rewritten after every trial, so a search
+killed at any moment leaves them; the plots come at the end, inside the reserve.
+
+Example::
+
+    result = run_tune(TuneConfig(Path("data/train"), budget_s=1800, out=Path("TUNE")))
+    result.best_settings                     # what ``online --config TUNE/best_config.json`` runs
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+
+from timebox.budget import Budget
+
+from .leaderboard import Leaderboard, write_results
+from .schedule import DEFAULTS_KEY, DONE, WAIT, Job, Schedule, config_key, next_job, plan
+from .space import DEFAULT_SPACE, SearchSpace, read_space
+from .study import WORKER, SharedStudy, open_study
+from .subsample import Subsample, draw_subsample
+from .trial import ONLINE, TrialOutcome, TrialSpec, run_trial
+
+
+@dataclass
+class TuneConfig:
+    """A search: its data, budget and folder, and how it is run (see ``./run.sh tune --help``)."""
+
+    data: Path
+    budget_s: float
+    out: Path
+    space: Path = DEFAULT_SPACE
+    storage: str | None = None  # None: the journal file in ``out``
+    study: str = "tune"
+    n_train: int | None = 1000  # None: every image but the held-out ones
+    n_val: int = 300
+    seed: int = 0
+    min_trial_s: float | None = None  # the first rung's trial budget (None: budget / 30, 20 s to 5 min)
+    eta: int = 3  # each rung keeps 1/eta of the configurations and gives them eta times the time
+    overhead_s: float = 3.0  # a trial's seconds beyond its budget: process exit, scoring
+    reserve_s: float = 20.0  # the end: stopping the last trials (kill_after_s), the leaderboard and the plots
+    trial_command: tuple[str, ...] = tuple(ONLINE)
+    apply_to: Path | None = None  # also write the best settings here (``--apply``: submission/config.json)
+
+    def first_rung_s(self) -> float:
+        return self.min_trial_s or min(max(self.budget_s / 30, 20.0), 300.0)
+
+
+@dataclass
+class TuneResult:
+    best_settings: dict[str, Any] | None
+    leaderboard: Path
+    trials_run: int
+    notes: list[str] = field(default_factory=list)
+
+
+class _Stop:
+    """SIGTERM/SIGINT to the tuner: stop the running trial (it keeps its output) and write the results."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.stop_trial: Callable[[], None] = lambda: None
+
+    def __call__(self, signum, frame) -> None:
+        self.requested = True
+        self.stop_trial()
+
+
+def run_tune(cfg: TuneConfig, log: Callable[[str], None] = print) -> TuneResult:
+    budget = Budget(cfg.budget_s)
+    stop = _Stop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, stop)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    data = draw_subsample(cfg.data, cfg.out / "data", cfg.n_train, cfg.n_val, cfg.seed)
+    space = read_space(cfg.space)
+    shared = open_study(cfg.out, cfg.storage, cfg.study)
+    deadline, schedule = _agree(shared, cfg, budget.deadline - cfg.reserve_s)
+    log(f"tune: {len(data.val_labels)} held-out images, study {cfg.study!r} in {shared.location}; rungs "
+        + ", ".join(f"{r.slots} x {r.budget_s:g}s" for r in schedule.rungs)
+        + f"; trials end by {time.strftime('%H:%M:%S', time.localtime(deadline))}")
+    board = Leaderboard(cfg.out, len(data.val_labels))
+    ran = _run_trials(cfg, shared, space, data, schedule, deadline, stop, board, log)
+    best = write_results(board, shared.study, cfg.apply_to, plots=True)
+    log(board.summary(shared.study))
+    return TuneResult(best, board.csv_path, ran, board.notes)
+
+
+def _agree(shared: SharedStudy, cfg: TuneConfig, own_deadline: float) -> tuple[float, Schedule]:
+    """The search's deadline and schedule: those of a search still running in the study (joined), else this
+    worker's, stored for the others."""
+    with shared.deciding():
+        attrs = shared.study.user_attrs
+        if attrs.get("deadline", 0) > time.time() + cfg.first_rung_s():
+            return min(attrs["deadline"], own_deadline), Schedule.from_json(attrs["schedule"])
+        schedule = plan(own_deadline - time.time(), cfg.first_rung_s(), cfg.overhead_s, cfg.eta)
+        shared.study.set_user_attr("deadline", own_deadline)
+        shared.study.set_user_attr("schedule", schedule.to_json())
+        return own_deadline, schedule
+
+
+def _run_trials(cfg: TuneConfig, shared: SharedStudy, space: SearchSpace, data: Subsample, schedule: Schedule,
+                deadline: float, stop: _Stop, board: Leaderboard, log: Callable[[str], None]) -> int:
+    ran = 0
+    while not stop.requested:
+        with shared.deciding():
+            job = next_job(schedule, shared.views(), deadline - time.time(), cfg.seed)
+            trial = settings = None
+            if isinstance(job, Job):
+                trial, settings = _create(shared.study, space, job)
+        if job == DONE:
+            return ran
+        if job == WAIT:
+            board.progress(shared.study, deadline, log)
+            time.sleep(min(2.0, max(0.0, deadline - time.time())))
+            continue
+        spec = TrialSpec(cfg.out / "trials" / f"{trial.number:04d}", data, settings, job.seed, job.budget_s,
+                         cfg.out / "cache", cfg.trial_command)
+        with shared.heartbeat(trial):
+            outcome = run_trial(spec, deadline, on_start=lambda stop_it: setattr(stop, "stop_trial", stop_it))
+        stop.stop_trial = lambda: None
+        _finish(shared.study, trial, outcome)
+        ran += 1
+        board.write(shared.study)
+        board.progress(shared.study, deadline, log)
+    return ran
+
+
+def _create(study: optuna.Study, space: SearchSpace, job: Job) -> tuple[optuna.Trial, dict[str, Any]]:
+    """A new trial for ``job`` (its settings sampled when the job names none), its attributes set."""
+    trial = study.ask()
+    trial.set_user_attr("worker", WORKER)
+    settings = space.suggest(trial) if job.config is None else json.loads(job.config)
+    for key, value in (("rung", job.rung), ("budget_s", job.budget_s), ("seed", job.seed),
+                       ("config", config_key(settings)), ("defaults", job.config == DEFAULTS_KEY)):
+        trial.set_user_attr(key, value)
+    return trial, settings
+
+
+def _finish(study: optuna.Study, trial: optuna.Trial, outcome: TrialOutcome) -> None:
+    for key, value in (("wall_s", round(outcome.wall_s, 1)), ("accuracy", outcome.accuracy),
+                       ("shares", {k: round(v, 3) for k, v in outcome.shares.items()})):
+        trial.set_user_attr(key, value)
+    if outcome.reason:
+        trial.set_user_attr("reason", outcome.reason)
+    state = optuna.trial.TrialState[outcome.state]
+    study.tell(trial, outcome.accuracy if state == optuna.trial.TrialState.COMPLETE else None, state=state)

@@ -1,0 +1,120 @@
+"""`tune` (offline_tuning/): the subsample, the space file's errors, the halving schedule, and whole searches
+with a stand-in trial program (tests/fake_online.py): Optuna and its journal storage are real."""
+
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from offline_tuning.schedule import DEFAULTS_KEY, DONE, WAIT, Job, TrialView, next_job, plan
+from offline_tuning.space import read_space
+from offline_tuning.subsample import draw_subsample
+from timebox.errors import UsageError
+
+ROOT = Path(__file__).resolve().parents[1]
+TRASHNET = ROOT.parent / "shared" / "datasets" / "trashnet" / "train_data"
+FAKE = f"{sys.executable} {ROOT / 'tests' / 'fake_online.py'}"
+
+
+@pytest.mark.parametrize("total_s, first_s, rungs", [
+    (585, 20, [(20, 15, 1), (60, 2, 2)]),          # 10 minutes: 15+ short trials, the top two at 3x, 2 seeds
+    (1780, 60, [(60, 16, 1), (180, 2, 2)]),
+    (3000, 20, [(20, 86, 1), (60, 6, 1), (180, 2, 2)]),
+    (100, 20, [(20, 4, 1)]),                       # too short for a second rung
+])
+def test_plan_keeps_eta_times_the_configurations_below_each_rung(total_s, first_s, rungs):
+    assert [(r.budget_s, r.configs, r.seeds) for r in plan(total_s, first_s, 2).rungs] == rungs
+
+
+def test_the_first_trial_is_the_defaults_and_promotions_wait_for_their_rung():
+    s = plan(585, 20, 2)
+    assert next_job(s, [], 500, seed=0) == Job(0, 20, DEFAULTS_KEY, 0)
+    done = [TrialView(i, 0, f'{{"k": {i}}}', 0, "COMPLETE", 0.5 + i / 100) for i in range(6)]
+    running = done + [TrialView(6, 0, '{"k": 6}', 0, "RUNNING")]
+    assert next_job(s, running, 250, 0) == WAIT  # rung 0 is closed (no room beside rung 1) but not finished
+    job = next_job(s, done, 250, 0)
+    assert job == Job(1, 60, '{"k": 5}', 0)  # the best of rung 0, first seed
+    taken = done + [TrialView(7, 1, '{"k": 5}', 0, "RUNNING")]
+    assert next_job(s, taken, 200, 0) == Job(1, 60, '{"k": 5}', 1)  # ... then its second seed
+    assert next_job(s, done, 10, 0) == DONE  # nothing fits
+
+
+def test_a_trial_whose_worker_died_frees_its_slot():
+    s = plan(585, 20, 2)
+    died = [TrialView(0, 0, DEFAULTS_KEY, 0, "FAIL", retry=True)]
+    assert next_job(s, died, 500, 0) == Job(0, 20, DEFAULTS_KEY, 0)
+
+
+def test_space_errors_name_the_file_and_line(tmp_path):
+    space = tmp_path / "space.toml"
+    space.write_text("size = [192, 224]\nno_such_setting = [1]\n")
+    with pytest.raises(UsageError, match=r"space.toml, line 2: 'no_such_setting' is not a setting"):
+        read_space(space)
+    space.write_text("# comment\nsize = [192, 8]\n")
+    with pytest.raises(UsageError, match=r"line 2.*size is 8"):
+        read_space(space)
+    space.write_text("finetune_lr = { low = 1e-3, high = 1e-4 }\n")
+    with pytest.raises(UsageError, match="below its high"):
+        read_space(space)
+    space.write_text("size = [\n")
+    with pytest.raises(UsageError, match="not valid TOML"):
+        read_space(space)
+    assert [d.name for d in read_space(ROOT / "offline_tuning" / "space.toml").dimensions][:2] == ["backbone", "size"]
+
+
+def test_subsample_is_stratified_seeded_and_reused(tmp_path):
+    a = draw_subsample(TRASHNET, tmp_path / "a", 1000, 300, seed=0)
+    assert len(a.val_labels) == 300 and sum(1 for _ in a.train.rglob("*.jpg")) == 1000
+    assert draw_subsample(TRASHNET, tmp_path / "a", 1000, 300, seed=0) == a
+    assert draw_subsample(TRASHNET, tmp_path / "b", 1000, 300, seed=0).val_labels == a.val_labels
+    with pytest.raises(UsageError, match="another --out"):
+        draw_subsample(TRASHNET, tmp_path / "a", 1000, 300, seed=1)
+
+
+def _tune(out: Path, budget: str, space: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "offline_tuning", "--data", str(TRASHNET), "--budget", budget,
+                             "--out", str(out), "--space", str(space), "--min-trial", "2s", "--trial-command", FAKE,
+                             *extra], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**__import__("os").environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'submission'}"})
+
+
+def _rows(out: Path) -> list[dict]:
+    with open(out / "leaderboard.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_search_ends_in_its_budget_with_crashes_recorded(tmp_path):
+    space = tmp_path / "space.toml"
+    space.write_text("head_share = { low = 0.02, high = 0.15 }\nkeep = [1, 2]\n")
+    start = time.time()
+    proc = _tune(tmp_path / "T", "45s", space)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 0, output
+    assert time.time() - start < 45
+    rows = _rows(tmp_path / "T")
+    assert rows[0]["state"] == "COMPLETE" and any(r["settings"] == "defaults" for r in rows)
+    crashed = [r for r in rows if r["state"] == "FAIL"]
+    assert crashed and all("deliberate crash" in r["reason"] for r in crashed)
+    best = json.loads((tmp_path / "T" / "best_config.json").read_text())
+    assert best.get("keep", 1) == 1
+    assert (tmp_path / "T" / "accuracy_over_time.png").stat().st_size > 1000
+
+
+def test_two_workers_on_one_journal_run_no_trial_twice_and_resume_keeps_finished_trials(tmp_path):
+    space = tmp_path / "space.toml"
+    space.write_text("head_share = { low = 0.02, high = 0.15 }\n")
+    procs = [_tune(tmp_path / "T", "40s", space) for _ in range(2)]
+    for p in procs:
+        assert p.wait(timeout=120) == 0, p.stdout.read()
+    rows = _rows(tmp_path / "T")
+    keys = [(r["rung"], r["settings"], r["seed"]) for r in rows]
+    assert len(keys) == len(set(keys)) and len(rows) >= 4
+    finished = {r["trial"] for r in rows}
+    again = _tune(tmp_path / "T", "30s", space)
+    assert again.wait(timeout=120) == 0
+    assert finished <= {r["trial"] for r in _rows(tmp_path / "T")}
+    assert len(_rows(tmp_path / "T")) > len(rows)
