@@ -124,7 +124,7 @@ def _run_trials(cfg: TuneConfig, shared: SharedStudy, space: SearchSpace, data: 
             time.sleep(min(2.0, max(0.0, deadline - time.time())))
             continue
         spec = TrialSpec(cfg.out / "trials" / f"{trial.number:04d}", data, settings, job.seed, job.budget_s,
-                         cfg.out / "cache", cfg.trial_command)
+                         cfg.out / "cache", cfg.out / "features", cfg.trial_command)
         with shared.heartbeat(trial):
             outcome = run_trial(spec, deadline, on_start=lambda stop_it: setattr(stop, "stop_trial", stop_it))
         stop.stop_trial = lambda: None
@@ -140,8 +140,10 @@ def _create(study: optuna.Study, space: SearchSpace, job: Job) -> tuple[optuna.T
     trial = study.ask()
     trial.set_user_attr("worker", WORKER)
     settings = space.suggest(trial) if job.config is None else json.loads(job.config)
-    for key, value in (("rung", job.rung), ("budget_s", job.budget_s), ("seed", job.seed),
-                       ("config", config_key(settings)), ("defaults", job.config == DEFAULTS_KEY)):
+    # "rung" goes last: readers outside the decision lock (leaderboard, plots) take a trial with a rung as
+    # fully described, and each attribute is its own write that another worker may see before the next one.
+    for key, value in (("budget_s", job.budget_s), ("seed", job.seed), ("config", config_key(settings)),
+                       ("defaults", job.config == DEFAULTS_KEY), ("rung", job.rung)):
         trial.set_user_attr(key, value)
     return trial, settings
 

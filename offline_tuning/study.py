@@ -94,10 +94,28 @@ def open_study(folder: Path, storage: str | None, name: str) -> SharedStudy:
     if not storage.startswith("postgresql"):
         raise UsageError(f"--storage {storage}: pass a postgresql://user@host/db URL, or leave it out for the "
                          f"journal file in {folder}")
-    rdb = RDBStorage(storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
-                     engine_kwargs={"pool_pre_ping": True})
-    study = _load_or_create(rdb, name)
-    return SharedStudy(study, storage.split("@")[-1], lambda: _advisory_lock(rdb, name))
+    rdb, study = _open_rdb(storage, name)
+    return SharedStudy(study, storage.split("@")[-1], lambda: _advisory_lock(rdb.engine, f"timebox tune {name}"))
+
+
+def _open_rdb(url: str, name: str) -> tuple[RDBStorage, optuna.Study]:
+    """Optuna's RDB storage at ``url`` and the study ``name``, set up under an advisory lock: workers starting
+    together on an empty database would each create Optuna's tables, and all but one fail (duplicate key)."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with _advisory_lock(engine, "timebox tune setup"):
+            rdb = RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S,
+                             engine_kwargs={"pool_pre_ping": True})
+            return rdb, _load_or_create(rdb, name)
+    except OperationalError as exc:
+        raise UsageError(f"--storage {url.split('@')[-1]}: cannot reach the database ({exc.orig}); start the "
+                         "server or fix the URL (postgresql://user:password@host:port/database)") from None
+    finally:
+        engine.dispose()
 
 
 def _load_or_create(storage: optuna.storages.BaseStorage, name: str) -> optuna.Study:
@@ -136,16 +154,16 @@ class _WithCrashes:
 
 
 @contextlib.contextmanager
-def _advisory_lock(storage: RDBStorage, name: str) -> Iterator[None]:
-    """PostgreSQL's advisory lock, keyed by the study name: one worker on any machine decides at a time."""
+def _advisory_lock(engine, key: str) -> Iterator[None]:
+    """PostgreSQL's advisory lock named ``key`` (e.g. per study): one worker on any machine holds it at a time."""
     from sqlalchemy import text
 
-    with storage.engine.connect() as conn:
-        conn.execute(text("SELECT pg_advisory_lock(hashtext(:k))"), {"k": f"timebox tune {name}"})
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(hashtext(:k))"), {"k": key})
         try:
             yield
         finally:
-            conn.execute(text("SELECT pg_advisory_unlock(hashtext(:k))"), {"k": f"timebox tune {name}"})
+            conn.execute(text("SELECT pg_advisory_unlock(hashtext(:k))"), {"k": key})
             conn.commit()
 
 

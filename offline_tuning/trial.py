@@ -40,7 +40,8 @@ class TrialSpec:
     settings: dict[str, Any]
     seed: int
     budget_s: float
-    cache_dir: Path | None = None
+    cache_dir: Path | None = None  # the decoded-image cache, shared by the search's trials
+    feature_dir: Path | None = None  # the backbone activations, shared likewise (online --feature-cache)
     command: tuple[str, ...] = tuple(ONLINE)  # tests put a small stand-in here
     grace_s: float = 10.0  # past its budget, a trial gets SIGTERM
     kill_after_s: float = 5.0  # ... and SIGKILL this long after SIGTERM
@@ -96,7 +97,9 @@ def _outcome(spec: TrialSpec, code: int, wall: float, stopped: str) -> TrialOutc
 def _arguments(spec: TrialSpec, config: Path) -> list[str]:
     args = ["--train-dir", str(spec.data.train), "--test-dir", str(spec.data.val), "--out", str(spec.folder / "out"),
             "--budget", f"{spec.budget_s:g}s", "--config", str(config)]
-    return args + (["--cache-dir", str(spec.cache_dir)] if spec.cache_dir is not None else [])
+    for flag, folder in (("--cache-dir", spec.cache_dir), ("--feature-cache", spec.feature_dir)):
+        args += [flag, str(folder)] if folder is not None else []
+    return args
 
 
 def _environment() -> dict[str, str]:

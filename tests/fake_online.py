@@ -15,7 +15,7 @@ from pathlib import Path
 
 START = time.time()
 p = argparse.ArgumentParser()
-for flag in ("--train-dir", "--test-dir", "--out", "--budget", "--config", "--cache-dir"):
+for flag in ("--train-dir", "--test-dir", "--out", "--budget", "--config", "--cache-dir", "--feature-cache"):
     p.add_argument(flag)
 args = p.parse_args()
 settings = json.loads(Path(args.config).read_text())

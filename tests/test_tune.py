@@ -3,6 +3,8 @@ with a stand-in trial program (tests/fake_online.py): Optuna and its journal sto
 
 import csv
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -12,7 +14,10 @@ import pytest
 
 from offline_tuning.schedule import DEFAULTS_KEY, DONE, WAIT, Job, TrialView, next_job, plan
 from offline_tuning.space import read_space
-from offline_tuning.subsample import draw_subsample
+from offline_tuning.study import open_study
+from offline_tuning.subsample import Subsample, draw_subsample
+from offline_tuning.trial import TrialSpec, run_trial
+from pg import postgres_url  # noqa: F401
 from timebox.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,7 +84,7 @@ def _tune(out: Path, budget: str, space: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "offline_tuning", "--data", str(TRASHNET), "--budget", budget,
                              "--out", str(out), "--space", str(space), "--min-trial", "2s", "--trial-command", FAKE,
                              *extra], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**__import__("os").environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'submission'}"})
+                            env={**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'submission'}"})
 
 
 def _rows(out: Path) -> list[dict]:
@@ -118,3 +123,59 @@ def test_two_workers_on_one_journal_run_no_trial_twice_and_resume_keeps_finished
     assert again.wait(timeout=120) == 0
     assert finished <= {r["trial"] for r in _rows(tmp_path / "T")}
     assert len(_rows(tmp_path / "T")) > len(rows)
+
+
+def test_a_hung_trial_is_killed_past_its_budget_and_recorded_as_failed(tmp_path):
+    (tmp_path / "val").mkdir()
+    (tmp_path / "subsample.json").write_text(json.dumps({"val_labels": {"a.jpg": 0}}))
+    data = Subsample(tmp_path / "train", tmp_path / "val", {"a.jpg": 0}, 2)
+    spec = TrialSpec(tmp_path / "trial", data, {"keep": 3}, seed=0, budget_s=1.0, grace_s=1.0, kill_after_s=1.0,
+                     command=tuple(FAKE.split()))  # keep=3: ignores SIGTERM and sleeps for an hour
+    start = time.time()
+    outcome = run_trial(spec, stop_at=start + 60)
+    assert outcome.state == "FAIL" and "past its 1s budget" in outcome.reason
+    assert time.time() - start < 10, "SIGKILL followed the ignored SIGTERM"
+
+
+def test_sqlite_storage_is_refused_with_the_reason(tmp_path):
+    with pytest.raises(UsageError, match="SQLite's locks do not hold"):
+        open_study(tmp_path, f"sqlite:///{tmp_path}/s.db", "tune")
+
+
+def test_two_workers_on_postgresql_run_no_trial_twice_and_stop_at_the_shared_deadline(tmp_path, postgres_url):
+    space = tmp_path / "space.toml"
+    space.write_text("head_share = { low = 0.02, high = 0.15 }\n")
+    start = time.time()
+    procs = [_tune(tmp_path / f"machine{i}", "30s", space, "--storage", postgres_url, "--study", "two")
+             for i in range(2)]  # two output folders, as on two machines
+    for p in procs:
+        assert p.wait(timeout=120) == 0, p.stdout.read()
+    assert time.time() - start < 30 + 3, "both ended by the deadline of the first"
+    rows = _rows(tmp_path / "machine0")
+    keys = [(r["rung"], r["settings"], r["seed"]) for r in rows]
+    assert len(keys) == len(set(keys)) and len(rows) >= 4
+    assert {r["trial"] for r in rows} == {r["trial"] for r in _rows(tmp_path / "machine1")}, "one study"
+
+
+def test_a_search_killed_midway_keeps_its_finished_trials_and_still_ends_by_its_budget(tmp_path):
+    space = tmp_path / "space.toml"
+    space.write_text("head_share = { low = 0.02, high = 0.15 }\n")
+    start = time.time()
+    first = _tune(tmp_path / "T", "40s", space)
+    while time.time() - start < 30 and sum(r["state"] == "COMPLETE" for r in _rows_or_none(tmp_path / "T")) < 3:
+        time.sleep(0.2)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    finished = {r["trial"] for r in _rows(tmp_path / "T") if r["state"] == "COMPLETE"}
+    assert len(finished) >= 3
+    again = _tune(tmp_path / "T", "40s", space)
+    assert again.wait(timeout=120) == 0, again.stdout.read()
+    assert time.time() - start < 40 + 3, "the rerun kept the first run's deadline"
+    rows = _rows(tmp_path / "T")
+    complete = [(r["rung"], r["settings"], r["seed"]) for r in rows if r["state"] == "COMPLETE"]
+    assert finished <= {r["trial"] for r in rows} and len(complete) == len(set(complete)), "nothing redone"
+    assert len(complete) > len(finished)
+
+
+def _rows_or_none(out: Path) -> list[dict]:
+    return _rows(out) if (out / "leaderboard.csv").exists() else []

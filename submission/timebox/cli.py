@@ -58,6 +58,9 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="decoded-image cache (default: $TIMEBOX_CACHE_DIR or ~/.cache/timebox, else the temp "
                    "folder or OUT/cache)")
+    p.add_argument("--feature-cache", type=Path, default=None,
+                   help="keep the backbone's activations in this folder and reuse them in runs on the same images "
+                        "and backbone (tune's trials share one; default: none)")
     p.add_argument("--workers", type=int, default=None, help="decode processes (default: all cores)")
     p.add_argument("--judge", default="generic", choices=["generic", "flink", "modelarts"],
                    help="also write this judge's export, replaced atomically after the head and at the end: flink "
@@ -166,7 +169,7 @@ def _online(args) -> int:
         args.train_dir = Path(os.environ["IMAGE_TRAIN_INPUT_PATH"])
     config_file, settings = _settings(args)
     cfg = OnlineConfig(args.train_dir, args.test_dir, args.out, args.budget, cache_dir=args.cache_dir,
-                       workers=args.workers, resume=getattr(args, "resume", False), judge=args.judge,
+                       feature_dir=args.feature_cache, workers=args.workers, resume=getattr(args, "resume", False), judge=args.judge,
                        judge_dir=args.judge_dir, config_file=config_file, **settings)
     state = RunState(Path(cfg.out) / "state")
     state.begin(cfg.identity(), cfg.resume, command_start())  # before TensorFlow loads: its import counts

@@ -59,6 +59,7 @@ OnlineConfig = make_dataclass(
     [("train_dir", Path), ("test_dir", Path | None), ("out", Path), ("budget_s", float),
      *[(s.name, s.kind | None if s.nullable else s.kind, field(default=s.default)) for s in SETTINGS],
      ("cache_dir", Path | None, field(default=None)),  # decoded-image cache (None: timebox.data.cache default)
+     ("feature_dir", Path | None, field(default=None)),  # activations shared with other runs (None: not kept)
      ("workers", int | None, field(default=None)),  # decode processes (None: the CPUs this process may use)
      ("resume", bool, field(default=False)),
      ("judge", str, field(default="generic")),  # also export for this judge: generic (none), flink, modelarts

@@ -27,6 +27,7 @@ from .checkpoints import CheckpointManager
 from .config import OnlineConfig
 from .data.layouts import Dataset
 from .listing import Listing, list_run
+from .models.feature_store import FeatureStore
 from .models.registry import BackboneSpec, build_extractor, get_backbone, second_backbone, split_extractor
 from .outputs import EARLY_SOURCE, RECORD, OutputRecord, Outputs
 from .phases.activations import Activations, Pooler
@@ -105,7 +106,8 @@ def _context(cfg: OnlineConfig, session: Session, listing: Listing, spec: Backbo
     planner = Planner(cfg, session.budget, spec.cuts)
     planner.voting = cfg.ensemble and not _refits(cfg, spec)  # a vote is chosen on val, which a refit trained on
     return Context(cfg, session, planner, outputs, spec, len(ds.class_ids),
-                   Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir(cfg.out, session.log))
+                   Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir(cfg.out, session.log),
+                   FeatureStore(cfg.feature_dir) if cfg.feature_dir else None)
 
 
 def _refits(cfg: OnlineConfig, spec: BackboneSpec) -> bool:

@@ -8,6 +8,7 @@ Example::
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -32,6 +33,7 @@ def image_batch_size() -> int:
 class Features:
     values: np.ndarray  # (done, *output shape): outputs for indices[:done]
     done: int
+    seconds: float = 0.0  # how long computing them took
 
 
 def extract_features(
@@ -51,6 +53,7 @@ def extract_features(
     view). ``dtype`` is the storage type of the result (float16 halves the memory of cached activations).
     """
     batch_size = batch_size or image_batch_size()
+    t0 = time.perf_counter()
     out = np.empty((len(indices), *extractor.output_shape[1:]), dtype=dtype)
     done = 0
     while done < len(indices):
@@ -68,4 +71,4 @@ def extract_features(
         done += n
         if on_batch is not None:
             on_batch(done)
-    return Features(out[:done], done)
+    return Features(out[:done], done, time.perf_counter() - t0)

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..budget import Budget
 from ..config import OnlineConfig
+from ..models.feature_store import FeatureStore
 from ..models.registry import BackboneSpec
 from ..outputs import Outputs
 from ..plan import Planner
@@ -27,6 +28,7 @@ class Context:
     spec: BackboneSpec
     num_classes: int
     cache_dir: Path
+    feature_store: FeatureStore | None = None  # activations shared with other runs (--feature-cache)
 
     @property
     def log(self) -> Progress:

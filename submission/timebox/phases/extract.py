@@ -96,12 +96,19 @@ class ExtractPhase:
         except Stopped:
             return None
 
-    def acts(self, cache: ImageCache, idx: np.ndarray, reserve_s: float, flip: bool = False
-             ) -> tuple[np.ndarray, int]:
-        ext, budget = self.extractor, self.ctx.budget
+    def acts(self, cache: ImageCache, idx: np.ndarray, reserve_s: float, flip: bool = False) -> Features:
+        """The bottom's activations of ``cache.images[idx]``, stopped at ``reserve_s`` before the end; from the
+        run's feature store (``--feature-cache``) when it holds them, into it when they are complete."""
+        ext, budget, store = self.extractor, self.ctx.budget, self.ctx.feature_store
+        dtype = np.float16 if ext.top is not None else np.float32
+        key = store.key(ext.bottom, cache.path.name, idx, flip, dtype) if store is not None and len(idx) else None
+        if key is not None and (hit := store.load(key)) is not None:
+            return Features(hit[0], len(idx), hit[1])
         f = features(self.ctx, ext.bottom, cache, idx, lambda: budget.expired(reserve_s), "extract", flip=flip,
-                     dtype=np.float16 if ext.top is not None else np.float32)
-        return f.values, f.done
+                     dtype=dtype)
+        if key is not None and f.done == len(idx):
+            store.save(key, f.values, f.seconds)
+        return f
 
     def run(self, t: float) -> Extraction | None:
         ctx, ds = self.ctx, self.ds
@@ -195,10 +202,9 @@ class ExtractPhase:
         activations, how many of them hold at the chosen cut, the speed, the fine-tune step's estimated seconds
         per image and whether the training images' mirrored view is planned."""
         ctx, cfg, planner = self.ctx, self.ctx.cfg, self.ctx.planner
-        v0 = time.time()
         probe = val_idx[:cfg.rate_probe_images]
-        val, n_val = self.acts(train_cache, probe, planner.reserve_s())
-        rate = n_val / max(time.time() - v0, 1e-3)
+        f = self.acts(train_cache, probe, planner.reserve_s())
+        val, n_val, rate = f.values, f.done, f.done / max(f.seconds, 1e-3)
         cuts, ext = ctx.spec.cuts, self.extractor
         bottom_share = 1 - cuts.share(ext.cut) if ext.top is not None else 1.0
         full_s = 1 / (rate * bottom_share) if bottom_share > 0 and rate > 0 else None  # the image cut: none
@@ -224,13 +230,13 @@ class ExtractPhase:
         ctx, planner = self.ctx, self.ctx.planner
         val, n_val, rate, ft_image_s, train_mirror = self.probe(train_cache, val_idx, len(test_idx), len(train_idx))
         final_s = planner.reserve_s()
-        v0 = time.time()
-        rest, n_rest = self.acts(train_cache, val_idx[n_val:], final_s)
-        val, n_val = (np.concatenate([val[:n_val], rest]) if n_val else rest), n_val + n_rest
-        test, n_test = self.acts(test_cache, test_idx, final_s)
-        train, n_train = self.acts(train_cache, train_idx, planner.head_s + final_s)
-        if n_done := n_rest + n_test + n_train:  # the bottom's speed at the cut chosen, on every image it took
-            rate = n_done / max(time.time() - v0, 1e-3)
+        rest = self.acts(train_cache, val_idx[n_val:], final_s)
+        val, n_val = (np.concatenate([val[:n_val], rest.values]) if n_val else rest.values), n_val + rest.done
+        test_f = self.acts(test_cache, test_idx, final_s)
+        train_f = self.acts(train_cache, train_idx, planner.head_s + final_s)
+        (test, n_test), (train, n_train) = (test_f.values, test_f.done), (train_f.values, train_f.done)
+        if n_done := rest.done + n_test + n_train:  # the bottom's speed at the cut chosen, on every image it took
+            rate = n_done / max(rest.seconds + test_f.seconds + train_f.seconds, 1e-3)
         ctx.log(f"activations: {n_val}/{len(val_idx)} val, {n_test}/{len(test_idx)} test, {n_train}/{len(train_idx)} "
                 f"train ({rate:.1f} img/s)")
         if n_val < len(val_idx) or n_train == 0:
@@ -259,15 +265,17 @@ class ExtractPhase:
             self.notes.append("mirrored views skipped: the time is worth more to fine-tuning")
             return [val], [test], [train]
         self.early_head = early_output(ctx, self.pool, val, test, train, y_val, y_train, usable, keep_s)
-        test_f, n_tf = self.acts(test_cache, test_idx, keep_s, flip=True)
-        val_f, n_vf = self.acts(train_cache, val_idx, keep_s, flip=True)
+        test_m = self.acts(test_cache, test_idx, keep_s, flip=True)
+        val_m = self.acts(train_cache, val_idx, keep_s, flip=True)
+        (test_f, n_tf), (val_f, n_vf) = (test_m.values, test_m.done), (val_m.values, val_m.done)
         views = [val], [test], [train]
         if n_tf == len(test_idx) and n_vf == len(val_idx):
             views = [val, val_f], [test, test_f], [train]
             early_flip(ctx, self.pool, self.early_head, views[0], views[1], y_val, usable)
         trained = "train skipped"
         if train_mirror:
-            train_f, n_trf = self.acts(train_cache, train_idx, keep_s, flip=True)
+            train_m = self.acts(train_cache, train_idx, keep_s, flip=True)
+            train_f, n_trf = train_m.values, train_m.done
             if n_trf == len(train_idx):
                 views[2].append(train_f)
             trained = f"{n_trf}/{len(train_idx)} train"
