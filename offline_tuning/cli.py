@@ -48,7 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", type=int, default=300, help="held-out images each trial predicts (default: 300)")
     p.add_argument("--seed", type=int, default=0, help="seed of the subsample and the trials (default: 0)")
     p.add_argument("--min-trial", type=_duration, default=None,
-                   help="budget of the first rung's trials (default: budget/30, between 20s and 5m)")
+                   help="budget of the first rung's trials (default: budget/30, between 30s and 5m)")
+    p.add_argument("--warm-up", type=_duration, default=60.0,
+                   help="a plain online run first, decoding and extracting the images once for every trial "
+                        "(0 for none; default: 60s)")
     p.add_argument("--eta", type=int, default=3, help="each rung keeps 1/eta of the configurations and gives them "
                    "eta times the time (default: 3)")
     p.add_argument("--trial-command", default=None, help=argparse.SUPPRESS)  # tests: a stand-in for online
@@ -66,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"--eta {args.eta}: it must be at least 2")
         cfg = TuneConfig(args.data, args.budget, args.out, space=args.space, storage=args.storage, study=args.study,
                          n_train=args.train, n_val=args.val, seed=args.seed, min_trial_s=args.min_trial,
-                         eta=args.eta, apply_to=SHIPPED_CONFIG if args.apply else None,
+                         warmup_s=args.warm_up, eta=args.eta, apply_to=SHIPPED_CONFIG if args.apply else None,
                          **({"trial_command": tuple(shlex.split(args.trial_command))} if args.trial_command else {}))
         result = run_tune(cfg)
         print(f"leaderboard: {result.leaderboard}; best settings: {args.out / 'best_config.json'}")

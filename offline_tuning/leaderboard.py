@@ -121,6 +121,18 @@ class Leaderboard:
             log(line)
 
 
+def setup_share(study: optuna.Study) -> float | None:
+    """The share of the finished trials' time that went to decoding and extraction (online's setup and extract
+    phases); None before a trial reported its phases."""
+    spent = total = 0.0
+    for t in study.get_trials(deepcopy=False):
+        shares, wall = t.user_attrs.get("shares"), t.user_attrs.get("wall_s")
+        if shares and wall:
+            spent += (shares.get("setup", 0.0) + shares.get("extract", 0.0)) * wall
+            total += wall
+    return spent / total if total else None
+
+
 def write_results(board: Leaderboard, study: optuna.Study, apply_to: Path | None, plots: bool) -> dict | None:
     """The final leaderboard, best_config.json (and its copy at ``apply_to``) and, with ``plots``, the PNGs."""
     if sys.stdout.isatty():

@@ -15,15 +15,17 @@ from __future__ import annotations
 import json
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import optuna
 
 from timebox.budget import Budget
+from timebox.filelock import FileLock
+from timebox.fileio import atomic_write_text
 
-from .leaderboard import Leaderboard, write_results
+from .leaderboard import Leaderboard, setup_share, write_results
 from .schedule import DEFAULTS_KEY, DONE, WAIT, Job, Schedule, config_key, next_job, plan
 from .space import DEFAULT_SPACE, SearchSpace, read_space
 from .study import WORKER, SharedStudy, open_study
@@ -44,7 +46,9 @@ class TuneConfig:
     n_train: int | None = 1000  # None: every image but the held-out ones
     n_val: int = 300
     seed: int = 0
-    min_trial_s: float | None = None  # the first rung's trial budget (None: budget / 30, 20 s to 5 min)
+    min_trial_s: float | None = None  # the first rung's trial budget (None: budget / 30, 30 s to 5 min)
+    min_trial_floor_s: float = 30.0  # online's shortest useful run on 1,000/300 (bench/RESULTS.md, "tune: trials")
+    warmup_s: float = 60.0  # the plain run that decodes and extracts for every trial (same section); 0: none
     eta: int = 3  # each rung keeps 1/eta of the configurations and gives them eta times the time
     overhead_s: float = 3.0  # a trial's seconds beyond its budget: process exit, scoring
     reserve_s: float = 20.0  # the end: stopping the last trials (kill_after_s), the leaderboard and the plots
@@ -52,7 +56,7 @@ class TuneConfig:
     apply_to: Path | None = None  # also write the best settings here (``--apply``: submission/config.json)
 
     def first_rung_s(self) -> float:
-        return self.min_trial_s or min(max(self.budget_s / 30, 20.0), 300.0)
+        return self.min_trial_s or min(max(self.budget_s / 30, self.min_trial_floor_s), 300.0)
 
 
 @dataclass
@@ -84,6 +88,7 @@ def run_tune(cfg: TuneConfig, log: Callable[[str], None] = print) -> TuneResult:
     data = draw_subsample(cfg.data, cfg.out / "data", cfg.n_train, cfg.n_val, cfg.seed)
     space = read_space(cfg.space)
     shared = open_study(cfg.out, cfg.storage, cfg.study)
+    warm_up(cfg, data, budget.deadline - cfg.reserve_s, stop, log)
     deadline, schedule = _agree(shared, cfg, budget.deadline - cfg.reserve_s)
     log(f"tune: {len(data.val_labels)} held-out images, study {cfg.study!r} in {shared.location}; rungs "
         + ", ".join(f"{r.slots} x {r.budget_s:g}s" for r in schedule.rungs)
@@ -92,7 +97,34 @@ def run_tune(cfg: TuneConfig, log: Callable[[str], None] = print) -> TuneResult:
     ran = _run_trials(cfg, shared, space, data, schedule, deadline, stop, board, log)
     best = write_results(board, shared.study, cfg.apply_to, plots=True)
     log(board.summary(shared.study))
+    if (share := setup_share(shared.study)) is not None:
+        log(f"decoding and extraction took {100 * share:.0f}% of the trials' time; the rest went to training")
     return TuneResult(best, board.csv_path, ran, board.notes)
+
+
+def warm_up(cfg: TuneConfig, data: Subsample, deadline: float, stop: _Stop, log: Callable[[str], None]) -> None:
+    """One plain online run of ``warmup_s`` on the subsample (``OUT/warmup/``), before the search plans its
+    rungs: it decodes every image into ``OUT/cache`` and stores the backbone's activations in ``OUT/features``,
+    so the trials spend their time training. Once per folder (a resumed search skips it; a second worker
+    waits for it); skipped when it would leave no room for a trial."""
+    folder, marker = cfg.out / "warmup", cfg.out / "warmup" / "outcome.json"
+    if not cfg.warmup_s or marker.exists():
+        return
+    if deadline - time.time() < cfg.warmup_s + cfg.first_rung_s() + 2 * cfg.overhead_s:
+        log(f"warm-up skipped: {cfg.warmup_s:g}s and one {cfg.first_rung_s():g}s trial do not fit the budget")
+        return
+    with FileLock(cfg.out / "warmup.lock").held(exclusive=True):
+        if marker.exists():
+            return
+        spec = TrialSpec(folder, data, {}, cfg.seed, cfg.warmup_s, cfg.out / "cache", cfg.out / "features",
+                         cfg.trial_command)
+        log(f"warm-up: the defaults for {cfg.warmup_s:g}s, decoding and extracting for every trial")
+        outcome = run_trial(spec, deadline, on_start=lambda stop_it: setattr(stop, "stop_trial", stop_it))
+        stop.stop_trial = lambda: None
+        accuracy = "-" if outcome.accuracy is None else f"{100 * outcome.accuracy:.2f}%"
+        log(f"warm-up: {outcome.state}, held-out accuracy {accuracy} in {outcome.wall_s:.0f}s"
+            + (f" ({outcome.reason})" if outcome.reason else ""))
+        atomic_write_text(marker, json.dumps(asdict(outcome), indent=1) + "\n")
 
 
 def _agree(shared: SharedStudy, cfg: TuneConfig, own_deadline: float) -> tuple[float, Schedule]:

@@ -96,10 +96,13 @@ def test_a_search_ends_in_its_budget_with_crashes_recorded(tmp_path):
     space = tmp_path / "space.toml"
     space.write_text("head_share = { low = 0.02, high = 0.15 }\nkeep = [1, 2]\n")
     start = time.time()
-    proc = _tune(tmp_path / "T", "45s", space)
+    proc = _tune(tmp_path / "T", "45s", space, "--warm-up", "3s")
     output = proc.communicate(timeout=120)[0]
     assert proc.returncode == 0, output
     assert time.time() - start < 45
+    warmup = json.loads((tmp_path / "T" / "warmup" / "outcome.json").read_text())
+    assert warmup["state"] == "COMPLETE" and "warm-up: COMPLETE" in output, "the warm-up ran first, outside the study"
+    assert "decoding and extraction took 20% of the trials' time" in output  # the stand-in reports 20%
     rows = _rows(tmp_path / "T")
     assert rows[0]["state"] == "COMPLETE" and any(r["settings"] == "defaults" for r in rows)
     crashed = [r for r in rows if r["state"] == "FAIL"]

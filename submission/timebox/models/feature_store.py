@@ -49,6 +49,10 @@ class FeatureStore:
         except (OSError, KeyError, ValueError, zipfile.BadZipFile):
             return None
 
+    def has(self, key: str) -> bool:
+        """Whether an entry for ``key`` exists (:meth:`load` may still find it damaged)."""
+        return (self.folder / f"{key}.npz").is_file()
+
     def save(self, key: str, values: np.ndarray, seconds: float) -> None:
         """Store a complete extraction (atomically: a reader sees the whole entry or none)."""
         buffer = io.BytesIO()

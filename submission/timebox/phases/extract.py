@@ -170,6 +170,8 @@ class ExtractPhase:
         the budget, by the bottom's speed timed on a val batch (see :mod:`timebox.train.image_size`; decoding
         again costs what ``decode_s`` did); the extractor is rebuilt at the new size. True if it shrank."""
         cfg = self.ctx.cfg
+        if self.stored(cache, val_idx[:cfg.rate_probe_images]):
+            return False  # an earlier run with the feature store extracted at this size: not this run's cost
         need_s = n_images * self.bottom_image_s(cache, val_idx)
         time_s = self.ctx.planner.size_time_s()
         size = affordable_size(self.size, need_s, time_s, cfg.min_size, setup_s=decode_s + cfg.resize_setup_s)
@@ -183,6 +185,12 @@ class ExtractPhase:
         set_size(self.ctx, size)
         self.extractor = build_extractor(self.ctx.spec, size, cfg.weights, self.extractor.cut)
         return True
+
+    def stored(self, cache: ImageCache, idx: np.ndarray) -> bool:
+        """Whether the feature store holds the bottom's activations of ``cache.images[idx]`` at this size."""
+        store, ext = self.ctx.feature_store, self.extractor
+        dtype = np.float16 if ext.top is not None else np.float32
+        return store is not None and store.has(store.key(ext.bottom, cache.path.name, idx, False, dtype))
 
     def bottom_image_s(self, cache: ImageCache, idx: np.ndarray) -> float:
         """Seconds per image through the bottom, timed on a batch of real images after its trace (which the
