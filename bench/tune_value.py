@@ -1,0 +1,74 @@
+"""What tuning is worth: ``tune`` on a 1,000/300 subsample of flowers5's training images, then ``online`` on the
+full training set with the tuned settings and with the defaults, side by side per seed, scored on flowers5 test.
+
+    .venv/bin/python bench/tune_value.py [--tune-budget 30m] [--online-budget 8m] [--seeds 0,1] [--out DIR]
+
+Prints one line per online run, the medians of each and the gain (issue 30's goal: at least +1 point). The
+online runs alternate (defaults, tuned) per seed and share one warm decode cache; nothing else should run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "submission"))
+
+from timebox.score import score  # noqa: E402
+
+FLOWERS = ROOT.parent / "shared" / "datasets" / "flowers5"
+
+
+def tune(out: Path, budget: str) -> Path:
+    """The search; the path of its best_config.json."""
+    start = time.time()
+    subprocess.run([str(ROOT / "run.sh"), "tune", "--data", str(FLOWERS / "train"), "--budget", budget,
+                    "--out", str(out)], check=True, stdout=open(out.with_suffix(".log"), "w"), stderr=subprocess.STDOUT)
+    best = out / "best_config.json"
+    print(f"tune: {time.time() - start:.0f}s, best settings {best.read_text().strip()}", flush=True)
+    return best
+
+
+def online(out: Path, budget: str, seed: int, cache: Path, config: Path | None) -> float:
+    """One online run on the full flowers5 train; its test accuracy."""
+    cmd = [str(ROOT / "run.sh"), "online", "--train-dir", str(FLOWERS / "train"), "--test-dir", str(FLOWERS / "test"),
+           "--out", str(out), "--budget", budget, "--seed", str(seed), "--cache-dir", str(cache)]
+    # the defaults must not pick up a shipped submission/config.json: an empty --config is the plain run
+    empty = out.parent / "defaults.json"
+    empty.write_text("{}\n")
+    subprocess.run(cmd + ["--config", str(config or empty)], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    return score(out / "predictions.csv", FLOWERS / "test_labels.csv").accuracy
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tune-budget", default="30m")
+    p.add_argument("--online-budget", default="8m")
+    p.add_argument("--seeds", default="0,1")
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args()
+    out = args.out or Path(tempfile.mkdtemp(prefix="tune_value-"))
+    out.mkdir(parents=True, exist_ok=True)
+    best = tune(out / "TUNE", args.tune_budget)
+    cache, results = out / "cache", {"defaults": [], "tuned": []}
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        for name, config in (("defaults", None), ("tuned", best)):
+            acc = online(out / f"{name}-{seed}", args.online_budget, seed, cache, config)
+            results[name].append(acc)
+            print(f"online {args.online_budget} seed {seed} {name:8s} {100 * acc:6.2f}%", flush=True)
+    d, t = (statistics.median(results[n]) for n in ("defaults", "tuned"))
+    gains = [b - a for a, b in zip(results["defaults"], results["tuned"])]
+    print(f"median defaults {100 * d:.2f}%  tuned {100 * t:.2f}%  gain {100 * (t - d):+.2f} points "
+          f"(per seed: {', '.join(f'{100 * g:+.2f}' for g in gains)}); settings {json.loads(best.read_text())}")
+
+
+if __name__ == "__main__":
+    main()
