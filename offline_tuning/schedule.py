@@ -95,7 +95,8 @@ def config_key(settings: dict[str, Any]) -> str:
 def plan(total_s: float, min_trial_s: float, overhead_s: float, eta: int = 3, top_configs: int = 2,
          seeds: int = 2, max_rungs: int = 3) -> Schedule:
     """The most rungs (up to ``max_rungs``) whose later rungs leave rung 0 at least ``eta`` times the
-    configurations of rung 1; one rung of ``min_trial_s`` trials if even two do not fit."""
+    configurations of rung 1; if even two do not fit, rung 0 and its best ``top_configs`` rerun at the same
+    budget with ``seeds`` seeds (the winner is still named on a mean); else one rung."""
     for n_rungs in range(max_rungs, 1, -1):
         budgets = [min_trial_s * eta ** r for r in range(n_rungs)]
         configs = [top_configs * eta ** (n_rungs - 1 - r) for r in range(n_rungs)]
@@ -104,6 +105,10 @@ def plan(total_s: float, min_trial_s: float, overhead_s: float, eta: int = 3, to
         n0 = int(left // (min_trial_s + overhead_s))
         if n0 >= eta * upper[0].configs:
             return Schedule((Rung(0, min_trial_s, n0), *upper), overhead_s)
+    confirm = Rung(1, min_trial_s, top_configs, seeds)  # no room for a longer rung: the best rerun with more seeds
+    n0 = int((total_s - confirm.slots * (min_trial_s + overhead_s)) // (min_trial_s + overhead_s))
+    if n0 >= eta * top_configs:
+        return Schedule((Rung(0, min_trial_s, n0), confirm), overhead_s)
     return Schedule((Rung(0, min_trial_s, max(1, int(total_s // (min_trial_s + overhead_s)))),), overhead_s)
 
 

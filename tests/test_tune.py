@@ -29,6 +29,7 @@ FAKE = f"{sys.executable} {ROOT / 'tests' / 'fake_online.py'}"
     (585, 20, [(20, 15, 1), (60, 2, 2)]),          # 10 minutes: 15+ short trials, the top two at 3x, 2 seeds
     (1780, 60, [(60, 16, 1), (180, 2, 2)]),
     (3000, 20, [(20, 86, 1), (60, 6, 1), (180, 2, 2)]),
+    (525, 30, [(30, 12, 1), (30, 2, 2)]),          # no room for 90 s: the best two rerun at 30 s with 2 seeds
     (100, 20, [(20, 4, 1)]),                       # too short for a second rung
 ])
 def test_plan_keeps_eta_times_the_configurations_below_each_rung(total_s, first_s, rungs):
