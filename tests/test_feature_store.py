@@ -74,3 +74,16 @@ def test_a_second_run_on_the_same_images_loads_every_view_instead_of_extracting(
     for part in ("val", "test", "train"):
         assert all(np.array_equal(a, b) for a, b in zip(getattr(first, part), getattr(second, part)))
     assert second.rate == pytest.approx(first.rate, rel=0.05), "planned with the speed the extraction had"
+
+
+def test_the_cut_plan_counts_only_the_extraction_the_store_does_not_spare():
+    from fakes import planner as make_planner
+    from timebox.models.registry import get_backbone
+    from timebox.plan import Counts
+
+    p = make_planner(Counts(150, 300, 850), budget_s=40.0)
+    p.cuts, p.measured.full_image_s = get_backbone("efficientnet-lite0").cuts, 0.02  # 2,600 views: 52 s
+    args = ({12: 0.004}, 224, Counts(150, 300, 850), False, 1e12)
+    cold = p.cut_plan(*args).epochs[12]
+    p.measured.stored_s = 45.0
+    assert cold == 0 < p.cut_plan(*args).epochs[12], "a trial whose activations are stored plans to fine-tune"

@@ -49,6 +49,14 @@ class FeatureStore:
         except (OSError, KeyError, ValueError, zipfile.BadZipFile):
             return None
 
+    def seconds(self, key: str) -> float:
+        """The seconds the entry's extraction took (read without its values); 0 if there is none."""
+        try:
+            with np.load(self.folder / f"{key}.npz", allow_pickle=False) as f:
+                return float(f["seconds"])
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+            return 0.0
+
     def has(self, key: str) -> bool:
         """Whether an entry for ``key`` exists (:meth:`load` may still find it damaged)."""
         return (self.folder / f"{key}.npz").is_file()

@@ -186,6 +186,18 @@ class ExtractPhase:
         self.extractor = build_extractor(self.ctx.spec, size, cfg.weights, self.extractor.cut)
         return True
 
+    def stored_s(self, train_cache: ImageCache, test_cache: ImageCache, val_rest: np.ndarray, test_idx: np.ndarray,
+                 train_idx: np.ndarray) -> float:
+        """The extraction seconds the feature store spares at this cut: every view it holds, original and mirrored,
+        of the val images after the probe, the test and the training images."""
+        store, ext = self.ctx.feature_store, self.extractor
+        if store is None:
+            return 0.0
+        dtype = np.float16 if ext.top is not None else np.float32
+        parts = ((train_cache, val_rest), (test_cache, test_idx), (train_cache, train_idx))
+        return sum(store.seconds(store.key(ext.bottom, cache.path.name, idx, flip, dtype))
+                   for cache, idx in parts if len(idx) for flip in (False, True))
+
     def stored(self, cache: ImageCache, idx: np.ndarray) -> bool:
         """Whether the feature store holds the bottom's activations of ``cache.images[idx]`` at this size."""
         store, ext = self.ctx.feature_store, self.extractor
@@ -204,8 +216,8 @@ class ExtractPhase:
         self.extractor.bottom.predict_on_batch(batch)
         return (time.perf_counter() - t) / n
 
-    def probe(self, train_cache: ImageCache, val_idx: np.ndarray, n_test: int, n_train: int
-              ) -> tuple[np.ndarray, int, float, float, bool]:
+    def probe(self, train_cache: ImageCache, test_cache: ImageCache, val_idx: np.ndarray, test_idx: np.ndarray,
+              train_idx: np.ndarray) -> tuple[np.ndarray, int, float, float, bool]:
         """The first val images through the bottom: its speed, then the cut (unless given). Returns the probe's
         activations, how many of them hold at the chosen cut, the speed, the fine-tune step's estimated seconds
         per image and whether the training images' mirrored view is planned."""
@@ -217,6 +229,8 @@ class ExtractPhase:
         bottom_share = 1 - cuts.share(ext.cut) if ext.top is not None else 1.0
         full_s = 1 / (rate * bottom_share) if bottom_share > 0 and rate > 0 else None  # the image cut: none
         planner.measured.full_image_s = full_s
+        planner.measured.stored_s = self.stored_s(train_cache, test_cache, val_idx[len(probe):], test_idx, train_idx)
+        n_test, n_train = len(test_idx), len(train_idx)
         ft_image_s, train_mirror = 0.0, True  # no fine-tuning: unused
         if ext.top is None or not cfg.finetune or n_val != len(probe):
             return val, n_val, rate, ft_image_s, train_mirror
@@ -236,7 +250,7 @@ class ExtractPhase:
         """Every image's original view, val first: (val, test, train, speed, fine-tune seconds per image, whether
         the training images' mirrored view is planned); None if interrupted before any model could exist."""
         ctx, planner = self.ctx, self.ctx.planner
-        val, n_val, rate, ft_image_s, train_mirror = self.probe(train_cache, val_idx, len(test_idx), len(train_idx))
+        val, n_val, rate, ft_image_s, train_mirror = self.probe(train_cache, test_cache, val_idx, test_idx, train_idx)
         final_s = planner.reserve_s()
         rest = self.acts(train_cache, val_idx[n_val:], final_s)
         val, n_val = (np.concatenate([val[:n_val], rest.values]) if n_val else rest.values), n_val + rest.done
