@@ -4,6 +4,7 @@
 #   ./run.sh demo              the whole job on a generated dataset
 #   ./run.sh test [PYTEST...]  the test suite
 #   ./run.sh tune ...          offline tuning (offline_tuning/)
+#   ./run.sh pretrain ...      offline pretraining (offline_pretrain/)
 set -euo pipefail
 # The budget counts from here, or from a TIMEBOX_START set for this command; one inherited from another run.sh
 # (TIMEBOX_START_PID set: a trial a tuner started) is not ours. Python is exec'd: it keeps this PID.
@@ -42,5 +43,6 @@ cd "$ROOT"
 case "${1:-}" in
   test) shift; unset TIMEBOX_START TIMEBOX_START_PID; exec "$VENV/bin/python" -m pytest -q "$ROOT/tests" "$@" ;;
   tune) shift; PYTHONPATH="$ROOT:$PYTHONPATH" exec "$VENV/bin/python" -m offline_tuning "$@" ;;
+  pretrain) shift; PYTHONPATH="$ROOT:$PYTHONPATH" exec "$VENV/bin/python" -m offline_pretrain "$@" ;;
   *) exec "$VENV/bin/python" -m timebox "$@" ;;
 esac

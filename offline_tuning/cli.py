@@ -4,22 +4,13 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
-import traceback
 from pathlib import Path
 
-from timebox.budget import parse_duration
+from timebox.cli import duration_arg
 from timebox.config import SHIPPED_CONFIG
-from timebox.errors import UsageError
+from timebox.errors import UsageError, exit_code
 
 from .space import DEFAULT_SPACE
-
-
-def _duration(text: str) -> float:
-    try:
-        return parse_duration(text)
-    except UsageError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _count(text: str) -> int | None:
@@ -37,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--budget. Writes OUT/leaderboard.csv and .md, OUT/best_config.json (for online/pretrain/package "
         "--config) and plots (PNG).")
     p.add_argument("--data", type=Path, required=True, help="labelled images, in any layout online reads")
-    p.add_argument("--budget", type=_duration, required=True, help="wall-clock budget of the whole search: 30m, 1h")
+    p.add_argument("--budget", type=duration_arg, required=True, help="wall-clock budget of the whole search: 30m, 1h")
     p.add_argument("--out", type=Path, required=True, help="tuning folder; the same folder again resumes the search")
     p.add_argument("--space", type=Path, default=DEFAULT_SPACE, help="search space (TOML; default: %(default)s)")
     p.add_argument("--storage", default=None, help="postgresql://user@host/db to share the study between machines "
@@ -47,9 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", type=_count, default=1000, help="training images drawn, or 'all' (default: 1000)")
     p.add_argument("--val", type=int, default=300, help="held-out images each trial predicts (default: 300)")
     p.add_argument("--seed", type=int, default=0, help="seed of the subsample and the trials (default: 0)")
-    p.add_argument("--min-trial", type=_duration, default=None,
+    p.add_argument("--min-trial", type=duration_arg, default=None,
                    help="budget of the first rung's trials (default: budget/30, between 30s and 5m)")
-    p.add_argument("--warm-up", type=_duration, default=60.0,
+    p.add_argument("--warm-up", type=duration_arg, default=60.0,
                    help="a plain online run first, decoding and extracting the images once for every trial "
                         "(0 for none; default: 60s)")
     p.add_argument("--eta", type=int, default=3, help="each rung keeps 1/eta of the configurations and gives them "
@@ -62,22 +53,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        from .search import TuneConfig, run_tune
+    return exit_code(lambda: _tune(args))
 
-        if args.eta < 2:
-            raise UsageError(f"--eta {args.eta}: it must be at least 2")
-        cfg = TuneConfig(args.data, args.budget, args.out, space=args.space, storage=args.storage, study=args.study,
-                         n_train=args.train, n_val=args.val, seed=args.seed, min_trial_s=args.min_trial,
-                         warmup_s=args.warm_up, eta=args.eta, apply_to=SHIPPED_CONFIG if args.apply else None,
-                         **({"trial_command": tuple(shlex.split(args.trial_command))} if args.trial_command else {}))
-        result = run_tune(cfg)
-        print(f"leaderboard: {result.leaderboard}; best settings: {args.out / 'best_config.json'}")
-        return 0
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except Exception:
-        traceback.print_exc()
-        print("error: internal error (exit 1); please report it with the traceback above", file=sys.stderr)
-        return 1
+
+def _tune(args: argparse.Namespace) -> int:
+    from .search import TuneConfig, run_tune
+
+    if args.eta < 2:
+        raise UsageError(f"--eta {args.eta}: it must be at least 2")
+    cfg = TuneConfig(args.data, args.budget, args.out, space=args.space, storage=args.storage, study=args.study,
+                     n_train=args.train, n_val=args.val, seed=args.seed, min_trial_s=args.min_trial,
+                     warmup_s=args.warm_up, eta=args.eta, apply_to=SHIPPED_CONFIG if args.apply else None,
+                     **({"trial_command": tuple(shlex.split(args.trial_command))} if args.trial_command else {}))
+    result = run_tune(cfg)
+    print(f"leaderboard: {result.leaderboard}; best settings: {args.out / 'best_config.json'}")
+    return 0

@@ -8,16 +8,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import traceback
 from pathlib import Path
 
 from .budget import parse_duration
-from .errors import UsageError
+from .errors import UsageError, exit_code
 from .package import check_unpacked
 from .settings import SETTINGS
 
 
-def _duration(text: str) -> float:
+def duration_arg(text: str) -> float:
+    """An argparse type: a duration (``90s``, ``10m``, ``1h30m``) in seconds."""
     try:
         return parse_duration(text)
     except UsageError as exc:
@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-dir", type=Path, default=None, help="images to predict (every file gets a row); "
                    "leave out for a judge that predicts with the exported model")
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--budget", type=_duration, required=True, help="wall-clock budget: 90s, 10m, 3h, 1h30m")
+    p.add_argument("--budget", type=duration_arg, required=True, help="wall-clock budget: 90s, 10m, 3h, 1h30m")
     p.add_argument("--resume", action="store_true",
                    help="continue the run interrupted in --out (same arguments) with the budget it had left; "
                         "starts a new run if --out holds none")
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "flowers5: train/, test/, test_labels.csv), runs online and scores it.")
     p.add_argument("--data", type=Path, default=None, help="a dataset folder with train/, test/ and test_labels.csv")
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default: %(default)s)")
-    p.add_argument("--budget", type=_duration, default=120.0, help="default: 2m")
+    p.add_argument("--budget", type=duration_arg, default=120.0, help="default: 2m")
     _add_training_flags(p)
 
     p = sub.add_parser("predict", help="predict images with a saved model folder",
@@ -168,15 +168,19 @@ def _online(args) -> int:
             raise UsageError("online needs --train-dir (or IMAGE_TRAIN_INPUT_PATH set, as the Flink judge does)")
         args.train_dir = Path(os.environ["IMAGE_TRAIN_INPUT_PATH"])
     config_file, settings = _settings(args)
+    settings = _with_init(settings)
     cfg = OnlineConfig(args.train_dir, args.test_dir, args.out, args.budget, cache_dir=args.cache_dir,
-                       feature_dir=args.feature_cache, workers=args.workers, resume=getattr(args, "resume", False), judge=args.judge,
-                       judge_dir=args.judge_dir, config_file=config_file, **settings)
+                       feature_dir=args.feature_cache, workers=args.workers, resume=getattr(args, "resume", False),
+                       judge=args.judge, judge_dir=args.judge_dir, config_file=config_file, **settings)
     state = RunState(Path(cfg.out) / "state")
     state.begin(cfg.identity(), cfg.resume, command_start())  # before TensorFlow loads: its import counts
     listing = write_prior(cfg, state, print)  # a complete predictions.csv before TensorFlow loads
 
     from .online import run_online
+    from .pretrained import check_preprocessing
 
+    if cfg.init != "imagenet":
+        check_preprocessing(Path(cfg.init))
     result = run_online(cfg, state, listing)
     print(f"predictions: {result.predictions} ({result.test_rows} rows)")
     print(f"val accuracy: {100 * result.val_accuracy:.2f}%   wall: {result.wall_s:.1f}s")
@@ -195,6 +199,24 @@ def _settings(args) -> tuple[Path | None, dict]:
     settings = read_settings(path) if path is not None else {}
     settings.update({key: getattr(args, flag) for key, flag in _FLAGS.items() if getattr(args, flag) is not None})
     return path, settings
+
+
+def _with_init(settings: dict) -> dict:
+    """``settings`` with the pretrained model ``init`` names laid in (its weights, backbone and size), and ``init``
+    resolved to that folder or ``imagenet``, so the report says which. ``--weights`` given beside a pretrained
+    folder is an error: both name where the backbone starts."""
+    from .pretrained import init_settings, read_meta, resolve_init
+
+    folder = resolve_init(settings.get("init", "auto"))
+    if folder is None:
+        return {**settings, "init": "imagenet"}
+    if settings.get("weights", "imagenet") != "imagenet":
+        raise UsageError(f"--weights {settings['weights']} and the pretrained model {folder} both say where the "
+                         "backbone starts; pass --init imagenet to use --weights, or leave --weights out")
+    meta = read_meta(folder)
+    print(f"starting from the pretrained model {folder} ({meta.backbone} at {meta.input_size}px, "
+          f"{len(meta.class_names)} classes, val accuracy {meta.val_accuracy:.4f})", file=sys.stderr)
+    return {**settings, **init_settings(folder, settings), "init": str(folder)}
 
 
 def _demo(args) -> int:
@@ -261,16 +283,9 @@ _HANDLERS = {"online": _online, "demo": _demo, "predict": _predict, "score": _sc
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
+
+    def command() -> int:
         check_unpacked()  # an unpacked submission zip: refuse a damaged or altered one before anything runs
         return _HANDLERS[args.command](args)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except Exception:  # an internal error: keep the traceback for the bug report
-        traceback.print_exc()
-        print("error: internal error (exit 1); please report it with the traceback above", file=sys.stderr)
-        return 1
+
+    return exit_code(command)

@@ -27,8 +27,8 @@ from .settings import SETTING, SETTINGS
 FINETUNE_LR = SETTING["finetune_lr"].default
 SHIPPED_CONFIG = Path(__file__).resolve().parents[1] / "config.json"  # submission/config.json
 TUNABLE: dict[str, tuple[type, ...]] = {s.name: s.json_types for s in SETTINGS}  # setting -> accepted JSON types
-IDENTITY = ("budget_s", "backbone", "weights", "seed", "layout", "size", "val_fraction", "batch_size", "finetune",
-            "judge", "finetune_cut", "finetune_lr", "refit")  # what a resumed run must share with the run it continues
+IDENTITY = ("budget_s", "backbone", "weights", "init", "seed", "layout", "size", "val_fraction", "batch_size",
+            "finetune", "judge", "finetune_cut", "finetune_lr", "refit")  # what a resumed run must share with the run it continues
 
 
 def _identity(self) -> dict:
@@ -60,6 +60,7 @@ OnlineConfig = make_dataclass(
      *[(s.name, s.kind | None if s.nullable else s.kind, field(default=s.default)) for s in SETTINGS],
      ("cache_dir", Path | None, field(default=None)),  # decoded-image cache (None: timebox.data.cache default)
      ("feature_dir", Path | None, field(default=None)),  # activations shared with other runs (None: not kept)
+     ("transfer_dir", Path | None, field(default=None)),  # pretrain: the output's backbone and head weights go here
      ("workers", int | None, field(default=None)),  # decode processes (None: the CPUs this process may use)
      ("resume", bool, field(default=False)),
      ("judge", str, field(default="generic")),  # also export for this judge: generic (none), flink, modelarts

@@ -37,6 +37,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from .config import read_settings
 from .errors import UsageError
+from .pretrained import META as PRETRAINED_META
 
 ROOT = Path(__file__).resolve().parents[2]  # the tree holding run.sh and submission/
 MANIFEST = "MANIFEST.json"
@@ -141,6 +142,10 @@ def collect(root: Path = ROOT, models: Sequence[Path] = (), backbones: Sequence[
         _check_model(Path(folder))
         for rel, path in _tree(Path(folder)):
             _add(files, f"submission/models/{name}/{rel}", path)
+    for meta in sorted((root / "submission" / "models").glob(f"*/{PRETRAINED_META}")):  # what pretrain wrote
+        _check_model(meta.parent)
+        for rel, path in _tree(meta.parent):
+            _add(files, f"submission/models/{meta.parent.name}/{rel}", path)
     return files
 
 

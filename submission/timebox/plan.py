@@ -125,7 +125,8 @@ class Planner:
         ensemble phase's largest share. ``top_s``: cut -> seconds per image of its top (inference)."""
         cfg, full_s = self.cfg, self.measured.full_image_s
         images = 2 * (n.val + n.test) + (1 + mirror) * n.train
-        before_s = (max(images * full_s - self.measured.stored_s, 0.0) + cfg.early_output_s + self.head_s * mirror + self.reserve_s()
+        extract_s = max(images * full_s - self.measured.stored_s, 0.0)
+        before_s = (extract_s + cfg.early_output_s + self.head_s * mirror + self.reserve_s()
                     + self.second_plan_s(n.val + n.test + n.train) + cfg.export_guess_s + cfg.ft_setup_s)
         time_s = (self.budget.remaining() - before_s) * (1 - cfg.ensemble_max_share * self.voting)
         costs = [CutCost(c, s, 2 * int(np.prod(self.cuts.shape(size, c)))) for c, s in top_s.items()]

@@ -89,6 +89,8 @@ SETTINGS: tuple[Setting, ...] = (
        "efn-b0..b7)", flag="--backbone"),
     _s("weights", str, "imagenet", "'imagenet' (local files only, see fetch-weights), another named set, a file "
        "path, or 'none'", flag="--weights"),
+    _s("init", str, "auto", "the model the run starts from: auto (the one pretrained model in submission/models/, "
+       "else imagenet), imagenet (--weights), or a folder `pretrain` wrote", flag="--init"),
     _s("size", int, None, "input size in pixels (null: the backbone's own)", nullable=True, low=MIN_INPUT_SIZE,
        flag="--size"),
     _s("min_size", int, 128, "smallest input size the run may shrink to when the budget cannot extract every "

@@ -71,11 +71,23 @@ def _reported_accuracy(ctx: Context, val_probs: np.ndarray | None, y_val: np.nda
     return accuracy(val_probs, y_val)
 
 
+def save_transfer(folder: Path, ext: Extraction, head_model: keras.Model) -> None:
+    """The output's backbone weights (all its blocks, fine-tuned or not, as ``--weights PATH`` loads them) and its
+    head's, into ``folder`` (see :mod:`timebox.pretrained`)."""
+    from ..pretrained import BACKBONE_WEIGHTS, HEAD_WEIGHTS
+
+    folder.mkdir(parents=True, exist_ok=True)
+    ext.extractor.full.layers[-1].save_weights(str(folder / BACKBONE_WEIGHTS))
+    head_model.save_weights(str(folder / HEAD_WEIGHTS))
+
+
 def finalise(ctx: Context, ext: Extraction, scorer: Scorer, head: HeadOutcome, ft: FineTuneOutcome,
              ensemble: EnsembleOutcome, class_names: list[str], head_model: keras.Model) -> OnlineResult:
     t = time.time()
     val_probs = _output_val_probs(ctx, scorer, ensemble)
     ctx.outputs.ensure_exists()
+    if ctx.cfg.transfer_dir is not None:  # the weights in memory are the output's now
+        save_transfer(Path(ctx.cfg.transfer_dir), ext, head_model)
     if not ctx.outputs.record.exported:  # else OUT/model already holds the ensemble of predictions.csv
         ctx.outputs.export(ensemble.model or single_model(ext.extractor, head_model, scorer.scored, scorer.n_views))
     ctx.session.phase("finalise", t, ctx.planner.reserve_s())

@@ -14,6 +14,7 @@ from ..train.head import fit_head
 from .context import Context
 from .extract import Extraction
 from .latency import measure_latency
+from .transfer import head_init
 from .tta import flip_tta_on_val
 
 RECORD = "head"
@@ -80,7 +81,8 @@ def run_head(ctx: Context, ext: Extraction) -> HeadOutcome:
         head_end = time.time() + plan.time_s
         head = fit_head(np.concatenate(pooled_train), np.tile(acts.y_train, len(pooled_train)), pooled_val[0],
                         acts.y_val, ctx.num_classes, time_s=plan.time_s,
-                        expired=lambda: planner.expired() or time.time() > head_end, seed=ctx.cfg.seed)
+                        expired=lambda: planner.expired() or time.time() > head_end, seed=ctx.cfg.seed,
+                        init=head_init(ctx, pooled_val[0].shape[1]))
     val_probs = [ctx.predict(head.model, [p]) for p in pooled_val]
     tta, val_accuracy = flip_tta_on_val(val_probs, acts.y_val)
     n_views = len(pooled_val) if tta else 1

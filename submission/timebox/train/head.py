@@ -22,7 +22,7 @@ from typing import Callable
 import keras
 import numpy as np
 
-from ..models.heads import build_head
+from ..models.heads import HeadRows, build_head
 from ..models.losses import select_loss
 from .callbacks import BestValAccuracy, DeadlineStop
 
@@ -74,8 +74,10 @@ def fit_head(
     max_epochs: int = 150,
     lr: float = 1e-3,
     dropout: float = 0.3,
+    init: HeadRows | None = None,
 ) -> HeadResult:
-    """Fit a softmax head within ``time_s`` seconds (and never past ``expired()``)."""
+    """Fit a softmax head within ``time_s`` seconds (and never past ``expired()``), starting from ``init``'s rows
+    for the classes a pretrained head had (the second transfer)."""
     keras.utils.set_random_seed(seed)
     dim = train_x.shape[1]
     probe = build_head(dim, num_classes, dropout=dropout, seed=seed)
@@ -88,6 +90,8 @@ def fit_head(
     epochs = int(np.clip(usable // (steps_per_epoch * step_s + val_s), 1, max_epochs))
 
     head = build_head(dim, num_classes, dropout=dropout, seed=seed)
+    if init is not None:
+        init.apply(head.get_layer("head_dense"))
     _compile(head, epochs * steps_per_epoch, lr, train_y, num_classes)
     best, stop = BestValAccuracy(val_x, val_y), DeadlineStop(expired)
     head.fit(train_x, train_y, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0, callbacks=[stop, best])

@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 from ..metrics import accuracy, log_loss
-from ..models.heads import build_head
+from ..models.heads import HeadRows, build_head
 from .head import HeadResult
 
 L2 = 0.03  # on the scaled features; on trashnet 0.01 scored as well, with weights a third larger than fit_head's
@@ -58,9 +58,11 @@ def fit_linear_head(
     seed: int = 0,
     l2: float = L2,
     iterations: int = ITERATIONS,
+    init: HeadRows | None = None,
 ) -> HeadResult:
     """A softmax head on ``train_x`` (features) and ``train_y`` (class ids), scored on val; stops early (between
-    blocks of ``CHECK_EVERY`` iterations) when ``expired()``. Deterministic; ``seed`` seeds the model's layers."""
+    blocks of ``CHECK_EVERY`` iterations) when ``expired()``. Deterministic; ``seed`` seeds the model's layers.
+    ``init``: a pretrained head's rows to start the matched classes from (the others start at zero)."""
     train_y = np.asarray(train_y)
     if train_y.ndim != 1:
         raise ValueError(f"fit_linear_head takes class ids (1-D), not labels of shape {train_y.shape}")
@@ -76,6 +78,9 @@ def fit_linear_head(
     penalised[-1] = 0.0  # the bias is not
     step = 1.0 / (0.5 * _lipschitz(x) + 2 * l2)
     w = np.zeros((x.shape[1], num_classes), np.float32)
+    if init is not None:  # the pretrained rows, in the standardised features' coordinates
+        m = init.matched
+        w[:-1, m], w[-1, m] = init.kernel[:, m] * scale, init.bias[m] + mean @ init.kernel[:, m]
     ahead, momentum, done = w, 1.0, 0
     while done < iterations and not (done % CHECK_EVERY == 0 and done and expired()):
         grad = xt @ (_probs(x @ ahead) - target) / len(x) + 2 * l2 * penalised * ahead
