@@ -4,8 +4,8 @@ read, and every entry of the shared decode cache must equal a fresh decode.
 
     .venv/bin/python bench/faults.py [--kills 20] [--budget 2m] [--shared 4] [--seed 0] [--only kills,...]
 
-Runs as root (as here) and uses `setpriv` to act as user nobody: to read the outputs as another user,
-and to run the read-only-HOME case (as root a read-only folder is still writable). Prints one line per
+Runs as root (as here) and uses `setpriv` to act as user nobody to read the outputs as another user; the
+read-only-HOME case runs in a user and mount namespace where HOME is mounted read-only. Prints one line per
 run and the counts at the end.
 """
 
@@ -151,16 +151,15 @@ def sigterm_decoding(budget_s: float, work: Path) -> Outcome:
 
 
 def readonly_home(budget_s: float, work: Path) -> Outcome:
-    """A run as user nobody whose HOME is a folder it cannot write, with no cache folder given."""
-    home, runs = open_dir(work), open_dir(work)
-    home.chmod(0o555)
-    os.chown(runs, 65534, 65534)
-    out = runs / "OUT"
+    """A run whose HOME is a read-only mount (a user and mount namespace binds it read-only: even root gets
+    EROFS there), with no cache folder given."""
+    home, out = open_dir(work), open_dir(work) / "OUT"
     env = clean_env(HOME=str(home))
     env.pop("TIMEBOX_CACHE_DIR", None)
-    proc = subprocess.run(NOBODY + command(out, budget_s, 0, None), env=env, stdout=subprocess.DEVNULL,
-                          stderr=open(work / "home.log", "w"))
-    return outcome("read-only HOME", out, f"rc {proc.returncode}")
+    readonly = f"mount --bind {home} {home} && mount -o remount,bind,ro {home} && exec \"$@\""
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", readonly, "sh", *command(out, budget_s, 0, None)], env=env,
+                          stdout=subprocess.DEVNULL, stderr=open(work / "home.log", "w"))
+    return outcome("read-only HOME", out, f"rc {proc.returncode}, files in HOME after: {len(list(home.iterdir()))}")
 
 
 def cache_entries_match(cache: Path) -> tuple[int, int]:
