@@ -95,6 +95,9 @@ def run_tune(cfg: TuneConfig, log: Callable[[str], None] = print) -> TuneResult:
         + f"; trials end by {time.strftime('%H:%M:%S', time.localtime(deadline))}")
     board = Leaderboard(cfg.out, len(data.val_labels))
     ran = _run_trials(cfg, shared, space, data, schedule, deadline, stop, board, log)
+    if not stop.requested:  # this search is over: a later run on the study starts a new one instead of joining it
+        with shared.deciding():
+            shared.study.set_user_attr("ended", deadline)
     best = write_results(board, shared.study, cfg.apply_to, plots=True)
     log(board.summary(shared.study))
     if (share := setup_share(shared.study)) is not None:
@@ -128,11 +131,12 @@ def warm_up(cfg: TuneConfig, data: Subsample, deadline: float, stop: _Stop, log:
 
 
 def _agree(shared: SharedStudy, cfg: TuneConfig, own_deadline: float) -> tuple[float, Schedule]:
-    """The search's deadline and schedule: those of a search still running in the study (joined), else this
-    worker's, stored for the others."""
+    """The search's deadline and schedule: those of a search still running in the study (joined: a worker of it
+    is still running, or was killed), else this worker's, stored for the others."""
     with shared.deciding():
         attrs = shared.study.user_attrs
-        if attrs.get("deadline", 0) > time.time() + cfg.first_rung_s():
+        deadline = attrs.get("deadline", 0)
+        if deadline > time.time() + cfg.first_rung_s() and attrs.get("ended") != deadline:
             return min(attrs["deadline"], own_deadline), Schedule.from_json(attrs["schedule"])
         schedule = plan(own_deadline - time.time(), cfg.first_rung_s(), cfg.overhead_s, cfg.eta)
         shared.study.set_user_attr("deadline", own_deadline)

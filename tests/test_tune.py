@@ -123,7 +123,7 @@ def test_two_workers_on_one_journal_run_no_trial_twice_and_resume_keeps_finished
     keys = [(r["rung"], r["settings"], r["seed"]) for r in rows]
     assert len(keys) == len(set(keys)) and len(rows) >= 4
     finished = {r["trial"] for r in rows}
-    again = _tune(tmp_path / "T", "30s", space)
+    again = _tune(tmp_path / "T", "40s", space)  # the search ended: a new one on the study, with its own deadline
     assert again.wait(timeout=120) == 0
     assert finished <= {r["trial"] for r in _rows(tmp_path / "T")}
     assert len(_rows(tmp_path / "T")) > len(rows)
@@ -165,16 +165,16 @@ def test_a_search_killed_midway_keeps_its_finished_trials_and_still_ends_by_its_
     space = tmp_path / "space.toml"
     space.write_text("head_share = { low = 0.02, high = 0.15 }\n")
     start = time.time()
-    first = _tune(tmp_path / "T", "40s", space)
+    first = _tune(tmp_path / "T", "60s", space)  # 40 s of trials: room for the rerun after the kill
     while time.time() - start < 30 and sum(r["state"] == "COMPLETE" for r in _rows_or_none(tmp_path / "T")) < 3:
         time.sleep(0.2)
     first.send_signal(signal.SIGKILL)
     first.wait()
     finished = {r["trial"] for r in _rows(tmp_path / "T") if r["state"] == "COMPLETE"}
     assert len(finished) >= 3
-    again = _tune(tmp_path / "T", "40s", space)
+    again = _tune(tmp_path / "T", "60s", space)
     assert again.wait(timeout=120) == 0, again.stdout.read()
-    assert time.time() - start < 40 + 3, "the rerun kept the first run's deadline"
+    assert time.time() - start < 60 - 20 + 3, "the rerun kept the first run's deadline (its start + 60 s - reserve)"
     rows = _rows(tmp_path / "T")
     complete = [(r["rung"], r["settings"], r["seed"]) for r in rows if r["state"] == "COMPLETE"]
     assert finished <= {r["trial"] for r in rows} and len(complete) == len(set(complete)), "nothing redone"

@@ -167,8 +167,10 @@ def _online(args) -> int:
         if not os.environ.get("IMAGE_TRAIN_INPUT_PATH"):
             raise UsageError("online needs --train-dir (or IMAGE_TRAIN_INPUT_PATH set, as the Flink judge does)")
         args.train_dir = Path(os.environ["IMAGE_TRAIN_INPUT_PATH"])
+    from .pretrained import with_init
+
     config_file, settings = _settings(args)
-    settings = _with_init(settings)
+    settings = with_init(settings, lambda line: print(line, file=sys.stderr))
     cfg = OnlineConfig(args.train_dir, args.test_dir, args.out, args.budget, cache_dir=args.cache_dir,
                        feature_dir=args.feature_cache, workers=args.workers, resume=getattr(args, "resume", False),
                        judge=args.judge, judge_dir=args.judge_dir, config_file=config_file, **settings)
@@ -199,24 +201,6 @@ def _settings(args) -> tuple[Path | None, dict]:
     settings = read_settings(path) if path is not None else {}
     settings.update({key: getattr(args, flag) for key, flag in _FLAGS.items() if getattr(args, flag) is not None})
     return path, settings
-
-
-def _with_init(settings: dict) -> dict:
-    """``settings`` with the pretrained model ``init`` names laid in (its weights, backbone and size), and ``init``
-    resolved to that folder or ``imagenet``, so the report says which. ``--weights`` given beside a pretrained
-    folder is an error: both name where the backbone starts."""
-    from .pretrained import init_settings, read_meta, resolve_init
-
-    folder = resolve_init(settings.get("init", "auto"))
-    if folder is None:
-        return {**settings, "init": "imagenet"}
-    if settings.get("weights", "imagenet") != "imagenet":
-        raise UsageError(f"--weights {settings['weights']} and the pretrained model {folder} both say where the "
-                         "backbone starts; pass --init imagenet to use --weights, or leave --weights out")
-    meta = read_meta(folder)
-    print(f"starting from the pretrained model {folder} ({meta.backbone} at {meta.input_size}px, "
-          f"{len(meta.class_names)} classes, val accuracy {meta.val_accuracy:.4f})", file=sys.stderr)
-    return {**settings, **init_settings(folder, settings), "init": str(folder)}
 
 
 def _demo(args) -> int:

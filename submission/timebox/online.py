@@ -43,6 +43,7 @@ from .phases.second import run_second
 from .phases.tta import use_flip_tta  # noqa: F401 (part of this module's interface)
 from .plan import Counts, Planner
 from .predict import MODEL_FILE, LabelMap
+from .pretrained import resolve_config
 from .recovery import RunState
 from .session import Session
 
@@ -86,6 +87,7 @@ def run_online(cfg: OnlineConfig, state: RunState | None = None, listing: Listin
     even if the run is killed during it), and so is ``listing`` with its prior-class output
     (:func:`timebox.listing.write_prior`).
     """
+    cfg = resolve_config(cfg)  # an OnlineConfig built in code keeps init "auto" until here
     with Session(cfg, state) as session:
         listing = listing or list_run(cfg)
         ds, test_files = listing.ds, listing.test_files

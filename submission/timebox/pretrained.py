@@ -7,17 +7,20 @@ Files: ``backbone.weights.h5`` (the fine-tuned backbone, as ``--weights PATH`` l
 
 Example::
 
-    folder = resolve_init("auto")                     # the one folder in submission/models/, or None
-    settings = {**settings, **init_settings(folder, settings)}   # weights, backbone and size from it
+    settings = with_init({"init": "auto", "batch_size": 16})   # + weights, backbone and size of the folder
+    cfg = resolve_config(cfg)                                     # the same for an OnlineConfig built in code
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from .errors import UsageError
+from .settings import SETTING
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"  # submission/models
 META, BACKBONE_WEIGHTS, HEAD_WEIGHTS = "meta.json", "backbone.weights.h5", "head.weights.h5"
@@ -97,3 +100,31 @@ def check_preprocessing(folder: Path) -> None:
         raise UsageError(f"--init {folder}: it was pretrained on images preprocessed as {meta.preprocess!r}, this "
                          f"timebox feeds {meta.backbone} {ours!r}; pretrain again with this version, or pass "
                          "--init imagenet")
+
+
+def with_init(settings: dict, log: Callable[[str], None] = lambda line: None) -> dict:
+    """``settings`` (those given) with the pretrained model ``init`` names laid in (its weights, backbone and
+    size), and ``init`` resolved to that folder or ``imagenet``, so the report says which. ``weights`` given beside
+    a pretrained folder (other than its own file) is an error: both name where the backbone starts."""
+    folder = resolve_init(settings.get("init", "auto"))
+    if folder is None:
+        return {**settings, "init": "imagenet"}
+    own = str(folder / BACKBONE_WEIGHTS)
+    if settings.get("weights", "imagenet") not in ("imagenet", own):
+        raise UsageError(f"--weights {settings['weights']} and the pretrained model {folder} both say where the "
+                         "backbone starts; pass --init imagenet to use --weights, or leave --weights out")
+    meta = read_meta(folder)
+    log(f"starting from the pretrained model {folder} ({meta.backbone} at {meta.input_size}px, "
+        f"{len(meta.class_names)} classes, val accuracy {meta.val_accuracy:.4f})")
+    return {**settings, **init_settings(folder, settings), "init": str(folder)}
+
+
+def resolve_config(cfg):
+    """An online run's config with its ``init`` resolved (:func:`with_init` on the settings that differ from
+    their defaults); unchanged when resolved already, as the command line does before the run."""
+    if cfg.init == "imagenet" or (Path(str(cfg.init)) / BACKBONE_WEIGHTS).as_posix() == str(cfg.weights):
+        return cfg
+    given = {k: getattr(cfg, k) for k in ("backbone", "size", "weights") if getattr(cfg, k) != SETTING[k].default}
+    settings = with_init({**given, "init": cfg.init})
+    keys = ("init", "weights", "backbone", "size")
+    return dataclasses.replace(cfg, **{k: settings[k] for k in keys if k in settings})
