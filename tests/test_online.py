@@ -122,9 +122,10 @@ def test_report_files_are_written(run):
     history = json.loads((report / "history.json").read_text())
     assert history["head"] and 1 <= history["head_chosen_epoch"] <= len(history["head"])
     assert history["checkpoints"], "at least the head is checkpointed"
-    confusion = _rows(report / "confusion_val.csv")
-    assert confusion[0] == ["true\\predicted", "circle", "square", "stripes", "triangle"]
-    assert sum(int(v) for row in confusion[1:] for v in row[1:]) == summary["val_images"]
+    if not late:
+        confusion = _rows(report / "confusion_val.csv")
+        assert confusion[0] == ["true\\predicted", "circle", "square", "stripes", "triangle"]
+        assert sum(int(v) for row in confusion[1:] for v in row[1:]) == summary["val_images"]
 
 
 def test_bad_training_files_are_quarantined_with_a_reason(run):

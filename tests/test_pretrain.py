@@ -83,18 +83,17 @@ def pretrained(tmp_path_factory):
     """A 45 s pretraining run on synthetic circles/squares/stripes, fine-tuning as soon as any epoch fits."""
     data = make_synthetic(tmp_path_factory.mktemp("own"), n_per_class=12, n_test_per_class=1, size=SIZE,
                           classes=("circle", "square", "stripes"))
-    models = tmp_path_factory.mktemp("models")
+    models, pre = tmp_path_factory.mktemp("models"), tmp_path_factory.mktemp("PRE")
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("TIMEBOX_START", raising=False)
-        result = run_pretrain(PretrainConfig(data / "train", 45.0, tmp_path_factory.mktemp("PRE"), "shapes",
-                                             models_dir=models,
+        result = run_pretrain(PretrainConfig(data / "train", 45.0, pre, "shapes", models_dir=models,
                                              settings=dict(size=SIZE, workers=1, deep_min_epochs=1e-3,
                                                            train_mirror_min_epochs=0)))
-    return data, result
+    return data, result, pre
 
 
 def test_pretrain_writes_a_complete_folder_with_its_metadata(pretrained):
-    data, result = pretrained
+    data, result, _ = pretrained
     names = sorted(p.name for p in result.folder.iterdir())
     assert names == ["backbone.weights.h5", "head.weights.h5", "labels.json", "meta.json", "model.keras"]
     meta = read_meta(result.folder)
@@ -107,11 +106,13 @@ def test_pretrain_writes_a_complete_folder_with_its_metadata(pretrained):
 def test_the_pretrained_backbone_is_the_fine_tuned_one_and_online_starts_from_it(pretrained, tmp_path):
     from timebox.models.registry import build_extractor, get_backbone
 
-    _, result = pretrained
+    _, result, pre = pretrained
     spec = get_backbone("efficientnet-lite0")
     ours = build_extractor(spec, SIZE, str(result.folder / "backbone.weights.h5")).full.get_weights()
     imagenet = build_extractor(spec, SIZE, "imagenet").full.get_weights()
-    assert any(not np.array_equal(a, b) for a, b in zip(ours, imagenet)), "fine-tuning changed the backbone"
+    source = json.loads((pre / "run" / "report" / "summary.json").read_text())["predictions_from"]
+    changed = any(not np.array_equal(a, b) for a, b in zip(ours, imagenet))
+    assert changed == ("finetune" in source), f"the output's backbone is saved (the output: {source})"
     other = make_synthetic(tmp_path / "judge", n_per_class=8, n_test_per_class=2, size=SIZE,
                            classes=("triangle", "circle"))  # the judge's classes: one new, one shared
     out = tmp_path / "OUT"
