@@ -34,7 +34,7 @@ FLOWERS = ROOT.parent / "shared" / "datasets" / "flowers5"
 
 
 def halves(folder: Path, seed: int = 0) -> tuple[Path, Path]:
-    """flowers5/train as two disjoint stratified halves A and B (class folders of links, class_index.txt)."""
+    """flowers5/train as two disjoint stratified halves A and B (class folders of links; class_index.txt beside)."""
     ds = read_dataset(FLOWERS / "train")
     a_idx, b_idx = stratified_split(ds.labels, 0.5, seed)
     for name, idx in (("A", a_idx), ("B", b_idx)):
@@ -42,7 +42,7 @@ def halves(folder: Path, seed: int = 0) -> tuple[Path, Path]:
             target = folder / name / ds.class_names[ds.labels[i]]
             target.mkdir(parents=True, exist_ok=True)
             os.symlink(ds.files[i].resolve(), target / ds.files[i].name)
-        shutil.copy(FLOWERS / "train" / "class_index.txt", folder / name / "class_index.txt")
+    shutil.copy(FLOWERS / "class_index.txt", folder / "class_index.txt")  # one folder up, as flowers5 has it
     return folder / "A", folder / "B"
 
 
