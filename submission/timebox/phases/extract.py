@@ -100,8 +100,8 @@ class ExtractPhase:
         """The bottom's activations of ``cache.images[idx]``, stopped at ``reserve_s`` before the end; from the
         run's feature store (``--feature-cache``) when it holds them, into it when they are complete."""
         ext, budget, store = self.extractor, self.ctx.budget, self.ctx.feature_store
-        dtype = np.float16 if ext.top is not None else np.float32
-        key = store.key(ext.bottom, cache.path.name, idx, flip, dtype) if store is not None and len(idx) else None
+        dtype = self.dtype
+        key = self.store_key(cache, idx, flip) if len(idx) else None
         if key is not None and (hit := store.load(key)) is not None:
             return Features(hit[0], len(idx), hit[1])
         f = features(self.ctx, ext.bottom, cache, idx, lambda: budget.expired(reserve_s), "extract", flip=flip,
@@ -190,19 +190,27 @@ class ExtractPhase:
                  train_idx: np.ndarray) -> float:
         """The extraction seconds the feature store spares at this cut: every view it holds, original and mirrored,
         of the val images after the probe, the test and the training images."""
-        store, ext = self.ctx.feature_store, self.extractor
+        store = self.ctx.feature_store
         if store is None:
             return 0.0
-        dtype = np.float16 if ext.top is not None else np.float32
         parts = ((train_cache, val_rest), (test_cache, test_idx), (train_cache, train_idx))
-        return sum(store.seconds(store.key(ext.bottom, cache.path.name, idx, flip, dtype))
+        return sum(store.seconds(self.store_key(cache, idx, flip))
                    for cache, idx in parts if len(idx) for flip in (False, True))
 
     def stored(self, cache: ImageCache, idx: np.ndarray) -> bool:
         """Whether the feature store holds the bottom's activations of ``cache.images[idx]`` at this size."""
-        store, ext = self.ctx.feature_store, self.extractor
-        dtype = np.float16 if ext.top is not None else np.float32
-        return store is not None and store.has(store.key(ext.bottom, cache.path.name, idx, False, dtype))
+        key = self.store_key(cache, idx, False)
+        return key is not None and self.ctx.feature_store.has(key)
+
+    @property
+    def dtype(self) -> type:
+        """How cached activations are stored: float16 when a top follows, float32 for pooled features."""
+        return np.float16 if self.extractor.top is not None else np.float32
+
+    def store_key(self, cache: ImageCache, idx: np.ndarray, flip: bool) -> str | None:
+        """The feature store's key of the bottom on ``cache.images[idx]`` (None without a store)."""
+        store = self.ctx.feature_store
+        return None if store is None else store.key(self.extractor.bottom, cache.path.name, idx, flip, self.dtype)
 
     def bottom_image_s(self, cache: ImageCache, idx: np.ndarray) -> float:
         """Seconds per image through the bottom, timed on a batch of real images after its trace (which the
