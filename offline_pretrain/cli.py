@@ -6,7 +6,8 @@ import argparse
 import re
 from pathlib import Path
 
-from timebox.cli import duration_arg
+from timebox.cli import duration_arg, verbose_flag
+from timebox.console import quiet, tensorflow_quietly
 from timebox.errors import UsageError, exit_code
 from timebox.pretrained import MODELS_DIR
 
@@ -27,15 +28,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=0.1, help="share of the images kept to score and choose "
                    "checkpoints (default: 0.1)")
     p.add_argument("--models-dir", type=Path, default=MODELS_DIR, help="where NAME/ goes (default: %(default)s)")
+    verbose_flag(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet(args.verbose)
     return exit_code(lambda: _pretrain(args))
 
 
 def _pretrain(args: argparse.Namespace) -> int:
+    tensorflow_quietly()
     from .pretrain import PretrainConfig, run_pretrain
 
     name = args.name or args.data.resolve().name

@@ -73,11 +73,10 @@ def publish(cfg: PretrainConfig, online_cfg: OnlineConfig, val_accuracy: float) 
     run = online_cfg.out
     report = json.loads((run / "report" / "config.json").read_text())
     labels = json.loads((run / "model" / LABELS_FILE).read_text())
-    extract = next((p for p in json.loads((run / "report" / "timeline.json").read_text())["phases"]
-                    if p["phase"] == "extract"), {})
+    summary = json.loads((run / "report" / "summary.json").read_text())  # the whole run's, resumed or not
     meta = PretrainedMeta(online_cfg.backbone, report["input_size"], get_backbone(online_cfg.backbone).preprocess,
                           labels["class_names"], labels["class_ids"], val_accuracy, files_fingerprint(cfg.data),
-                          extract.get("cut"), __version__,
+                          summary["cut"], __version__,
                           {k: v for k, v in report.items() if k in ("finetune_lr", "batch_size", "seed")})
 
     def build(tmp: Path) -> None:

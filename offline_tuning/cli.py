@@ -6,7 +6,8 @@ import argparse
 import shlex
 from pathlib import Path
 
-from timebox.cli import duration_arg
+from timebox.cli import duration_arg, verbose_flag
+from timebox.console import quiet
 from timebox.config import SHIPPED_CONFIG
 from timebox.errors import UsageError, exit_code
 
@@ -48,11 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trial-command", default=None, help=argparse.SUPPRESS)  # tests: a stand-in for online
     p.add_argument("--apply", action="store_true", help=f"also write the best settings to {SHIPPED_CONFIG}, which "
                    "online and package read by default")
+    verbose_flag(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet(args.verbose)
     return exit_code(lambda: _tune(args))
 
 

@@ -9,6 +9,7 @@ non-contiguous contest ids [2, 0, 5] serves every test.
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,11 +22,13 @@ import tensorflow as tf
 from PIL import Image
 
 from timebox.data.decode import decode_image
+from timebox.config import read_settings
 from timebox.errors import UsageError
 from timebox.export import modelarts
-from timebox.export.flink import LATENCY_LIMIT_MS, export_flink, latency_check
+from timebox.export.flink import JUDGE_INPUT_FILE, LATENCY_LIMIT_MS, export_flink, latency_check
+from timebox.export.judge_input import FLINK_TEMPLATE, JudgeInput
 from timebox.export.modelarts import export_modelarts, rule_names
-from timebox.export.serving import JudgeInput, replace_dir
+from timebox.export.serving import decode_judge_input, replace_dir
 from timebox.models.heads import build_head, compose_classifier
 from timebox.models.registry import build_extractor, get_backbone
 from timebox.predict import LABELS_FILE, MODEL_FILE, LabelMap
@@ -90,13 +93,42 @@ def flink_exports(model_dir, tmp_path_factory):
 @pytest.mark.parametrize("judge", [JudgeInput(), BGR_UNIT, JudgeInput(dtype="uint8", channels="BGR"),
                                    JudgeInput(mean=(123.68, 116.78, 103.94), std=(58.4, 57.1, 57.4))])
 def test_judge_input_decode_undoes_encode_exactly(judge, images):
-    pixels = judge.decode(tf.constant(judge.encode(images))).numpy()
+    pixels = decode_judge_input(judge, tf.constant(judge.encode(images))).numpy()
     np.testing.assert_array_equal(np.rint(pixels).astype(np.uint8), images)
     assert judge.encode(images).dtype == np.dtype(judge.dtype)
 
 
-def test_default_judge_input_is_the_tianchi_example():
-    assert JudgeInput() == JudgeInput(224, "RGB", "float32", 255.0, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+def test_default_judge_input_is_the_contestants_flink_template():
+    """RunZoo3.java: channels reversed from OpenCV's BGR (RGB), mean 127.5, scale 127.5, 380 px."""
+    assert JudgeInput.parse("") == JudgeInput.parse(FLINK_TEMPLATE) == JudgeInput(
+        380, "RGB", "float32", 255.0, (127.5, 127.5, 127.5), (127.5, 127.5, 127.5))
+
+
+@pytest.mark.parametrize("text, want", [
+    ("size=224,channels=bgr,mean=103.9/116.8/123.7", JudgeInput(224, "BGR", "float32", 255.0, (103.9, 116.8, 123.7),
+                                                               (127.5,) * 3)),
+    ("scale=58.4/57.1/57.4, dtype=uint8", JudgeInput(380, "RGB", "uint8", 255.0, (127.5,) * 3, (58.4, 57.1, 57.4))),
+    ("value_max=1,mean=0,std=1", JudgeInput(380, "RGB", "float32", 1.0, (0.0,) * 3, (1.0,) * 3)),
+])
+def test_judge_input_parses_pairs_over_the_template_and_round_trips(text, want):
+    assert JudgeInput.parse(text) == want
+    assert JudgeInput.parse(want.spec()) == want
+
+
+@pytest.mark.parametrize("text, named", [("size=big", "size='big'"), ("mean=1/2", "mean='1/2'"),
+                                         ("colour=RGB", "'colour=RGB'"), ("380", "'380'"),
+                                         ("channels=RBG", "channels 'RBG'"), ("std=0", "std must be positive")])
+def test_judge_input_refuses_a_bad_pair_naming_it(text, named):
+    with pytest.raises(UsageError, match=f"judge input.*{re.escape(named)}"):
+        JudgeInput.parse(text)
+
+
+def test_judge_input_setting_is_checked_from_a_config_file(tmp_path):
+    (tmp_path / "c.json").write_text(json.dumps({"judge_input": "size=0"}))
+    with pytest.raises(UsageError, match=r"c\.json.*judge_input.*size"):
+        read_settings(tmp_path / "c.json")
+    (tmp_path / "c.json").write_text(json.dumps({"judge_input": "size=299,channels=BGR"}))
+    assert read_settings(tmp_path / "c.json")["judge_input"] == "size=299,channels=BGR"
 
 
 @pytest.mark.parametrize("bad", [{"channels": "RBG"}, {"dtype": "float16"}, {"std": (1.0, 0.0, 1.0)}, {"size": 0}])
@@ -152,6 +184,28 @@ def test_flink_resizes_a_larger_judge_image_to_the_model_size(model_dir, tmp_pat
     got = serve(input_1=tf.constant(judge.encode(big)))["output_1"].numpy()
     small = np.ascontiguousarray(np.broadcast_to(colours[:, None, None], (4, SIZE, SIZE, 3)))
     np.testing.assert_allclose(got, contest_order(np.asarray(model_dir[1].predict_on_batch(small))), atol=1e-5)
+
+
+def test_flink_default_judge_input_gives_timebox_labels_when_fed_what_the_template_feeds(model_dir, tmp_path):
+    """380 px image files: timebox decodes them itself; the template's judge decodes them at 380 px, reverses
+    OpenCV's BGR to RGB, subtracts 127.5 and divides by 127.5. The export must answer timebox's labels; and
+    judge_input.txt beside it gives those exact values for the Java side."""
+    rng = np.random.default_rng(2)
+    files = []
+    for i, small in enumerate(rng.integers(0, 256, (12, 4, 4, 3)).astype(np.uint8)):
+        files.append(tmp_path / f"img{i}.png")
+        Image.fromarray(small).resize((380, 380), Image.Resampling.BILINEAR).save(files[-1])
+    ours = np.asarray(model_dir[1].predict_on_batch(np.stack([decode_image(f, SIZE).image for f in files])))
+    path = export_flink(model_dir[0], tmp_path / "flink")
+    bgr = np.stack([np.asarray(Image.open(f).convert("RGB"))[..., ::-1] for f in files]).astype(np.float32)
+    fed = (bgr[..., ::-1] - 127.5) / 127.5  # ifReverseInputChannels = true, meanValues = 127.5, scale = 127.5
+    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+    got = serve(input_1=tf.constant(fed))["output_1"].numpy()
+    assert len(set(np.argmax(ours, axis=1))) > 1
+    np.testing.assert_array_equal(np.argmax(got, axis=1), np.asarray(CLASS_IDS)[np.argmax(ours, axis=1)])
+    text = (tmp_path / "flink" / JUDGE_INPUT_FILE).read_text()
+    assert "ifReverseInputChannels = true, meanValues = {127.5, 127.5, 127.5}, scale = 127.5" in text
+    assert "inputShape = {1, 380, 380, 3}" in text and f"judge_input: {JudgeInput.parse('').spec()}" in text
 
 
 def test_latency_check_measures_per_image_ms_under_the_limit(flink_exports):

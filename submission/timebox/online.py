@@ -104,7 +104,8 @@ def run_online(cfg: OnlineConfig, state: RunState | None = None, listing: Listin
 def _context(cfg: OnlineConfig, session: Session, listing: Listing, spec: BackboneSpec, size: int) -> Context:
     ds = listing.ds
     labels = LabelMap(ds.class_ids, ds.class_names, listing.prior, size, spec.name)
-    outputs = Outputs(session.out, listing.names, labels, session.state, cfg.judge, cfg.judge_dir, session.log)
+    outputs = Outputs(session.out, listing.names, labels, session.state, cfg.judge, cfg.judge_dir, session.log,
+                      cfg.judge_input)
     planner = Planner(cfg, session.budget, spec.cuts)
     planner.voting = cfg.ensemble and not _refits(cfg, spec)  # a vote is chosen on val, which a refit trained on
     return Context(cfg, session, planner, outputs, spec, len(ds.class_ids),

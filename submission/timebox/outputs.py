@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 
 from .export import export_for_judge, judge_dir
+from .export.judge_input import FLINK_TEMPLATE
 from .predict import LABELS_FILE, MODEL_FILE, LabelMap, prediction_rows, write_predictions
 from .recovery import RunState
 
@@ -48,10 +49,11 @@ class Outputs:
     """``OUT/predictions.csv``, ``OUT/model/`` and the judge export of one run, and the record of what they are."""
 
     def __init__(self, out: Path, names: list[str], labels: LabelMap, state: RunState, judge: str = "generic",
-                 judge_folder: Path | None = None, log: Callable[[str], None] = print):
+                 judge_folder: Path | None = None, log: Callable[[str], None] = print,
+                 judge_input: str = FLINK_TEMPLATE):
         self.out, self.names, self.labels, self.state = Path(out), names, labels, state
         self.path = self.out / "predictions.csv"
-        self.judge, self.judge_folder, self.log = judge, judge_folder, log
+        self.judge, self.judge_folder, self.judge_input, self.log = judge, judge_folder, judge_input, log
         self._lock = threading.RLock()
         self.written_by: str | None = self._recorded_source()  # None: no file of this run's yet
         saved = state.read(RECORD, load_arrays=False) if self.written_by else None
@@ -115,7 +117,7 @@ class Outputs:
         self.labels.save(model_dir / LABELS_FILE)
         dest = self.judge_folder or judge_dir(self.judge, self.out)
         accuracy = self.record.val_accuracy if val_accuracy is None else val_accuracy
-        written = export_for_judge(self.judge, model_dir, dest, accuracy)
+        written = export_for_judge(self.judge, model_dir, dest, accuracy, self.judge_input)
         if written is not None:
             self.log(f"{self.judge} export: {written}")
 

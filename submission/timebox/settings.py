@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from .errors import UsageError
+from .export.judge_input import FLINK_TEMPLATE, JudgeInput
 
 MIN_INPUT_SIZE = 32  # the backbones' stride: smaller images leave no spatial position at their last block
 RESULTS = "bench/RESULTS.md"
@@ -43,6 +44,7 @@ class Setting:
     evidence: str = ""
     group: str = "run"  # "run": what the run does; "plan": how the budget is planned (measured defaults)
     rule: str = ""  # the range in words, when "between low and high" says it badly
+    parse: Callable[[Any], Any] | None = None  # a format's own check: the value, or a UsageError saying what is wrong
 
     @property
     def json_types(self) -> tuple[type, ...]:
@@ -64,6 +66,11 @@ class Setting:
         high = float("inf") if self.high is None else self.high
         if self.kind in (int, float) and not low <= value <= high:
             raise UsageError(f"{prefix}{self.name} is {value:g}; it must be {self.range_text()}")
+        if self.parse is not None:
+            try:
+                self.parse(value)
+            except UsageError as e:
+                raise UsageError(f"{prefix}{self.name}: {e}") from None
         return value
 
     def range_text(self) -> str:
@@ -124,6 +131,9 @@ SETTINGS: tuple[Setting, ...] = (
        "recently used entries go (never one a run is using)", low=0.0, flag="--cache-max-gb"),
     _s("second_backbone", str, "auto", "a head on this backbone's frozen features joins the ensemble's candidates "
        "(auto: efficientnet-lite1, or lite0 when that is the main one; none: never)", flag="--second-backbone"),
+    _s("judge_input", str, FLINK_TEMPLATE, "the tensor the flink judge feeds the export (size, channels, mean, std "
+       "or scale, value_max, dtype as key=value pairs; see judge_input.txt beside the SavedModel)",
+       flag="--judge-input", parse=JudgeInput.parse),
     # how the budget is planned: defaults chosen by measurements
     _p("head_share", float, 0.05, "the head's share of the budget (then clipped to head_min_s..head_max_s)"),
     _p("head_min_s", float, 5.0, "least seconds planned for fitting the head"),

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .judge_input import FLINK_TEMPLATE, JudgeInput
+
 JUDGES = ("generic", "flink", "modelarts")
 
 
@@ -21,12 +23,14 @@ def judge_dir(judge: str, out: Path) -> Path:
     return Path(out) / judge
 
 
-def export_for_judge(judge: str, model_dir: Path, dest: Path, val_accuracy: float) -> Path | None:
-    """Write ``judge``'s export of the timebox model in ``model_dir`` under ``dest``; None for ``generic``."""
+def export_for_judge(judge: str, model_dir: Path, dest: Path, val_accuracy: float,
+                     judge_input: str = FLINK_TEMPLATE) -> Path | None:
+    """Write ``judge``'s export of the timebox model in ``model_dir`` under ``dest``; None for ``generic``.
+    ``judge_input`` (the flink judge's tensor, see :mod:`timebox.export.judge_input`)."""
     if judge == "flink":
         from .flink import export_flink
 
-        return export_flink(model_dir, dest)
+        return export_flink(model_dir, dest, JudgeInput.parse(judge_input))
     if judge == "modelarts":
         from .modelarts import export_modelarts
 

@@ -7,12 +7,10 @@ reverses the channels, subtracts ``meanValues`` and divides by ``scale``, and fe
 batch of one, to the SavedModel input named ``input_1``. It takes the argmax of the first output as
 the class id from its ``class_index.txt``.
 
-:class:`JudgeInput` describes the tensor that arrives at ``input_1``. The default,
-``JudgeInput()`` = float32, RGB, values 0..255, mean 0, std 1, 224 x 224, matches the Tianchi
-example's settings (``ifReverseInputChannels = true``, ``meanValues = {0, 0, 0}``, ``scale = 1``,
-``inputShape = {1, 224, 224, 3}``). It is an ASSUMPTION: check it against the Java preprocessing
-your contest actually ships and pass another ``JudgeInput`` if it differs (e.g. ``channels="BGR"``
-without the reverse, or ``mean=(123.68, 116.78, 103.94)``).
+:class:`JudgeInput` describes the tensor that arrives at ``input_1``: the run's ``judge_input`` setting
+(``--judge-input``), by default the contestants' own Flink template (:data:`FLINK_TEMPLATE`: RGB after the
+reverse, mean 127.5 and scale 127.5, 380 x 380). Check it against the Java preprocessing your contest ships;
+the export writes the exact values beside the SavedModel, in ``judge_input.txt``.
 
 The SavedModel's ``serving_default`` signature: ``input_1`` (None, size, size, 3) of the judge's
 dtype -> ``output_1`` (None, max class id + 1) float32 probabilities, column = contest class id.
@@ -34,18 +32,24 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from .serving import SIGNATURE, JudgeInput, load_classifier, replace_dir, save_serving
+from ..fileio import atomic_write_text
+from .judge_input import FLINK_TEMPLATE, JudgeInput
+from .serving import SIGNATURE, load_classifier, replace_dir, save_serving
 
 SAVED_MODEL = "SavedModel"
+JUDGE_INPUT_FILE = "judge_input.txt"
 INPUT_NAME, OUTPUT_NAME = "input_1", "output_1"
 LATENCY_LIMIT_MS = 500.0
 
 
-def export_flink(model_dir: Path, dest: Path, judge: JudgeInput = JudgeInput()) -> Path:
-    """Write ``dest/SavedModel`` from the timebox model in ``model_dir``, atomically; returns its path."""
+def export_flink(model_dir: Path, dest: Path, judge: JudgeInput = JudgeInput.parse(FLINK_TEMPLATE)) -> Path:
+    """Write ``dest/SavedModel`` from the timebox model in ``model_dir``, atomically, and beside it
+    ``judge_input.txt`` (what the judge must feed it); returns the SavedModel's path."""
     model, labels = load_classifier(model_dir)
-    return replace_dir(Path(dest) / SAVED_MODEL,
-                       lambda tmp: save_serving(model, labels, judge, tmp, INPUT_NAME, OUTPUT_NAME))
+    saved = replace_dir(Path(dest) / SAVED_MODEL,
+                        lambda tmp: save_serving(model, labels, judge, tmp, INPUT_NAME, OUTPUT_NAME))
+    atomic_write_text(Path(dest) / JUDGE_INPUT_FILE, judge.instructions())
+    return saved
 
 
 def latency_check(saved_model_dir: Path, n: int = 20) -> dict:

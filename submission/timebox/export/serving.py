@@ -1,7 +1,7 @@
 """What the judges' exports share: the input a judge feeds, a SavedModel that undoes it, atomic folders.
 
-A :class:`JudgeInput` says what tensor the judge feeds (size, channel order, dtype, value range,
-mean/std). :func:`save_serving` writes a SavedModel whose one signature turns that tensor back
+A :class:`~timebox.export.judge_input.JudgeInput` says what tensor the judge feeds (size, channel order, dtype,
+value range, mean/std). :func:`save_serving` writes a SavedModel whose one signature turns that tensor back
 into the uint8 RGB images the Keras model was trained on (resizing if the sizes differ) and
 returns probabilities in contest-id order: output column ``k`` is the class whose contest id is
 ``k`` (ids that no class has get probability 0), so the judge's argmax is the contest id.
@@ -22,7 +22,6 @@ import functools
 import os
 import shutil
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -31,6 +30,7 @@ import tensorflow as tf
 
 from ..errors import UsageError
 from ..predict import LABELS_FILE, MODEL_FILE, LabelMap
+from .judge_input import JudgeInput
 
 if TYPE_CHECKING:
     import keras
@@ -40,43 +40,12 @@ _AT_FDCWD, _RENAME_EXCHANGE = -100, 2  # <fcntl.h>, <linux/fs.h>
 _NO_EXCHANGE = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP})  # the filesystem has none
 
 
-@dataclass(frozen=True)
-class JudgeInput:
-    """The tensor a judge feeds: ``(pixel * value_max / 255 - mean) / std`` per channel, batch of images.
-
-    ``pixel`` is the 0..255 RGB value after the judge's own decode and resize to ``size`` x ``size``;
-    ``channels`` is the order of the last axis; ``dtype`` the tensor's type.
-    """
-
-    size: int = 224
-    channels: str = "RGB"  # "RGB" | "BGR"
-    dtype: str = "float32"  # "float32" | "uint8"
-    value_max: float = 255.0  # 255.0: values 0..255; 1.0: values 0..1
-    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)  # in `channels` order, in the value range
-    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
-
-    def __post_init__(self):
-        if self.channels not in ("RGB", "BGR"):
-            raise UsageError(f"judge input channels {self.channels!r}: use 'RGB' or 'BGR'")
-        if self.dtype not in ("float32", "uint8"):
-            raise UsageError(f"judge input dtype {self.dtype!r}: use 'float32' or 'uint8'")
-        if self.size < 1 or self.value_max <= 0 or len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise UsageError(f"judge input {self}: size, value_max and std must be positive, mean and std 3 values")
-
-    def encode(self, images: np.ndarray) -> np.ndarray:
-        """What the judge feeds for uint8 RGB images already at ``size``: the forward transform."""
-        x = np.asarray(images, np.float32) * np.float32(self.value_max / 255.0)
-        if self.channels == "BGR":
-            x = x[..., ::-1]
-        x = (x - np.float32(self.mean)) / np.float32(self.std)
-        return np.rint(x).astype(np.uint8) if self.dtype == "uint8" else x.astype(np.float32)
-
-    def decode(self, x: tf.Tensor) -> tf.Tensor:
-        """The inverse, in TensorFlow: the judge's tensor -> float32 RGB pixels in 0..255."""
-        x = tf.cast(x, tf.float32) * tf.constant(self.std, tf.float32) + tf.constant(self.mean, tf.float32)
-        if self.channels == "BGR":
-            x = tf.reverse(x, axis=[-1])
-        return x * (255.0 / self.value_max)
+def decode_judge_input(judge: JudgeInput, x: tf.Tensor) -> tf.Tensor:
+    """The inverse of ``judge.encode``, in TensorFlow: the judge's tensor -> float32 RGB pixels in 0..255."""
+    x = tf.cast(x, tf.float32) * tf.constant(judge.std, tf.float32) + tf.constant(judge.mean, tf.float32)
+    if judge.channels == "BGR":
+        x = tf.reverse(x, axis=[-1])
+    return x * (255.0 / judge.value_max)
 
 
 def load_classifier(model_dir: Path) -> tuple["keras.Model", LabelMap]:
@@ -112,7 +81,7 @@ class ServingModule(tf.Module):
         self.serve = tf.function(self._serve, input_signature=[spec])
 
     def _serve(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        pixels = self.judge.decode(images)
+        pixels = decode_judge_input(self.judge, images)
         if self.judge.size != self.size:
             pixels = tf.image.resize(pixels, (self.size, self.size), method="bilinear", antialias=True)
         probs = self.model(tf.cast(tf.clip_by_value(tf.round(pixels), 0.0, 255.0), tf.uint8), training=False)

@@ -121,6 +121,6 @@ def _summary(ctx: Context, ext: Extraction, val_acc: float, tta: bool) -> dict:
             "spent_by_earlier_sessions_s": round(s.spent, 2), "val_accuracy": val_acc, "tta": tta,
             "p95_latency_ms_one_view": round(planner.measured.single_latency_ms, 1) or None,
             "predictions_from": ctx.outputs.written_by, "interrupted": s.budget.interrupted,
-            "train_images": len(ext.acts.y_train), "val_images": len(ext.acts.y_val), "notes": s.notes,
-            "settings": _config(ctx, ext.size),
+            "train_images": len(ext.acts.y_train), "val_images": len(ext.acts.y_val), "cut": ext.acts.cut,
+            "notes": s.notes, "settings": _config(ctx, ext.size),
             "phases": [{k: p[k] for k in ("phase", "start_s", "planned_s", "actual_s")} for p in s.phases]}
