@@ -128,6 +128,38 @@ def test_report_files_are_written(run):
         assert sum(int(v) for row in confusion[1:] for v in row[1:]) == summary["val_images"]
 
 
+def test_the_report_has_pictures_an_index_page_and_tensorboard_events(run):
+    """OUT/report/: the matplotlib pictures, index.html showing them, and TensorBoard event files read back with
+    TensorBoard's own reader: per phase val accuracy, loss and learning rate by epoch and by second of the run,
+    the summary as text and the confusion matrix as an image."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util.tensor_util import make_ndarray
+
+    report = run["out"] / "report"
+    late = any("no val confusion matrix" in n for n in run["result"].notes)
+    pictures = ["timeline.png"] + ([] if late else ["confusion.png", "per_class.png"])
+    page = (report / "index.html").read_text()
+    for name in pictures:
+        assert (report / name).stat().st_size > 1000 and f"<img src='{name}'" in page, name
+    assert f"{100 * run['result'].val_accuracy:.2f}%" in page and ("<td>circle</td>" in page) != late
+
+    def tags(phase):
+        events = EventAccumulator(str(report / "tensorboard" / phase), size_guidance={"tensors": 0}).Reload()
+        return events, set(events.Tags()["tensors"])
+
+    head, head_tags = tags("head")
+    assert {"val_accuracy", "loss", "learning_rate", "time_left_s", "by_second/val_accuracy"} <= head_tags
+    accs = head.Tensors("val_accuracy")
+    assert len(accs) >= 2 and all(0 <= float(make_ndarray(e.tensor_proto)) <= 1 for e in accs)
+    seconds = [e.step for e in head.Tensors("by_second/val_accuracy")]
+    assert seconds == sorted(seconds) and 0 <= seconds[0] <= seconds[-1] <= BUDGET_S
+    finetune = [p.name for p in (report / "tensorboard").iterdir() if p.name.startswith("finetune")]
+    assert finetune and {"loss", "learning_rate"} <= tags(finetune[0])[1]
+    run_events, run_tags = tags("run")
+    assert "summary" in run_tags and ("val confusion matrix" in run_tags) != late
+    assert b"val accuracy" in make_ndarray(run_events.Tensors("summary")[0].tensor_proto).item()
+
+
 def test_bad_training_files_are_quarantined_with_a_reason(run):
     quarantine = json.loads((run["out"] / "report" / "quarantine.json").read_text())
     by_name = {os.path.basename(e["file"]): e["reason"] for e in quarantine}

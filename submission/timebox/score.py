@@ -18,12 +18,14 @@ class Score:
     missing: int  # labelled files without a prediction row (counted wrong)
     per_class: dict[str, tuple[int, int]]  # label -> (correct, total)
 
-    def lines(self) -> list[str]:
+    def lines(self, names: dict[str, str] | None = None) -> list[str]:
+        """The accuracy, then each class's (named by ``names``, label -> class name, where given)."""
         out = [f"accuracy: {100 * self.accuracy:.2f}% ({self.correct}/{self.total})"]
         if self.missing:
             out.append(f"missing predictions: {self.missing} (counted wrong)")
         for label, (ok, n) in sorted(self.per_class.items(), key=lambda kv: _sort_key(kv[0])):
-            out.append(f"  class {label}: {100 * ok / n:.2f}% ({ok}/{n})")
+            name = f"{label} ({names[label]})" if names and label in names else label
+            out.append(f"  class {name}: {100 * ok / n:.2f}% ({ok}/{n})")
         return out
 
 

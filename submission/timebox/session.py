@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .budget import Budget, command_start
+from .events import RunEvents
 from .progress import Progress
 from .recovery import RunState
 from .watchdog import FIRE_EARLY_S, Watchdog
@@ -39,6 +40,7 @@ class Session:
         self.notes: list[str] = []
         self.phases: list[dict] = []  # the timeline: each phase's start, plan and seconds
         self.scores: list[dict] = []  # every model scored in this session: time, phase, epoch, val accuracy
+        self.events = RunEvents(self.out / "report" / "tensorboard", self.budget.start - self.spent)  # TensorBoard
         self.collected_at = time.time()
         self._handlers: dict = {}
         self._gc_was_enabled = False
@@ -61,6 +63,7 @@ class Session:
         if self._gc_was_enabled:
             gc.enable()
         self.state.close()
+        self.events.close()
         for s, h in self._handlers.items():
             signal.signal(s, h)
 

@@ -140,7 +140,9 @@ SETTINGS: tuple[Setting, ...] = (
     _p("head_max_s", float, 30.0, "most seconds planned for fitting the head"),
     _p("export_guess_s", float, 5.0, "the final export's seconds until the first export measures it"),
     _p("export_factor", float, 1.5, "the end reserve holds this many final exports"),
-    _p("report_s", float, 2.0, "seconds kept for writing the report and timeline.png"),
+    _p("report_s", float, 2.0, "seconds kept for writing the report's files"),
+    _p("pictures_s", float, 3.0, "the report's pictures and index.html are drawn only if this many seconds are left "
+       "after the outputs"),
     _p("plan_overrun", float, 0.8, "a step starts when this share of its planned seconds is left (plans run over)"),
     _p("ft_cost_ratio", float, 0.6, "first guess of a fine-tune step's cost per image over the bottom's"),
     _p("deep_min_epochs", float, 4.5, "fine-tuning starts from a deeper cut only if this many of its epochs fit",

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 
 from ..metrics import accuracy, confusion_matrix
-from ..report import environment, timeline_png, write_report
+from ..report import environment, write_report
 from .context import Context
 from .ensemble import EnsembleOutcome
 from .extract import Extraction
@@ -94,18 +94,39 @@ def finalise(ctx: Context, ext: Extraction, scorer: Scorer, head: HeadOutcome, f
     val_acc = _reported_accuracy(ctx, val_probs, ext.acts.y_val, ensemble)
     history = {"head": head.history, "head_chosen_epoch": head.chosen_epoch, "finetune": ft.info(),
                "ensemble": ensemble.info, "checkpoints": scorer.checkpoints.entries}
+    summary = _summary(ctx, ext, val_acc, head.tta)
+    cm = None if val_probs is None else confusion_matrix(val_probs.argmax(1), ext.acts.y_val, ctx.num_classes)
     write_report(ctx.session.out / "report", {
         "config": _config(ctx, ext.size), "environment": environment(), "history": history,
-        "quarantine": ext.acts.quarantine, "unreadable_test_files": ext.acts.unreadable_test,
-        "summary": _summary(ctx, ext, val_acc, head.tta),
+        "quarantine": ext.acts.quarantine, "unreadable_test_files": ext.acts.unreadable_test, "summary": summary,
         "timeline": {"phases": ctx.session.phases, "events": ctx.log.events},
-    }, None if val_probs is None else confusion_matrix(val_probs.argmax(1), ext.acts.y_val, ctx.num_classes),
-        class_names)
-    s = ctx.session
-    timeline_png(s.out / "report" / "timeline.png", ctx.cfg.budget_s, s.phases, s.scores, scorer.checkpoints.entries,
-                 s.budget.start - s.spent)
-    ctx.log(f"done: val accuracy {val_acc:.4f} (predictions from {ctx.outputs.written_by}); outputs in {s.out}")
+    }, cm, class_names)
+    pictures(ctx, scorer, summary, cm, class_names)
+    ctx.log(f"done: val accuracy {val_acc:.4f} (predictions from {ctx.outputs.written_by}); outputs in "
+            f"{ctx.session.out} (the report: {ctx.session.out / 'report' / 'index.html'})")
     return result(ctx, val_acc, head.tta)
+
+
+def pictures(ctx: Context, scorer: Scorer, summary: dict, cm: np.ndarray | None, class_names: list[str]) -> None:
+    """The report's pictures (matplotlib), its TensorBoard text and confusion image, and ``index.html``; skipped
+    with a note when less than ``pictures_s`` is left (the outputs are complete already)."""
+    s, report = ctx.session, ctx.session.out / "report"
+    if ctx.budget.remaining() < ctx.cfg.pictures_s:
+        s.note(f"no pictures: {ctx.budget.remaining():.1f}s left, {ctx.cfg.pictures_s:g}s needed")
+        return
+    from .. import plots
+    from ..report_page import write_index
+
+    plots.timeline_png(report / "timeline.png", ctx.cfg.budget_s, s.phases, s.scores, scorer.checkpoints.entries,
+                       s.budget.start - s.spent, ctx.planner.reserve_s())
+    drawn = ["timeline.png"]
+    s.events.text("summary", f"val accuracy {summary['val_accuracy']:.4f}, cut {summary['cut']}, size "
+                  f"{summary['settings']['input_size']}, predictions from {summary['predictions_from']}")
+    if cm is not None:
+        s.events.image("val confusion matrix", plots.confusion_png(report / "confusion.png", cm, class_names))
+        plots.per_class_png(report / "per_class.png", cm, class_names)
+        drawn += ["confusion.png", "per_class.png"]
+    write_index(report, summary, class_names, cm, drawn)
 
 
 def _config(ctx: Context, size: int) -> dict:

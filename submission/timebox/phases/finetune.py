@@ -12,7 +12,7 @@ import numpy as np
 
 from ..data.rows import ConcatRows
 from ..train.augment import random_resized_crop
-from ..train.callbacks import DeadlineStop
+from ..train.callbacks import DeadlineStop, EpochEvents
 from ..train.finetune import FineTuneState, RecoveryState, ScoreEpoch, fine_tune, freeze_batch_norm
 from .context import Context
 from .output_rules import prefer_annealed_end, refit_output
@@ -190,7 +190,8 @@ class FineTunePhase:
                             arrays={f"v{i:04d}": v for i, v in enumerate(s.optimizer_variables)})
             saved.update(at=time.time(), cost=time.time() - started)
 
-        callbacks = [DeadlineStop(ctx.planner.expired), ScoreEpoch(on_epoch), RecoveryState(on_state)]
+        callbacks = [DeadlineStop(ctx.planner.expired), ScoreEpoch(on_epoch),
+                     EpochEvents(ctx.session.events, rnd.phase, ctx.budget.remaining), RecoveryState(on_state)]
         return fine_tune(scorer.scored, views, labels, ctx.num_classes, time_s, 0.0 if rnd.refit else eval_s,
                          callbacks, seed=ctx.cfg.seed + rnd.r, batch_size=ctx.cfg.batch_size, lr=ctx.cfg.finetune_lr,
                          resume=resume, augment=random_resized_crop if self.image_cut else None)

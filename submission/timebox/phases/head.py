@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from ..train.callbacks import EpochEvents
 from ..train.head import fit_head
 from .context import Context
 from .extract import Extraction
@@ -82,7 +83,8 @@ def run_head(ctx: Context, ext: Extraction) -> HeadOutcome:
         head = fit_head(np.concatenate(pooled_train), np.tile(acts.y_train, len(pooled_train)), pooled_val[0],
                         acts.y_val, ctx.num_classes, time_s=plan.time_s,
                         expired=lambda: planner.expired() or time.time() > head_end, seed=ctx.cfg.seed,
-                        init=head_init(ctx, pooled_val[0].shape[1]))
+                        init=head_init(ctx, pooled_val[0].shape[1]),
+                        callbacks=[EpochEvents(ctx.session.events, "head", ctx.budget.remaining)])
     val_probs = [ctx.predict(head.model, [p]) for p in pooled_val]
     tta, val_accuracy = flip_tta_on_val(val_probs, acts.y_val)
     n_views = len(pooled_val) if tta else 1

@@ -62,6 +62,8 @@ class Scorer:
             ctx.planner.measured.save_s = max(ctx.planner.measured.save_s, time.time() - t)
         self.last = Scored(float(acc), f"{phase} epoch {epoch}")
         ctx.session.scores.append({"time": time.time(), "phase": phase, "epoch": epoch, "val_accuracy": float(acc)})
+        ctx.session.events.scalars(phase, epoch, {"val_accuracy": acc, "val_loss": loss,
+                                                  "time_left_s": ctx.budget.remaining()})
         self.candidates[self.last.source] = Candidate(per_view, path, float(acc),
                                                       None if path else self.scored.get_weights())
         kept = {e["file"] for e in self.checkpoints.entries}

@@ -47,8 +47,28 @@ class BestValAccuracy(keras.callbacks.Callback):
              for i in range(0, len(self.val_x), self.batch_size)]
         )
         acc, loss = accuracy(probs, self.val_y), log_loss(probs, self.val_y)
+        if logs is not None:  # for the callbacks after this one
+            logs.update(val_accuracy=acc, val_loss=loss)
         self.history.append({"epoch": epoch + 1, "train_loss": float((logs or {}).get("loss", np.nan)),
                              "val_accuracy": acc, "val_loss": loss})
         if acc > self.best_accuracy or (acc == self.best_accuracy and loss < self.best_loss):
             self.best_accuracy, self.best_loss, self.best_epoch = acc, loss, epoch + 1
             self.best_weights = [w.copy() for w in self.model.get_weights()]
+
+
+class EpochEvents(keras.callbacks.Callback):
+    """After each epoch, the logs' ``loss`` (and ``val_accuracy``, ``val_loss`` when a callback before this one put
+    them there), the optimizer's learning rate and ``left()`` (the budget's seconds left) to
+    ``events.scalars(phase, epoch, values)`` (a :class:`timebox.events.RunEvents`; epochs from 1)."""
+
+    def __init__(self, events, phase: str, left: Callable[[], float] | None = None):
+        super().__init__()
+        self.events, self.phase, self.left = events, phase, left
+
+    def on_epoch_end(self, epoch, logs=None):
+        lr = getattr(self.model.optimizer, "learning_rate", None)
+        logs = logs or {}
+        self.events.scalars(self.phase, epoch + 1, {
+            **{k: logs.get(k) for k in ("loss", "val_accuracy", "val_loss")},
+            "learning_rate": None if lr is None else float(keras.ops.convert_to_numpy(lr)),
+            "time_left_s": self.left() if self.left else None})

@@ -236,13 +236,15 @@ class _Loop:
         while self.step < self.end_step:
             self.epoch += 1
             self.epoch_start, self.epoch_steps, self.measure_from = self.step, 0, time.perf_counter()
+            loss_sum = 0.0
             order = self.rng.permutation(self.n)
             for start in range(0, self.n, self.batch_size):
                 if self.step >= self.end_step:  # a last epoch shortened to fit
                     break
                 idx = order[start : start + self.batch_size]
                 batch = _batch(views, idx, self.rng)
-                self.model.train_on_batch(batch if augment is None else augment(batch, self.rng), labels[idx])
+                loss_sum += float(self.model.train_on_batch(batch if augment is None else augment(batch, self.rng),
+                                                            labels[idx]))
                 self.step, self.epoch_steps, self.session_steps = self.step + 1, self.epoch_steps + 1, \
                     self.session_steps + 1
                 callbacks.on_train_batch_end(self.step)
@@ -251,7 +253,7 @@ class _Loop:
                 if self.model.stop_training:  # the deadline: the unfinished epoch is not scored
                     return self.result(True, self.epoch - 1, 0)
             self.trained_until = time.perf_counter()
-            callbacks.on_epoch_end(self.epoch - 1, {"step": self.step})
+            callbacks.on_epoch_end(self.epoch - 1, {"step": self.step, "loss": loss_sum / max(1, self.epoch_steps)})
         return self.result(False, self.epoch, self.epoch_steps)
 
 

@@ -75,9 +75,11 @@ def fit_head(
     lr: float = 1e-3,
     dropout: float = 0.3,
     init: HeadRows | None = None,
+    callbacks: list[keras.callbacks.Callback] = (),
 ) -> HeadResult:
     """Fit a softmax head within ``time_s`` seconds (and never past ``expired()``), starting from ``init``'s rows
-    for the classes a pretrained head had (the second transfer)."""
+    for the classes a pretrained head had (the second transfer). ``callbacks`` run after the head's own (which put
+    ``val_accuracy`` and ``val_loss`` in the epoch's logs)."""
     keras.utils.set_random_seed(seed)
     dim = train_x.shape[1]
     probe = build_head(dim, num_classes, dropout=dropout, seed=seed)
@@ -94,7 +96,7 @@ def fit_head(
         init.apply(head.get_layer("head_dense"))
     _compile(head, epochs * steps_per_epoch, lr, train_y, num_classes)
     best, stop = BestValAccuracy(val_x, val_y), DeadlineStop(expired)
-    head.fit(train_x, train_y, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0, callbacks=[stop, best])
+    head.fit(train_x, train_y, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0, callbacks=[stop, best, *callbacks])
     if stop.stopped and best.best_weights is not None:
         head.set_weights(best.best_weights)
         chosen = best.history[best.best_epoch - 1]
