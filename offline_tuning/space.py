@@ -87,7 +87,7 @@ def _line_of(lines: list[str], name: str) -> int:
 def _dimension(path: Path, line: int, name: str, value: Any) -> Dimension:
     where = f"{path}, line {line}"
     if name not in SETTING:
-        raise UsageError(f"{where}: {name!r} is not a setting; the settings are those of the README's table "
+        raise UsageError(f"{where}: {name!r} is not a setting; the settings are those of docs/settings.md "
                          f"({', '.join(sorted(SETTING))})")
     if name in NOT_SEARCHED:
         raise UsageError(f"{where}: {name} is set by tune itself (--seed, the subsample); remove the line")

@@ -1,5 +1,5 @@
 """Settings are written once (timebox.settings) and the rest derives from them: the config's fields, the
-settings a --config file may hold and their checks, the flags, and the README's table."""
+settings a --config file may hold and their checks, the flags, and the table of docs/settings.md."""
 
 import json
 from dataclasses import fields
@@ -12,13 +12,13 @@ from timebox.config import OnlineConfig, read_settings
 from timebox.errors import UsageError
 from timebox.settings import SETTINGS, markdown_table
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+SETTINGS_DOC = Path(__file__).resolve().parents[1] / "docs" / "settings.md"
 
 
-def test_the_readme_table_is_the_one_the_settings_generate():
-    text = README.read_text(encoding="utf-8")
+def test_the_settings_doc_table_is_the_one_the_settings_generate():
+    text = SETTINGS_DOC.read_text(encoding="utf-8")
     table = text.split("<!-- settings:begin -->\n", 1)[1].split("\n<!-- settings:end -->", 1)[0]
-    assert table == markdown_table(), "regenerate the README's table from timebox.settings.markdown_table()"
+    assert table == markdown_table(), "regenerate docs/settings.md's table from timebox.settings.markdown_table()"
 
 
 def test_every_setting_is_a_config_field_with_its_default():

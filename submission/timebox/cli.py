@@ -46,7 +46,7 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     """The flags of the settings that have one (timebox.settings), and the run's own."""
     verbose_flag(p)
     p.add_argument("--config", type=Path, default=None,
-                   help="tuned settings, a JSON object of any settings in the README's table; flags win over it "
+                   help="tuned settings, a JSON object of any settings in docs/settings.md; flags win over it "
                         "(default: submission/config.json when it exists, as `package --config` ships it)")
     for s in SETTINGS:
         if s.flag is None:

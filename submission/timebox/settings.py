@@ -2,7 +2,7 @@
 
 Everything else derives from :data:`SETTINGS`: the fields of :class:`timebox.config.OnlineConfig`,
 the settings a ``--config`` file may hold (all of them: ``tune`` searches them), the command-line
-flags of those that have one, the config file's checks and the README's table
+flags of those that have one, the config file's checks and the table in docs/settings.md
 (:func:`markdown_table`). A default a measurement chose names its evidence in ``evidence``.
 
 No TensorFlow here: the command line reads settings before it loads.
@@ -186,7 +186,7 @@ SETTING: dict[str, Setting] = {s.name: s for s in SETTINGS}
 
 
 def markdown_table() -> str:
-    """The README's table of settings, one row per setting."""
+    """The table of settings in docs/settings.md, one row per setting."""
     rows = ["| setting | flag | default | what it does |", "|---|---|---|---|"]
     for s in SETTINGS:
         default = "null" if s.default is None else str(s.default).lower() if s.kind is bool else f"{s.default}"
