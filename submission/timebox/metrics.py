@@ -40,3 +40,4 @@ def noise_margin(accuracy_value: float, n: int) -> float:
     """How far below ``accuracy_value`` (on ``n`` images) another accuracy may be and still not count as
     clearly worse: 2 standard errors."""
     return 2 * accuracy_noise(accuracy_value, n)
+

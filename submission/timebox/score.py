@@ -6,6 +6,8 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from .data.labelfiles import label_ids
 from .errors import UsageError
 
@@ -18,9 +20,14 @@ class Score:
     missing: int  # labelled files without a prediction row (counted wrong)
     per_class: dict[str, tuple[int, int]]  # label -> (correct, total)
 
+    @property
+    def macro_accuracy(self) -> float:
+        return float(np.mean([ok / n for ok, n in self.per_class.values()])) if self.per_class else 0.0
+
     def lines(self, names: dict[str, str] | None = None) -> list[str]:
         """The accuracy, then each class's (named by ``names``, label -> class name, where given)."""
-        out = [f"accuracy: {100 * self.accuracy:.2f}% ({self.correct}/{self.total})"]
+        out = [f"accuracy: {100 * self.accuracy:.2f}% ({self.correct}/{self.total}); macro accuracy (the mean of the "
+               f"classes'): {100 * self.macro_accuracy:.2f}%"]
         if self.missing:
             out.append(f"missing predictions: {self.missing} (counted wrong)")
         for label, (ok, n) in sorted(self.per_class.items(), key=lambda kv: _sort_key(kv[0])):

@@ -109,6 +109,13 @@ SETTINGS: tuple[Setting, ...] = (
     _s("val_fraction", float, 0.15, "share of the training images held out for validation", low=0.0, high=0.9,
        flag="--val-fraction"),
     _s("batch_size", int, 32, "training batch size", low=1),
+    _s("loss", str, "crossentropy", "the loss of the heads and fine-tuning: crossentropy, or focal (gamma 2; the early "
+       "numpy head stays cross-entropy)", flag="--loss", choices=("crossentropy", "focal")),
+    _s("label_smoothing", float, 0.1, "label smoothing of every trainer's loss", low=0.0, high=0.5,
+       flag="--label-smoothing"),
+    _s("class_weight", str, "none", "class weights against imbalance: none, balanced (n / (k * n_class)), or "
+       "effective (by the effective number of samples, beta 0.999); a training image's mean weight is 1",
+       flag="--class-weight", choices=("none", "balanced", "effective")),
     _s("keep", int, 3, "checkpoints kept, best by val accuracy", low=1, flag="--keep"),
     _s("finetune", bool, True, "fine-tune the backbone's last blocks after the head"),
     _s("margin_s", float, None, "seconds left unused at the end (null: max(5 s, 2% of the budget))", nullable=True,

@@ -11,6 +11,8 @@ import numpy as np
 
 from ..errors import UsageError
 
+FOCAL_GAMMA = 2.0  # Lin et al. 2017
+
 
 def select_loss(labels: np.ndarray, num_classes: int, requested: str | None = None, label_smoothing: float = 0.0) -> keras.losses.Loss:
     """Pick the cross-entropy that matches ``labels`` (ids: 1-D ints; one-hot/soft: 2-D floats)."""
@@ -44,3 +46,20 @@ class _SmoothedSparse(keras.losses.Loss):
     def call(self, y_true, y_pred):
         y_true = keras.ops.one_hot(keras.ops.reshape(keras.ops.cast(y_true, "int32"), (-1,)), self.num_classes)
         return keras.losses.categorical_crossentropy(y_true, y_pred, label_smoothing=self.label_smoothing)
+
+
+@keras.saving.register_keras_serializable(package="timebox")
+class SparseFocal(keras.losses.Loss):
+    """Categorical focal cross-entropy (gamma 2, no alpha) on class ids, one-hot encoded on the fly."""
+
+    def __init__(self, num_classes: int, label_smoothing: float = 0.0, name: str = "sparse_focal", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.num_classes, self.label_smoothing = num_classes, label_smoothing
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "num_classes": self.num_classes, "label_smoothing": self.label_smoothing}
+
+    def call(self, y_true, y_pred):
+        y_true = keras.ops.one_hot(keras.ops.reshape(keras.ops.cast(y_true, "int32"), (-1,)), self.num_classes)
+        return keras.losses.categorical_focal_crossentropy(y_true, y_pred, alpha=1.0, gamma=FOCAL_GAMMA,
+                                                           label_smoothing=self.label_smoothing)

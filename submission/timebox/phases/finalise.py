@@ -10,7 +10,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from ..metrics import accuracy, confusion_matrix
+from ..metrics import accuracy, confusion_matrix, per_class_accuracy
 from ..report import environment, write_report
 from .context import Context
 from .ensemble import EnsembleOutcome
@@ -96,6 +96,11 @@ def finalise(ctx: Context, ext: Extraction, scorer: Scorer, head: HeadOutcome, f
                "ensemble": ensemble.info, "checkpoints": scorer.checkpoints.entries}
     summary = _summary(ctx, ext, val_acc, head.tta)
     cm = None if val_probs is None else confusion_matrix(val_probs.argmax(1), ext.acts.y_val, ctx.num_classes)
+    if cm is not None:  # the output's, on val (trained on, after a refit: the notes say so)
+        per_class = per_class_accuracy(val_probs.argmax(1), ext.acts.y_val, ctx.num_classes)
+        summary["val_per_class"] = {n: None if np.isnan(a) else round(float(a), 4)
+                                    for n, a in zip(class_names, per_class)}
+        summary["val_macro_accuracy"] = round(float(np.nanmean(per_class)), 4)
     write_report(ctx.session.out / "report", {
         "config": _config(ctx, ext.size), "environment": environment(), "history": history,
         "quarantine": ext.acts.quarantine, "unreadable_test_files": ext.acts.unreadable_test, "summary": summary,

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 from ..config import FINETUNE_LR
-from ..models.losses import select_loss
+from .recipe import Recipe
 
 
 @keras.saving.register_keras_serializable(package="timebox")
@@ -166,7 +166,8 @@ class _Loop:
     """One session of fine-tuning (see :func:`fine_tune`)."""
 
     def __init__(self, model: keras.Model, labels: np.ndarray, num_classes: int, time_s: float, eval_s: float,
-                 seed: int, batch_size: int, lr: float, max_epochs: int, resume: FineTuneState | None):
+                 seed: int, batch_size: int, lr: float, max_epochs: int, resume: FineTuneState | None,
+                 recipe: Recipe):
         self.call_time = time.perf_counter()
         self.model, self.n, self.time_s, self.eval_s, self.batch_size = model, len(labels), time_s, eval_s, batch_size
         self.steps_per_epoch = int(np.ceil(self.n / batch_size))
@@ -180,7 +181,8 @@ class _Loop:
             self.rng.bit_generator.state = resume.rng_state
         self.schedule = WarmupCosine(lr, warmup_steps=self.steps_per_epoch // 2 + 1, total_steps=self.end_step)
         model.compile(optimizer=keras.optimizers.AdamW(self.schedule, weight_decay=1e-4),
-                      loss=select_loss(labels, num_classes, label_smoothing=0.1))
+                      loss=recipe.keras_loss(labels, num_classes))
+        self.class_weight = recipe.class_weights(labels, num_classes)
         if resume is not None:
             model.optimizer.build(model.trainable_variables)
             for variable, value in zip(model.optimizer.variables, resume.optimizer_variables, strict=True):
@@ -244,7 +246,7 @@ class _Loop:
                 idx = order[start : start + self.batch_size]
                 batch = _batch(views, idx, self.rng)
                 loss_sum += float(self.model.train_on_batch(batch if augment is None else augment(batch, self.rng),
-                                                            labels[idx]))
+                                                            labels[idx], class_weight=self.class_weight))
                 self.step, self.epoch_steps, self.session_steps = self.step + 1, self.epoch_steps + 1, \
                     self.session_steps + 1
                 callbacks.on_train_batch_end(self.step)
@@ -271,6 +273,7 @@ def fine_tune(
     max_epochs: int = 100,
     resume: FineTuneState | None = None,
     augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+    recipe: Recipe = Recipe(),
 ) -> FineTuneResult:
     """Train ``model`` (activations -> probabilities) on ``views`` of the same samples.
 
@@ -279,14 +282,15 @@ def fine_tune(
     ``callbacks`` are Keras callbacks: :class:`~timebox.train.callbacks.DeadlineStop` (checked after every batch),
     :class:`ScoreEpoch`, :class:`RecoveryState` (passing its state back as ``resume``, with the model's weights of
     that epoch loaded, continues from there: optimizer state, schedule position, shuffling and plan included).
-    ``augment`` (e.g. :func:`timebox.train.augment.random_resized_crop`) transforms every training batch.
+    ``augment`` (e.g. :func:`timebox.train.augment.random_resized_crop`) transforms every training batch; ``recipe``
+    gives the loss and the class weights.
 
     Example::
 
         fine_tune(model, views, y, 6, time_s=200, eval_s=2.0,
                   callbacks=[DeadlineStop(budget.expired), ScoreEpoch(keep_best), RecoveryState(save)])
     """
-    loop = _Loop(model, labels, num_classes, time_s, eval_s, seed, batch_size, lr, max_epochs, resume)
+    loop = _Loop(model, labels, num_classes, time_s, eval_s, seed, batch_size, lr, max_epochs, resume, recipe)
     after = [c for c in callbacks if isinstance(c, RecoveryState)]  # they save the epoch's plan
     ordered = [c for c in callbacks if not isinstance(c, RecoveryState)] + [_Plan(loop, bool(after))] + after
     return loop.run(views, labels, keras.callbacks.CallbackList(ordered, model=model), augment)

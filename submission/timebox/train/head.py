@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 from ..models.heads import HeadRows, build_head
-from ..models.losses import select_loss
+from .recipe import Recipe
 from .callbacks import BestValAccuracy, DeadlineStop
 
 
@@ -40,14 +40,15 @@ class HeadResult:
     history: list[dict] = field(default_factory=list)
 
 
-def _compile(head: keras.Model, total_steps: int, lr: float, labels: np.ndarray, num_classes: int) -> None:
+def _compile(head: keras.Model, total_steps: int, lr: float, labels: np.ndarray, num_classes: int,
+             recipe: Recipe) -> None:
     warmup = max(1, total_steps // 20)
     schedule = keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=lr * 0.1, decay_steps=max(1, total_steps - warmup), warmup_target=lr, warmup_steps=warmup
     )
     head.compile(
         optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=1e-4),
-        loss=select_loss(labels, num_classes, label_smoothing=0.1),
+        loss=recipe.keras_loss(labels, num_classes),
     )
 
 
@@ -76,6 +77,7 @@ def fit_head(
     dropout: float = 0.3,
     init: HeadRows | None = None,
     callbacks: list[keras.callbacks.Callback] = (),
+    recipe: Recipe = Recipe(),
 ) -> HeadResult:
     """Fit a softmax head within ``time_s`` seconds (and never past ``expired()``), starting from ``init``'s rows
     for the classes a pretrained head had (the second transfer). ``callbacks`` run after the head's own (which put
@@ -83,7 +85,7 @@ def fit_head(
     keras.utils.set_random_seed(seed)
     dim = train_x.shape[1]
     probe = build_head(dim, num_classes, dropout=dropout, seed=seed)
-    _compile(probe, 100, lr, train_y, num_classes)
+    _compile(probe, 100, lr, train_y, num_classes, recipe)
     t0 = time.perf_counter()
     step_s = _measure_step_time(probe, train_x, train_y, batch_size)
     steps_per_epoch = int(np.ceil(len(train_x) / batch_size))
@@ -94,9 +96,10 @@ def fit_head(
     head = build_head(dim, num_classes, dropout=dropout, seed=seed)
     if init is not None:
         init.apply(head.get_layer("head_dense"))
-    _compile(head, epochs * steps_per_epoch, lr, train_y, num_classes)
+    _compile(head, epochs * steps_per_epoch, lr, train_y, num_classes, recipe)
     best, stop = BestValAccuracy(val_x, val_y), DeadlineStop(expired)
-    head.fit(train_x, train_y, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0, callbacks=[stop, best, *callbacks])
+    head.fit(train_x, train_y, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0,
+             callbacks=[stop, best, *callbacks], class_weight=recipe.class_weights(train_y, num_classes))
     if stop.stopped and best.best_weights is not None:
         head.set_weights(best.best_weights)
         chosen = best.history[best.best_epoch - 1]

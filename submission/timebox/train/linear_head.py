@@ -59,10 +59,13 @@ def fit_linear_head(
     l2: float = L2,
     iterations: int = ITERATIONS,
     init: HeadRows | None = None,
+    label_smoothing: float = LABEL_SMOOTHING,
+    class_weights: np.ndarray | None = None,
 ) -> HeadResult:
     """A softmax head on ``train_x`` (features) and ``train_y`` (class ids), scored on val; stops early (between
     blocks of ``CHECK_EVERY`` iterations) when ``expired()``. Deterministic; ``seed`` seeds the model's layers.
-    ``init``: a pretrained head's rows to start the matched classes from (the others start at zero)."""
+    ``init``: a pretrained head's rows to start the matched classes from (the others start at zero);
+    ``class_weights``: each class's weight in the loss (None: all 1)."""
     train_y = np.asarray(train_y)
     if train_y.ndim != 1:
         raise ValueError(f"fit_linear_head takes class ids (1-D), not labels of shape {train_y.shape}")
@@ -72,18 +75,20 @@ def fit_linear_head(
     scale = float(x.std()) or 1.0
     x = np.hstack([(x - mean) / scale, np.ones((len(x), 1), np.float32)])  # the last column: the bias
     xt = np.ascontiguousarray(x.T)
-    target = np.full((len(x), num_classes), LABEL_SMOOTHING / num_classes, np.float32)
-    target[np.arange(len(x)), train_y] += 1 - LABEL_SMOOTHING
+    target = np.full((len(x), num_classes), label_smoothing / num_classes, np.float32)
+    target[np.arange(len(x)), train_y] += 1 - label_smoothing
+    sw = (np.ones(len(x), np.float32) if class_weights is None else
+          np.asarray(class_weights, np.float32)[train_y])[:, None] / len(x)  # each image's share of the loss
     penalised = np.ones((x.shape[1], 1), np.float32)
     penalised[-1] = 0.0  # the bias is not
-    step = 1.0 / (0.5 * _lipschitz(x) + 2 * l2)
+    step = 1.0 / (0.5 * _lipschitz(x * np.sqrt(sw * len(x))) + 2 * l2)  # of the weighted loss
     w = np.zeros((x.shape[1], num_classes), np.float32)
     if init is not None:  # the pretrained rows, in the standardised features' coordinates
         m = init.matched
         w[:-1, m], w[-1, m] = init.kernel[:, m] * scale, init.bias[m] + mean @ init.kernel[:, m]
     ahead, momentum, done = w, 1.0, 0
     while done < iterations and not (done % CHECK_EVERY == 0 and done and expired()):
-        grad = xt @ (_probs(x @ ahead) - target) / len(x) + 2 * l2 * penalised * ahead
+        grad = xt @ ((_probs(x @ ahead) - target) * sw) + 2 * l2 * penalised * ahead
         nxt = ahead - step * grad
         following = (1 + np.sqrt(1 + 4 * momentum * momentum)) / 2
         ahead = nxt + ((momentum - 1) / following) * (nxt - w)

@@ -1,0 +1,89 @@
+"""Training recipes against the defaults on a long-tailed flowers5: its training classes subsampled to 100%, 50%,
+25%, 12% and 6% of their images (sorted class order, seeded), the test split unchanged; `online` at one budget per
+recipe and seed, printing test accuracy, macro accuracy (the mean of the classes') and wall time.
+
+    .venv/bin/python bench/recipes.py [--budget 4m] [--seeds 0,1] [--recipes none,balanced,effective] [--out DIR]
+
+A recipe is a set of settings laid over the defaults (see RECIPES). Runs alternate recipes per seed and share one
+decode cache; nothing else should run. Issue 32's goal: the default's macro accuracy at 4 minutes at least 3 points
+above the default before the issue (class_weight none).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "submission"))
+
+from timebox.score import score  # noqa: E402
+
+FLOWERS = ROOT.parent / "shared" / "datasets" / "flowers5"
+SHARES = (1.0, 0.5, 0.25, 0.12, 0.06)
+RECIPES = {"none": {"class_weight": "none"}, "balanced": {"class_weight": "balanced"},
+           "effective": {"class_weight": "effective"}, "focal": {"loss": "focal"},
+           "focal-balanced": {"loss": "focal", "class_weight": "balanced"}, "no-smoothing": {"label_smoothing": 0.0}}
+
+
+def long_tailed(dest: Path, seed: int = 0) -> Path:
+    """dest/train/<class>/ (symbolic links to a seeded share of each class) and dest/class_index.txt."""
+    rng = np.random.default_rng(seed)
+    classes = sorted(p for p in (FLOWERS / "train").iterdir() if p.is_dir())
+    for share, folder in zip(SHARES, classes):
+        files = sorted(folder.iterdir())
+        keep = rng.choice(len(files), max(1, round(share * len(files))), replace=False)
+        (dest / "train" / folder.name).mkdir(parents=True, exist_ok=True)
+        for i in sorted(keep):
+            (dest / "train" / folder.name / files[i].name).symlink_to(files[i])
+        print(f"{folder.name}: {len(keep)} of {len(files)}", flush=True)
+    (dest / "class_index.txt").write_text((FLOWERS / "class_index.txt").read_text())
+    return dest / "train"
+
+
+def online(train: Path, out: Path, budget: str, seed: int, cache: Path, settings: dict) -> tuple[float, float, float]:
+    """One online run; (test accuracy, macro accuracy, wall seconds)."""
+    config = out.with_suffix(".json")
+    config.write_text(json.dumps(settings))
+    start = time.time()
+    subprocess.run([str(ROOT / "run.sh"), "online", "--train-dir", str(train), "--test-dir", str(FLOWERS / "test"),
+                    "--out", str(out), "--budget", budget, "--seed", str(seed), "--cache-dir", str(cache),
+                    "--config", str(config)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    result = score(out / "predictions.csv", FLOWERS / "test_labels.csv")
+    return result.accuracy, result.macro_accuracy, time.time() - start
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--budget", default="4m")
+    p.add_argument("--seeds", default="0,1")
+    p.add_argument("--recipes", default="none,balanced,effective")
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args()
+    out = args.out or Path(tempfile.mkdtemp(prefix="recipes-"))
+    train = long_tailed(out / "flowers5-lt")
+    names = args.recipes.split(",")
+    results: dict[str, list[tuple[float, float, float]]] = {n: [] for n in names}
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        for name in names:
+            acc, macro, wall = online(train, out / f"{name}-{seed}", args.budget, seed, out / "cache", RECIPES[name])
+            results[name].append((acc, macro, wall))
+            print(f"{args.budget} seed {seed} {name:15s} accuracy {100 * acc:6.2f}%  macro {100 * macro:6.2f}%  "
+                  f"wall {wall:5.1f}s", flush=True)
+    base = statistics.median(m for _, m, _ in results[names[0]])
+    for name in names:
+        acc, macro = (statistics.median(r[i] for r in results[name]) for i in (0, 1))
+        print(f"median {name:15s} accuracy {100 * acc:6.2f}%  macro {100 * macro:6.2f}%  "
+              f"macro vs {names[0]}: {100 * (macro - base):+.2f} points", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""The training recipe every trainer of a run follows: the loss, its label smoothing and the class weights
+(settings ``loss``, ``label_smoothing``, ``class_weight``).
+
+- ``loss``: ``crossentropy``, or ``focal`` (Lin et al. 2017, gamma 2: well-classified images weigh less).
+- ``class_weight``: ``none``; ``balanced`` (each class weighs as much in total: n / (k * n_c)); ``effective``
+  (Cui et al. 2019, by the effective number of samples, beta 0.999). Weights are scaled so that the mean weight of
+  a training image is 1, so the learning rate means the same with and without them.
+
+The early head (numpy) follows the class weights and the smoothing, with cross-entropy whatever ``loss`` says.
+
+Example::
+
+    recipe = Recipe(loss="focal", class_weight="balanced")
+    model.compile(optimizer, loss=recipe.keras_loss(y, 5))
+    model.fit(x, y, class_weight=recipe.class_weights(y, 5))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from ..models.losses import FOCAL_GAMMA, SparseFocal, select_loss
+
+LOSSES = ("crossentropy", "focal")
+CLASS_WEIGHTS = ("none", "balanced", "effective")
+EFFECTIVE_BETA = 0.999
+
+
+@dataclass(frozen=True)
+class Recipe:
+    loss: str = "crossentropy"
+    label_smoothing: float = 0.1
+    class_weight: str = "none"
+
+    @classmethod
+    def of(cls, cfg) -> "Recipe":
+        """The recipe a run's settings give."""
+        return cls(cfg.loss, cfg.label_smoothing, cfg.class_weight)
+
+    def weights(self, labels: np.ndarray, num_classes: int) -> np.ndarray | None:
+        """Each class's weight (None: all 1), a training image's mean weight 1; a class with no image gets 0."""
+        if self.class_weight == "none":
+            return None
+        counts = np.bincount(np.asarray(labels).reshape(-1), minlength=num_classes).astype(np.float64)
+        present = counts > 0
+        w = np.zeros(num_classes)
+        if self.class_weight == "balanced":
+            w[present] = 1.0 / counts[present]
+        else:
+            w[present] = (1 - EFFECTIVE_BETA) / (1 - EFFECTIVE_BETA ** counts[present])
+        return w * counts.sum() / (w * counts).sum()
+
+    def class_weights(self, labels: np.ndarray, num_classes: int) -> dict[int, float] | None:
+        """:meth:`weights` as Keras' ``class_weight`` argument."""
+        w = self.weights(labels, num_classes)
+        return None if w is None else {k: float(v) for k, v in enumerate(w)}
+
+    def keras_loss(self, labels: np.ndarray, num_classes: int) -> keras.losses.Loss:
+        """The Keras loss for ``labels`` (class ids or one-hot/soft labels)."""
+        if self.loss == "focal":
+            return SparseFocal(num_classes, self.label_smoothing) if np.asarray(labels).ndim == 1 else \
+                keras.losses.CategoricalFocalCrossentropy(alpha=1.0, gamma=FOCAL_GAMMA,
+                                                          label_smoothing=self.label_smoothing)
+        return select_loss(labels, num_classes, label_smoothing=self.label_smoothing)
+
