@@ -14,20 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from _online import FLOWERS, online_run
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "submission"))
-
-from timebox.score import score  # noqa: E402
-
-FLOWERS = ROOT.parent / "shared" / "datasets" / "flowers5"
 SHARES = (1.0, 0.5, 0.25, 0.12, 0.06)
 RECIPES = {"none": {"class_weight": "none"}, "balanced": {"class_weight": "balanced"},
            "effective": {"class_weight": "effective"}, "focal": {"loss": "focal"},
@@ -49,18 +41,6 @@ def long_tailed(dest: Path, seed: int = 0) -> Path:
     return dest / "train"
 
 
-def online(train: Path, out: Path, budget: str, seed: int, cache: Path, settings: dict) -> tuple[float, float, float]:
-    """One online run; (test accuracy, macro accuracy, wall seconds)."""
-    config = out.with_suffix(".json")
-    config.write_text(json.dumps(settings))
-    start = time.time()
-    subprocess.run([str(ROOT / "run.sh"), "online", "--train-dir", str(train), "--test-dir", str(FLOWERS / "test"),
-                    "--out", str(out), "--budget", budget, "--seed", str(seed), "--cache-dir", str(cache),
-                    "--config", str(config)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    result = score(out / "predictions.csv", FLOWERS / "test_labels.csv")
-    return result.accuracy, result.macro_accuracy, time.time() - start
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--budget", default="4m")
@@ -74,7 +54,10 @@ def main() -> None:
     results: dict[str, list[tuple[float, float, float]]] = {n: [] for n in names}
     for seed in [int(s) for s in args.seeds.split(",")]:
         for name in names:
-            acc, macro, wall = online(train, out / f"{name}-{seed}", args.budget, seed, out / "cache", RECIPES[name])
+            config = out / f"{name}-{seed}.json"
+            config.write_text(json.dumps(RECIPES[name]))
+            run = online_run(train, out / f"{name}-{seed}", args.budget, seed, out / "cache", ["--config", str(config)])
+            acc, macro, wall = run.accuracy, run.macro_accuracy, run.wall_s
             results[name].append((acc, macro, wall))
             print(f"{args.budget} seed {seed} {name:15s} accuracy {100 * acc:6.2f}%  macro {100 * macro:6.2f}%  "
                   f"wall {wall:5.1f}s", flush=True)

@@ -16,21 +16,15 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "submission"))
-
-from timebox.data.layouts import read_dataset  # noqa: E402
-from timebox.data.splits import stratified_split  # noqa: E402
-from timebox.score import score  # noqa: E402
-
-FLOWERS = ROOT.parent / "shared" / "datasets" / "flowers5"
+from _online import FLOWERS, ROOT, online_run
+from timebox.data.layouts import read_dataset
+from timebox.data.splits import stratified_split
 
 
 def halves(folder: Path, seed: int = 0) -> tuple[Path, Path]:
@@ -55,13 +49,6 @@ def pretrain(data: Path, budget: str, out: Path, models: Path) -> Path:
     return models / "flowers_a"
 
 
-def online(data: Path, out: Path, budget: str, seed: int, cache: Path, init: str) -> float:
-    subprocess.run([str(ROOT / "run.sh"), "online", "--train-dir", str(data), "--test-dir", str(FLOWERS / "test"),
-                    "--out", str(out), "--budget", budget, "--seed", str(seed), "--cache-dir", str(cache),
-                    "--init", init], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return score(out / "predictions.csv", FLOWERS / "test_labels.csv").accuracy
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pretrain", default="20m")
@@ -76,7 +63,7 @@ def main() -> None:
     for budget in args.budgets.split(","):
         for seed in [int(s) for s in args.seeds.split(",")]:
             for start, init in (("imagenet", "imagenet"), ("pretrained", str(model))):
-                acc = online(b, out / f"{budget}-{seed}-{start}", budget, seed, cache, init)
+                acc = online_run(b, out / f"{budget}-{seed}-{start}", budget, seed, cache, ["--init", init]).accuracy
                 results.setdefault((budget, start), []).append(acc)
                 print(f"online on B {budget} seed {seed} from {start:10s} {100 * acc:6.2f}%", flush=True)
     for budget in args.budgets.split(","):

@@ -13,17 +13,11 @@ import argparse
 import json
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "submission"))
-
-from timebox.score import score  # noqa: E402
-
-FLOWERS = ROOT.parent / "shared" / "datasets" / "flowers5"
+from _online import FLOWERS, ROOT, online_run
 
 
 def tune(out: Path, budget: str) -> Path:
@@ -37,15 +31,11 @@ def tune(out: Path, budget: str) -> Path:
 
 
 def online(out: Path, budget: str, seed: int, cache: Path, config: Path | None) -> float:
-    """One online run on the full flowers5 train; its test accuracy."""
-    cmd = [str(ROOT / "run.sh"), "online", "--train-dir", str(FLOWERS / "train"), "--test-dir", str(FLOWERS / "test"),
-           "--out", str(out), "--budget", budget, "--seed", str(seed), "--cache-dir", str(cache)]
-    # the defaults must not pick up a shipped submission/config.json: an empty --config is the plain run
+    """One online run on the full flowers5 train; its test accuracy. The defaults must not pick up a shipped
+    submission/config.json: an empty --config is the plain run."""
     empty = out.parent / "defaults.json"
     empty.write_text("{}\n")
-    subprocess.run(cmd + ["--config", str(config or empty)], check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
-    return score(out / "predictions.csv", FLOWERS / "test_labels.csv").accuracy
+    return online_run(FLOWERS / "train", out, budget, seed, cache, ["--config", str(config or empty)]).accuracy
 
 
 def main() -> None:

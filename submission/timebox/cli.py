@@ -131,6 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_offline_commands(sub) -> None:
     """fetch-weights and package: the commands that prepare a submission."""
+    p = sub.add_parser("propose-costs", help="draft a confusion-cost file (--cost-matrix) from a run's val mistakes",
+                       description="Reads RUN/report/confusion_val.csv and writes the most frequent mistakes as a cost "
+                                   "file to edit: each pair's cost its share of the true class's val images, the "
+                                   "largest scaled to 1.")
+    p.add_argument("--run", type=Path, required=True, help="the OUT folder of a finished online run")
+    p.add_argument("--out", type=Path, required=True, help="the cost file (JSON) to write")
+    p.add_argument("--top", type=int, default=10, help="how many mistakes (default: %(default)s)")
+
     p = sub.add_parser("fetch-weights", help="on a connected machine: save backbone weights for offline use",
                        description="Downloads weights through keras/efficientnet and saves them in the local "
                                    "weights folder ($TIMEBOX_WEIGHTS_DIR or submission/weights). EfficientNet-Lite "
@@ -270,6 +278,18 @@ def _score(args) -> int:
     return 0
 
 
+def _propose_costs(args) -> int:
+    from .fileio import atomic_write_json
+    from .train.costs import propose_costs
+
+    _check_out(args.out, folder=False)
+    proposal = propose_costs(args.run / "report" / "confusion_val.csv", args.top)
+    atomic_write_json(args.out, proposal)
+    print(f"{args.out}: {len(proposal['pairs'])} mistakes, the costliest first; edit it, then pass --cost-matrix "
+          f"{args.out}")
+    return 0
+
+
 def _fetch_weights(args) -> int:
     tensorflow_quietly()
     from .models.registry import fetch, get_backbone
@@ -296,7 +316,7 @@ def _package(args) -> int:
 
 
 _HANDLERS = {"online": _online, "demo": _demo, "predict": _predict, "score": _score, "fetch-weights": _fetch_weights,
-             "package": _package}
+             "package": _package, "propose-costs": _propose_costs}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,6 +46,7 @@ from .predict import MODEL_FILE, LabelMap
 from .pretrained import resolve_config
 from .recovery import RunState
 from .session import Session
+from .train.recipe import Recipe
 
 __all__ = ["OnlineConfig", "OnlineResult", "run_online", "default_cache_dir", "use_flip_tta"]
 
@@ -110,7 +111,7 @@ def _context(cfg: OnlineConfig, session: Session, listing: Listing, spec: Backbo
     planner.voting = cfg.ensemble and not _refits(cfg, spec)  # a vote is chosen on val, which a refit trained on
     return Context(cfg, session, planner, outputs, spec, len(ds.class_ids),
                    Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir(cfg.out, session.log),
-                   FeatureStore(cfg.feature_dir) if cfg.feature_dir else None)
+                   FeatureStore(cfg.feature_dir) if cfg.feature_dir else None, Recipe.of(cfg, ds.class_names))
 
 
 def _refits(cfg: OnlineConfig, spec: BackboneSpec) -> bool:

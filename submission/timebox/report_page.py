@@ -30,7 +30,9 @@ def write_index(folder: Path, summary: dict, class_names: list[str], cm: np.ndar
     (None: none) and the ``pictures`` written in ``folder``; returns its path."""
     e = html.escape
     settings = summary.get("settings", {})
-    rows = [("val accuracy", f"{100 * summary['val_accuracy']:.2f}%"),
+    macro = summary.get("val_macro_accuracy")
+    rows = [("val accuracy", f"{100 * summary['val_accuracy']:.2f}%" +
+             ("" if macro is None else f" (macro: {100 * macro:.2f}%, the mean of the classes')")),
             ("predictions from", summary.get("predictions_from")),
             ("wall time", f"{summary['wall_s']:.1f} s of {summary['budget_s']:.0f} s (margin {summary['margin_s']:.1f} s)"),
             ("backbone", f"{settings.get('backbone')} at {settings.get('input_size')} px, fine-tuned from block "

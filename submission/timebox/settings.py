@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from .errors import UsageError
 from .export.judge_input import FLINK_TEMPLATE, JudgeInput
+from .train.costs import check_cost_file
 
 MIN_INPUT_SIZE = 32  # the backbones' stride: smaller images leave no spatial position at their last block
 RESULTS = "bench/RESULTS.md"
@@ -116,6 +117,9 @@ SETTINGS: tuple[Setting, ...] = (
     _s("class_weight", str, "none", "class weights against imbalance: none, balanced (n / (k * n_class)), or "
        "effective (by the effective number of samples, beta 0.999); a training image's mean weight is 1",
        flag="--class-weight", choices=("none", "balanced", "effective")),
+    _s("cost_matrix", str, None, "a JSON file of confusion costs by class name (pairs, groups) added to the loss "
+       "of the heads and fine-tuning (null: none); ./run.sh propose-costs drafts one from a run", nullable=True,
+       flag="--cost-matrix", parse=check_cost_file),
     _s("keep", int, 3, "checkpoints kept, best by val accuracy", low=1, flag="--keep"),
     _s("finetune", bool, True, "fine-tune the backbone's last blocks after the head"),
     _s("margin_s", float, None, "seconds left unused at the end (null: max(5 s, 2% of the budget))", nullable=True,

@@ -17,6 +17,7 @@ from ..predict import predict_batches
 from ..progress import Progress
 from ..recovery import RunState
 from ..session import Session
+from ..train.recipe import Recipe
 
 
 @dataclass
@@ -29,6 +30,7 @@ class Context:
     num_classes: int
     cache_dir: Path
     feature_store: FeatureStore | None = None  # activations shared with other runs (--feature-cache)
+    recipe: Recipe = Recipe()  # the loss, class weights and costs every trainer follows
 
     @property
     def log(self) -> Progress:

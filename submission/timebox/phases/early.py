@@ -12,7 +12,6 @@ import numpy as np
 from ..outputs import EARLY_SOURCE
 from ..train.head import HeadResult
 from ..train.linear_head import fit_linear_head
-from ..train.recipe import Recipe
 from .activations import Pooler
 from .context import Context
 from .transfer import head_init
@@ -31,7 +30,7 @@ def early_output(ctx: Context, pool: Pooler, val: np.ndarray, test: np.ndarray, 
     head = fit_linear_head(pooled_train, y_train, pooled_val, y_val, ctx.num_classes,
                            expired=lambda: ctx.budget.remaining() <= keep_s, seed=ctx.cfg.seed,
                            init=head_init(ctx, pooled_train.shape[1]), label_smoothing=ctx.cfg.label_smoothing,
-                           class_weights=Recipe.of(ctx.cfg).weights(y_train, ctx.num_classes))
+                           class_weights=ctx.recipe.weights(y_train, ctx.num_classes))
     ctx.outputs.write(ctx.predict(head.model, [pooled_test]), usable, EARLY_SOURCE)
     ctx.session.phase("early output", t, ctx.cfg.early_output_s, val_accuracy=round(head.val_accuracy, 4))
     ctx.log(f"wrote {ctx.outputs.path} (from the early head, val accuracy {head.val_accuracy:.4f}, original view)")

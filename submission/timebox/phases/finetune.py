@@ -14,7 +14,6 @@ from ..data.rows import ConcatRows
 from ..train.augment import random_resized_crop
 from ..train.callbacks import DeadlineStop, EpochEvents
 from ..train.finetune import FineTuneState, RecoveryState, ScoreEpoch, fine_tune, freeze_batch_norm
-from ..train.recipe import Recipe
 from .context import Context
 from .output_rules import prefer_annealed_end, refit_output
 from .scoring import Scored, Scorer
@@ -196,4 +195,4 @@ class FineTunePhase:
         return fine_tune(scorer.scored, views, labels, ctx.num_classes, time_s, 0.0 if rnd.refit else eval_s,
                          callbacks, seed=ctx.cfg.seed + rnd.r, batch_size=ctx.cfg.batch_size, lr=ctx.cfg.finetune_lr,
                          resume=resume, augment=random_resized_crop if self.image_cut else None,
-                         recipe=Recipe.of(ctx.cfg))
+                         recipe=ctx.recipe)

@@ -12,7 +12,6 @@ import numpy as np
 
 from ..train.callbacks import EpochEvents
 from ..train.head import fit_head
-from ..train.recipe import Recipe
 from .context import Context
 from .extract import Extraction
 from .latency import measure_latency
@@ -86,7 +85,7 @@ def run_head(ctx: Context, ext: Extraction) -> HeadOutcome:
                         expired=lambda: planner.expired() or time.time() > head_end, seed=ctx.cfg.seed,
                         init=head_init(ctx, pooled_val[0].shape[1]),
                         callbacks=[EpochEvents(ctx.session.events, "head", ctx.budget.remaining)],
-                        recipe=Recipe.of(ctx.cfg))
+                        recipe=ctx.recipe)
     val_probs = [ctx.predict(head.model, [p]) for p in pooled_val]
     tta, val_accuracy = flip_tta_on_val(val_probs, acts.y_val)
     n_views = len(pooled_val) if tta else 1

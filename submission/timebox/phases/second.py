@@ -15,7 +15,6 @@ from ..metrics import accuracy
 from ..models.ensemble_model import member_copy
 from ..models.registry import BackboneSpec, build_feature_extractor
 from ..train.head import fit_head
-from ..train.recipe import Recipe
 from .context import Context
 from .extract import Extraction, features
 
@@ -91,7 +90,7 @@ def _fit(ctx: Context, spec: BackboneSpec, acts, feats: dict, full: keras.Model,
     head_end = time.time() + head_s
     head = fit_head(feats["train"], acts.y_train, feats["val"], acts.y_val, ctx.num_classes, time_s=head_s,
                     expired=lambda: ctx.planner.expired() or time.time() > head_end, seed=ctx.cfg.seed,
-                    recipe=Recipe.of(ctx.cfg))
+                    recipe=ctx.recipe)
     test = (ctx.predict(head.model, [feats["test"]]) if len(feats["test"])
             else np.zeros((0, ctx.num_classes), np.float32))
     second = SecondMember(f"{spec.name} head", full, member_copy(head.model, "second_member"),

@@ -6,7 +6,10 @@
   (Cui et al. 2019, by the effective number of samples, beta 0.999). Weights are scaled so that the mean weight of
   a training image is 1, so the learning rate means the same with and without them.
 
-The early head (numpy) follows the class weights and the smoothing, with cross-entropy whatever ``loss`` says.
+- ``cost_matrix``: a JSON file of confusion costs (:mod:`timebox.train.costs`) added to the loss.
+
+The early head (numpy) follows the class weights and the smoothing, with cross-entropy whatever ``loss`` says and
+no costs.
 
 Example::
 
@@ -22,7 +25,9 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from ..models.losses import FOCAL_GAMMA, SparseFocal, select_loss
+from ..errors import UsageError
+from ..models.losses import FOCAL_GAMMA, SmoothedSparse, SparseFocal, select_loss
+from .costs import read_costs
 
 LOSSES = ("crossentropy", "focal")
 CLASS_WEIGHTS = ("none", "balanced", "effective")
@@ -34,11 +39,13 @@ class Recipe:
     loss: str = "crossentropy"
     label_smoothing: float = 0.1
     class_weight: str = "none"
+    costs: tuple[tuple[float, ...], ...] | None = None  # the confusion costs (timebox.train.costs), rows: true class
 
     @classmethod
-    def of(cls, cfg) -> "Recipe":
-        """The recipe a run's settings give."""
-        return cls(cfg.loss, cfg.label_smoothing, cfg.class_weight)
+    def of(cls, cfg, class_names: list[str] = ()) -> "Recipe":
+        """The recipe a run's settings give (its cost matrix read by the run's ``class_names``)."""
+        costs = None if cfg.cost_matrix is None else tuple(map(tuple, read_costs(cfg.cost_matrix, list(class_names))))
+        return cls(cfg.loss, cfg.label_smoothing, cfg.class_weight, costs)
 
     def weights(self, labels: np.ndarray, num_classes: int) -> np.ndarray | None:
         """Each class's weight (None: all 1), a training image's mean weight 1; a class with no image gets 0."""
@@ -60,9 +67,15 @@ class Recipe:
 
     def keras_loss(self, labels: np.ndarray, num_classes: int) -> keras.losses.Loss:
         """The Keras loss for ``labels`` (class ids or one-hot/soft labels)."""
+        ids = np.asarray(labels).ndim == 1
+        costs = None if self.costs is None else [list(row) for row in self.costs]
+        if costs is not None and not ids:
+            raise UsageError("a cost matrix needs class ids, not soft labels")
         if self.loss == "focal":
-            return SparseFocal(num_classes, self.label_smoothing) if np.asarray(labels).ndim == 1 else \
+            return SparseFocal(num_classes, self.label_smoothing, costs=costs) if ids else \
                 keras.losses.CategoricalFocalCrossentropy(alpha=1.0, gamma=FOCAL_GAMMA,
                                                           label_smoothing=self.label_smoothing)
+        if costs is not None:
+            return SmoothedSparse(num_classes, self.label_smoothing, costs=costs)
         return select_loss(labels, num_classes, label_smoothing=self.label_smoothing)
 
