@@ -97,7 +97,7 @@ def test_score_accuracy_per_class_and_missing_rows(tmp_path, labels_csv):
     assert result.accuracy == pytest.approx(0.4)
     assert result.per_class == {"0": (1, 2), "1": (1, 2), "2": (0, 1)}
     lines = result.lines()
-    assert lines[0] == "accuracy: 40.00% (2/5)"
+    assert lines[0] == "accuracy: 40.00% (2/5); macro accuracy (the mean of the classes'): 33.33%"
     assert "missing predictions: 2 (counted wrong)" in lines
     assert "  class 0: 50.00% (1/2)" in lines
 
@@ -150,3 +150,13 @@ def test_run_sh_help_lists_the_subcommands():
     assert proc.returncode == 0, proc.stderr
     for command in ("online", "demo", "predict", "score", "fetch-weights"):
         assert command in proc.stdout
+
+
+def test_score_reads_a_gbk_labels_file_with_chinese_class_names(tmp_path, capsys):
+    """Chinese tools save CSVs as GBK: scoring one is not a crash (it used to be a UnicodeDecodeError, exit 1)."""
+    labels = tmp_path / "labels.csv"
+    labels.write_bytes("filename,label\na.jpg,可回收物\nb.jpg,其他垃圾\n".encode("gbk"))
+    pred = tmp_path / "pred.csv"
+    pred.write_text("filename,label\na.jpg,可回收物\nb.jpg,可回收物\n", encoding="utf-8")
+    assert main(["score", "--pred", str(pred), "--labels", str(labels)]) == 0
+    assert "accuracy: 50.00% (1/2)" in capsys.readouterr().out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,16 +42,20 @@ def _sort_key(label: str):
 
 
 def read_labels(path: Path) -> dict[str, str]:
-    """filename -> label of a CSV with the columns filename,label; an integer-valued label ("1.0") reads as its
-    id ("1"), and a file mixing ids and names is refused naming the line."""
+    """filename -> label of a CSV with the columns filename,label (UTF-8, else GBK/GB18030); an integer-valued label
+    ("1.0") reads as its id ("1"), and a file mixing ids and names is refused naming the line."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: file not found")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or not {"filename", "label"} <= set(reader.fieldnames):
-            raise UsageError(f"{path}: line 1 must be a header with the columns filename,label")
-        rows = [(reader.line_num, row["filename"].strip(), (row["label"] or "").strip()) for row in reader]
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:  # Chinese tools write GBK: GB18030 is its superset
+        text = raw.decode("gb18030", errors="replace")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if not reader.fieldnames or not {"filename", "label"} <= set(reader.fieldnames):
+        raise UsageError(f"{path}: line 1 must be a header with the columns filename,label")
+    rows = [(reader.line_num, row["filename"].strip(), (row["label"] or "").strip()) for row in reader]
     labelled = [(lineno, label) for lineno, _, label in rows if label]
     ids = label_ids(path, labelled)
     as_id = {label: str(i) for (_, label), i in zip(labelled, ids)} if ids is not None else {}
