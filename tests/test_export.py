@@ -21,8 +21,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from timebox.data.decode import decode_image
 from timebox.config import read_settings
+from timebox.data.decode import decode_image
 from timebox.errors import UsageError
 from timebox.export import modelarts
 from timebox.export.flink import JUDGE_INPUT_FILE, LATENCY_LIMIT_MS, export_flink, latency_check
@@ -31,7 +31,7 @@ from timebox.export.modelarts import export_modelarts, rule_names
 from timebox.export.serving import decode_judge_input, replace_dir
 from timebox.models.heads import build_head, compose_classifier
 from timebox.models.registry import build_extractor, get_backbone
-from timebox.predict import LABELS_FILE, MODEL_FILE, LabelMap
+from timebox.predict import LABELS_FILE, MODEL_FILE, LabelMap, predict_dir
 
 SIZE = 32
 CLASS_IDS, CLASS_NAMES = [2, 0, 5], ["glass", "cardboard", "trash"]
@@ -350,3 +350,19 @@ def test_modelarts_service_accepts_raw_bytes(service, tmp_path):
     with open(path, "rb") as f:
         from_file = service.inference({"input_img": {path.name: f}})
     assert service.inference({"input_img": {path.name: path.read_bytes()}}) == from_file
+
+
+def test_predict_keeps_the_decode_cache_under_its_cap(model_dir, images, tmp_path):
+    """`predict` evicts like `online`: after its build, a stale entry over the cap goes, its own stays."""
+    cache = tmp_path / "cache"
+    stale = cache / ("a" * 64)
+    stale.mkdir(parents=True)
+    (stale / "images.npy").write_bytes(b"\0" * 2_000_000)
+    (stale / "complete").write_text("done")
+    os.utime(stale / "complete", (1, 1))  # used long ago
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, image in enumerate(images[:3]):
+        Image.fromarray(image).save(folder / f"{i}.png")
+    assert predict_dir(model_dir[0], folder, tmp_path / "p.csv", cache, max_gb=0.001) == 3
+    assert not stale.exists() and len([p for p in cache.iterdir() if p.is_dir()]) == 1

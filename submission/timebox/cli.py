@@ -14,7 +14,7 @@ from .budget import parse_duration
 from .console import quiet, tensorflow_quietly
 from .errors import UsageError, exit_code
 from .package import check_unpacked
-from .settings import SETTINGS
+from .settings import SETTING, SETTINGS
 
 DEMO_DATA = Path(__file__).resolve().parents[2] / "demo_data" / "trashnet_mini"  # not in the submission zip
 
@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=Path, required=True, help="folder of images")
     p.add_argument("--out", type=Path, required=True, help="predictions CSV to write")
     p.add_argument("--cache-dir", type=Path, default=None, help="decoded-image cache (default: as online)")
+    p.add_argument("--cache-max-gb", type=_flag_type(SETTING["cache_max_gb"]), default=SETTING["cache_max_gb"].default,
+                   help="most gigabytes the decoded-image cache keeps (default: %(default)s)")
     verbose_flag(p)
 
     p = sub.add_parser("score", help="accuracy and per-class accuracy of a predictions CSV",
@@ -266,7 +268,7 @@ def _predict(args) -> int:
 
     _check_out(args.out, folder=False)
     cache_dir = args.cache_dir or default_cache_dir(Path(args.out).parent, lambda line: print(line, file=sys.stderr))
-    n = predict_dir(args.model, args.images, args.out, cache_dir)
+    n = predict_dir(args.model, args.images, args.out, cache_dir, args.cache_max_gb)
     print(f"predictions: {args.out} ({n} rows)")
     return 0
 

@@ -69,8 +69,9 @@ def predict_batches(model, images: np.ndarray, batch_size: int = 32) -> np.ndarr
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
-def predict_dir(model_dir: Path, images: Path, out_csv: Path, cache_dir: Path) -> int:
-    """Predict every file under ``images`` with a saved timebox model; returns the row count."""
+def predict_dir(model_dir: Path, images: Path, out_csv: Path, cache_dir: Path, max_gb: float | None = None) -> int:
+    """Predict every file under ``images`` with a saved timebox model; returns the row count. The decoded-image
+    cache keeps at most ``max_gb`` after a build (least recently used entries go first; None: no cap)."""
     from .data.cache import build_cache
     from .data.layouts import list_images
     from .data.unreadable import usable_test_files
@@ -85,7 +86,7 @@ def predict_dir(model_dir: Path, images: Path, out_csv: Path, cache_dir: Path) -
     labels = LabelMap.load(model_dir / LABELS_FILE)
     model = load_model(model_dir / MODEL_FILE)
     files = list_images(images)
-    cache = build_cache(files, labels.input_size, cache_dir)
+    cache = build_cache(files, labels.input_size, cache_dir, max_gb=max_gb)
     usable = usable_test_files(cache.errors)
     probs = predict_batches(model, cache.images, image_batch_size())
     root = Path(images).resolve()
