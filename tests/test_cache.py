@@ -136,3 +136,22 @@ def test_build_interrupted_midway_leaves_no_complete_marker(tmp_path, monkeypatc
     monkeypatch.setattr(cache, "decode_image", real)
     rebuilt = build_cache(files, SIZE, tmp_path / "cache", workers=1)
     assert rebuilt.errors == [None] * len(files) and (key_dir / "complete").is_file()
+
+
+def test_a_run_waiting_for_another_runs_build_stops_when_told(tmp_path, decode_calls):
+    """While another process holds the key's build lock, a run's SIGTERM (should_stop) ends its wait: a blocked
+    flock alone would be retried after the signal and wait as long as the other build."""
+    import time
+
+    from timebox.data.workers import Stopped
+    from timebox.filelock import FileLock
+
+    files = make_images(tmp_path / "imgs", 3)
+    other = FileLock(tmp_path / "cache" / cache_key(files, SIZE) / cache.BUILDING)
+    other.take(exclusive=True)  # another builder (a second open file: flock conflicts even in one process)
+    start = time.time()
+    with pytest.raises(Stopped):
+        build_cache(files, SIZE, tmp_path / "cache", workers=1, should_stop=lambda: time.time() - start > 0.5)
+    assert decode_calls == [] and not (tmp_path / "cache" / cache_key(files, SIZE) / cache.MARKER).exists()
+    other.release()
+    assert build_cache(files, SIZE, tmp_path / "cache", workers=1).images.shape == (3, SIZE, SIZE, 3)

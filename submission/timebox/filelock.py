@@ -15,9 +15,17 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+
+POLL_S = 0.2  # how often a stoppable wait checks should_stop()
+
+
+class WaitStopped(Exception):
+    """``should_stop()`` became true while :meth:`FileLock.take` waited."""
 
 
 class FileLock:
@@ -27,8 +35,11 @@ class FileLock:
         self.path, self.directory = Path(path), directory
         self._fd: int | None = None
 
-    def take(self, exclusive: bool, on_wait: Callable[[str], None] | None = None) -> None:
-        """Hold the lock (or convert the one held), blocking; ``on_wait`` is told once if another process has it."""
+    def take(self, exclusive: bool, on_wait: Callable[[str], None] | None = None,
+             should_stop: Callable[[], bool] | None = None) -> None:
+        """Hold the lock (or convert the one held), blocking; ``on_wait`` is told once if another process has it.
+        With ``should_stop``, the wait polls it (every ``POLL_S``) and raises :class:`WaitStopped` once it is true:
+        a blocked flock would outlast a SIGTERM (Python retries the interrupted call)."""
         mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
         while True:
             fd = self._open()
@@ -38,10 +49,24 @@ class FileLock:
                 if on_wait is not None:
                     on_wait(f"waiting for another process that holds {self.path}")
                     on_wait = None
-                fcntl.flock(fd, mode)
+                self._wait(fd, mode, should_stop)
             if self._current():
                 return
             self.release()  # removed or replaced while we waited: lock what is there now
+
+    def _wait(self, fd: int, mode: int, should_stop: Callable[[], bool] | None) -> None:
+        if should_stop is None:
+            fcntl.flock(fd, mode)
+            return
+        while True:
+            if should_stop():
+                self.release()
+                raise WaitStopped(f"stopped while waiting for {self.path}")
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                time.sleep(POLL_S)
 
     def try_take(self, exclusive: bool) -> bool:
         """Hold the lock if no other process has it, without waiting; False when one has or the path is gone."""

@@ -24,10 +24,10 @@ import PIL
 
 from timebox.data.decode import TRUNCATED, decode_image, decode_truncated
 from timebox.data.eviction import MARKER, evict, sweep
-from timebox.data.workers import run_jobs, usable_cpus
+from timebox.data.workers import Stopped, run_jobs, usable_cpus
 from timebox.errors import UsageError
 from timebox.fileio import atomic_write_text
-from timebox.filelock import FileLock
+from timebox.filelock import FileLock, WaitStopped
 
 FORMAT_VERSION = 2  # 2: strip-reduced decoding, truncated test files decoded (data/decode.py)
 CHUNK = 64
@@ -112,9 +112,11 @@ def _build_once(
     building = FileLock(key_dir / BUILDING)
     wait = None if log is None else lambda _: log(f"image cache: waiting for another run building {key_dir}")
     try:
-        building.take(exclusive=True, on_wait=wait)
+        building.take(exclusive=True, on_wait=wait, should_stop=should_stop)
     except OSError as exc:
         raise _unwritable(key_dir, exc, shape) from exc
+    except WaitStopped:
+        raise Stopped(f"stopped while another run built {key_dir}") from None
     try:
         cached = _load(key_dir, shape)  # re-check: the run waited for may have built it
         if cached is None:
