@@ -14,7 +14,8 @@ import timebox.config as config_module
 from timebox.cli import _settings, build_parser
 from timebox.config import OnlineConfig, read_settings
 from timebox.errors import UsageError
-from timebox.package import build_zip, check_unpacked, safe_extract
+from timebox.manifest import check_unpacked
+from timebox.package import build_zip, safe_extract
 
 ONLINE = ["online", "--train-dir", "t", "--out", "o", "--budget", "1m"]
 

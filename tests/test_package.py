@@ -17,8 +17,9 @@ import pytest
 
 from timebox.cli import main
 from timebox.errors import UsageError
+from timebox.manifest import check_unpacked
 from timebox.models import weights
-from timebox.package import (MANIFEST, MARKER, SmokeTestFailed, build_zip, check_unpacked, network_blocker,
+from timebox.package import (MANIFEST, MARKER, SmokeTestFailed, build_zip, network_blocker,
                              safe_extract, smoke_test, verify_manifest)
 
 FAKE_FILES = {

@@ -21,8 +21,9 @@ from timebox import package
 from timebox.errors import UsageError
 from timebox.export import serving
 from timebox.export.serving import replace_dir
+from timebox.manifest import check_unpacked
 from timebox.models.torch_weights import read_legacy_state_dict
-from timebox.package import (MANIFEST, SmokeTestFailed, build_zip, check_unpacked, safe_extract,
+from timebox.package import (MANIFEST, SmokeTestFailed, build_zip, safe_extract,
                              verify_manifest)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,6 +99,24 @@ def test_an_unlisted_file_in_an_unpacked_package_is_refused_naming_it(unpacked, 
     with pytest.raises(UsageError, match="not in the manifest") as exc:
         check_unpacked(unpacked)
     assert name in str(exc.value)
+
+
+def test_an_altered_module_of_an_unpacked_package_never_runs(tmp_path):
+    """`python -m timebox` checks the manifest before importing anything of timebox but its stdlib-only check: a
+    module the command line imports (settings.py), altered after packaging, is refused unrun, even for --help."""
+    root = _fake_root(tmp_path / "root")
+    shutil.rmtree(root / "submission" / "timebox")
+    shutil.copytree(REPO / "submission" / "timebox", root / "submission" / "timebox",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "modelarts_stub"))
+    safe_extract(build_zip(tmp_path / "s.zip", root=root), tmp_path / "unpacked")
+    marker = tmp_path / "executed"
+    altered = tmp_path / "unpacked" / "submission" / "timebox" / "settings.py"
+    altered.write_text(f"open({str(marker)!r}, 'w')\n" + altered.read_text())
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "unpacked" / "submission"), "PYTHONDONTWRITEBYTECODE": "1"}
+    done = subprocess.run([sys.executable, "-m", "timebox", "--help"], cwd=tmp_path / "unpacked", env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "settings.py" in done.stderr and "altered" in done.stderr, done.stderr
+    assert not marker.exists()
 
 
 def test_outputs_beside_an_unpacked_package_are_allowed(unpacked):

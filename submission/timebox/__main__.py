@@ -9,9 +9,15 @@ took 42 s on the loaded 2-core machine after an online run had finished its outp
 import os
 import sys
 
-from .cli import main
+from .errors import exit_code
+from .manifest import check_unpacked
 
-code = main()
+# an unpacked submission's files checked before any other module of timebox is imported (an altered one never runs)
+code = exit_code(lambda: check_unpacked() or 0)
+if code == 0:
+    from .cli import main
+
+    code = main()
 sys.stdout.flush()
 sys.stderr.flush()
 os._exit(code)

@@ -13,7 +13,6 @@ from pathlib import Path
 from .budget import parse_duration
 from .console import quiet, tensorflow_quietly
 from .errors import UsageError, exit_code
-from .package import check_unpacked
 from .settings import SETTING, SETTINGS
 
 DEMO_DATA = Path(__file__).resolve().parents[2] / "demo_data" / "trashnet_mini"  # not in the submission zip
@@ -324,9 +323,4 @@ _HANDLERS = {"online": _online, "demo": _demo, "predict": _predict, "score": _sc
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet(args.verbose)
-
-    def command() -> int:
-        check_unpacked()  # an unpacked submission zip: refuse a damaged or altered one before anything runs
-        return _HANDLERS[args.command](args)
-
-    return exit_code(command)
+    return exit_code(lambda: _HANDLERS[args.command](args))  # `python -m timebox` checked the files first

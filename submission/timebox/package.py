@@ -8,7 +8,7 @@ ships. Same inputs give the same bytes: the marker ``.timebox-package`` first, t
 (``MANIFEST.json`` last), fixed timestamps and permissions, deflate level 6.
 
 An unpacked submission (one holding the marker or the manifest) checks its manifest at every start
-(:func:`check_unpacked`): the size of every file but the sha256 of code files only (``*.py``, ``run.sh``,
+(:func:`timebox.manifest.check_unpacked`): the size of every file but the sha256 of code files only (``*.py``, ``run.sh``,
 ``requirements.txt``), so a start stays fast however large the weights; a weight file altered without a change of
 size is caught by the smoke test, which hashes everything. It also refuses files the manifest does not list:
 any under ``submission/`` and any importable one at the top; a marker without a manifest is a cut-off unpack.
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import importlib.machinery
 import json
 import os
 import stat
@@ -37,23 +36,19 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from .config import read_settings
 from .errors import UsageError
+from .manifest import (BYTECODE, MANIFEST, MANIFEST_MAX_BYTES, MARKER, REPACKAGE, ROOT, ManifestEntry,
+                       _parse_manifest, verify_manifest)
 from .pretrained import META as PRETRAINED_META
 
-ROOT = Path(__file__).resolve().parents[2]  # the tree holding run.sh and submission/
-MANIFEST = "MANIFEST.json"
-MARKER = ".timebox-package"  # the zip's first entry: a tree holding it is a packaged copy, checked at every start
 MARKER_TEXT = "a timebox submission: MANIFEST.json, the zip's last entry, lists every file of it\n"
-MANIFEST_MAX_BYTES = 16_000_000  # a manifest lists a few hundred files; a larger one is not a timebox manifest
 COPY_CHUNK = 1 << 20  # the extractor streams entries in blocks of this many bytes
 SMOKE_TIMEOUT_S = 600  # a smoke run still going after this (plus the next per image) hangs: stop it
 SMOKE_S_PER_IMAGE = 1.0  # a CPU predicts an image in well under this
-BYTECODE = (".pyc", ".pyo")  # never shipped: Python would prefer a stale one to its source
 TOP_FILES = ("Dockerfile", "README.md", "requirements.txt", "run.sh")
 EXECUTABLE = frozenset({"run.sh"})
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 ZIP_LEVEL = 6
 MB = 1_000_000
-REPACKAGE = "upload the zip again, or re-package it with `./run.sh package`"
 
 NETWORK_BLOCK = '''"""timebox smoke test: no network in this process, like the judge (TCP/UDP connects, DNS raise)."""
 import socket
@@ -76,15 +71,6 @@ socket.socket.connect_ex = _guard(socket.socket.connect_ex)
 socket.create_connection = _blocked
 socket.getaddrinfo = _blocked
 '''
-
-
-@dataclass(frozen=True)
-class ManifestEntry:
-    """One shipped file: its path in the zip, size in bytes and sha256 (hex)."""
-
-    path: str
-    size: int
-    sha256: str
 
 
 class SmokeTestFailed(UsageError):
@@ -312,108 +298,6 @@ def _safe_target(zip_path: Path, dest: Path, info: zipfile.ZipInfo) -> Path:
         raise UsageError(f"{zip_path}: entry {name!r} {why}; refusing to unpack it. A timebox zip holds only "
                          "relative paths inside its folder: re-package it with `./run.sh package`")
     return target
-
-
-def verify_manifest(root: Path, full: bool = True) -> int:
-    """Check the files ``root/MANIFEST.json`` lists: sizes always, sha256 of all (``full``) or of code files only.
-    Returns the number of files checked; a missing, truncated or altered file is a UsageError naming it."""
-    root = Path(root)
-    entries = _manifest_entries(root)
-    for entry in entries:
-        _verify_entry(root, entry, full)
-    _refuse_unlisted(root, {entry.path for entry in entries})
-    return len(entries)
-
-
-def _verify_entry(root: Path, entry: ManifestEntry, full: bool) -> None:
-    path = root.joinpath(*PurePosixPath(entry.path).parts)
-    try:
-        size = path.stat().st_size
-    except OSError:
-        raise UsageError(f"{path}: missing from the unpacked submission; {REPACKAGE}") from None
-    if size != entry.size:
-        raise UsageError(f"{path}: {size} bytes, but the manifest says {entry.size} (truncated or altered); "
-                         f"{REPACKAGE}")
-    if (full or _is_code(entry.path)) and _sha256(path) != entry.sha256:
-        raise UsageError(f"{path}: its content differs from the manifest (sha256); the file was altered "
-                         f"after packaging: {REPACKAGE}")
-
-
-def _refuse_unlisted(root: Path, listed: set[str]) -> None:
-    """Refuse files the manifest does not list: any under ``submission/`` (the code's folder, on PYTHONPATH) and
-    any importable one at the top (the entry's working folder, first on sys.path); outputs beside them may stay."""
-    unlisted = [rel for rel in _files_under(root, "submission") if rel not in listed]
-    unlisted += [p.name for p in sorted(root.iterdir()) if p.name not in listed and _importable(p)]
-    if not unlisted:
-        return
-    shown = ", ".join(unlisted[:5]) + (f" and {len(unlisted) - 5} more" if len(unlisted) > 5 else "")
-    bytecode = any("__pycache__" in rel or rel.endswith(BYTECODE) for rel in unlisted)
-    hint = (" Bytecode never ships: start the submission with run.sh, which keeps it out of the tree "
-            "(PYTHONPYCACHEPREFIX), and delete the __pycache__ folders." if bytecode else "")
-    raise UsageError(f"{root}: {shown}: not in the manifest (left over or added after packaging, and the "
-                     f"submission would read it); delete it, or {REPACKAGE}.{hint}")
-
-
-def _files_under(root: Path, top: str) -> list[str]:
-    """Paths (relative to ``root``) of the files and links under ``root/top``."""
-    found = []
-    for folder, dirs, files in os.walk(root / top):
-        base = Path(folder)
-        links = [d for d in dirs if (base / d).is_symlink()]  # not walked into, but an import would follow them
-        found += [(base / name).relative_to(root).as_posix() for name in files + links]
-    return sorted(found)
-
-
-def _importable(path: Path) -> bool:
-    """A module or package that ``import`` would find in ``path``'s folder."""
-    suffixes = importlib.machinery.all_suffixes()
-    if path.is_dir():
-        return any((path / f"__init__{suffix}").exists() for suffix in suffixes)
-    return path.name.endswith(tuple(suffixes))
-
-
-def check_unpacked(root: Path = ROOT) -> None:
-    """At start-up of an unpacked submission (one holding the marker or ``MANIFEST.json``): the cheap
-    :func:`verify_manifest`."""
-    root = Path(root)
-    if (root / MARKER).is_file() or (root / MANIFEST).is_file():
-        verify_manifest(root, full=False)
-
-
-def _manifest_entries(root: Path) -> list[ManifestEntry]:
-    path = root / MANIFEST
-    if not path.exists() and (root / MARKER).exists():
-        raise UsageError(f"{path}: missing, yet {root / MARKER} marks a packaged copy: the unpack was cut off "
-                         "before its last entry; unzip the submission again, completely")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{path}: unreadable manifest ({exc}); {REPACKAGE}") from None
-    return _parse_manifest(text, str(path))
-
-
-def _parse_manifest(text: str, where: str) -> list[ManifestEntry]:
-    """The entries of a manifest's text; a UsageError naming ``where`` if it is malformed or leaves the tree."""
-    try:
-        entries = [ManifestEntry(str(e["path"]), int(e["size"]), str(e["sha256"])) for e in json.loads(text)["files"]]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UsageError(f"{where}: unreadable manifest ({exc}); {REPACKAGE}") from None
-    bad = [e.path for e in entries if PurePosixPath(e.path).is_absolute() or ".." in e.path.split("/")]
-    if bad:
-        raise UsageError(f"{where}: lists {bad[0]!r}, outside the submission; {REPACKAGE}")
-    return entries
-
-
-def _is_code(name: str) -> bool:
-    return name.endswith(".py") or name in ("run.sh", "requirements.txt", "submission/config.json")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def network_blocker(folder: Path) -> Path:
