@@ -22,7 +22,7 @@ import tensorflow as tf
 from PIL import Image
 
 from timebox.config import read_settings
-from timebox.data.decode import decode_image
+from timebox.data.decode import decode_image, decode_truncated
 from timebox.errors import UsageError
 from timebox.export import modelarts
 from timebox.export.flink import JUDGE_INPUT_FILE, LATENCY_LIMIT_MS, export_flink, latency_check
@@ -350,6 +350,18 @@ def test_modelarts_service_accepts_raw_bytes(service, tmp_path):
     with open(path, "rb") as f:
         from_file = service.inference({"input_img": {path.name: f}})
     assert service.inference({"input_img": {path.name: path.read_bytes()}}) == from_file
+
+
+def test_modelarts_service_predicts_a_truncated_upload_from_the_part_that_decodes(service, tmp_path):
+    """As `online` and `predict` do for a truncated test file: not the prior class with its image unread."""
+    whole = _write_images(tmp_path)[0]  # big.jpg
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(whole.read_bytes()[: len(whole.read_bytes()) * 6 // 10])
+    assert decode_image(cut, SIZE).image is None, "a strict decode refuses it"
+    with open(cut, "rb") as f:
+        batch = service._preprocess({"input_img": {cut.name: f}})
+    assert batch["usable"] == [True]
+    np.testing.assert_array_equal(batch["images"][0], decode_truncated(cut, SIZE).image)
 
 
 def test_predict_keeps_the_decode_cache_under_its_cap(model_dir, images, tmp_path):

@@ -31,7 +31,7 @@ class ImageClassifyService(TfServingBaseService):
         self.model_name, self.model_path = model_name, model_path
         self.serve = tf.saved_model.load(model_path).signatures["serving_default"]
         self.input_size = int(self.serve.structured_input_signature[1][INPUT].shape[1])
-        self.decode_image = _load_module(os.path.join(model_path, "timebox_decode.py")).decode_image
+        self.decoder = _load_module(os.path.join(model_path, "timebox_decode.py"))
         self.names = _read_json(os.path.join(model_path, "garbage_classify_rule.json"))
         labels = _read_json(os.path.join(model_path, "labels.json"))
         self.fallback_id = labels["class_ids"][labels["prior_class"]]
@@ -50,7 +50,10 @@ class ImageClassifyService(TfServingBaseService):
         try:
             with os.fdopen(fd, "wb") as f:
                 _copy_capped(name, content if hasattr(content, "read") else io.BytesIO(content), f)
-            return self.decode_image(path, self.input_size).image
+            decoded = self.decoder.decode_image(path, self.input_size)
+            if decoded.error == self.decoder.TRUNCATED:  # as timebox predicts a truncated test file: from its part
+                decoded = self.decoder.decode_truncated(path, self.input_size)
+            return decoded.image
         finally:
             os.unlink(path)
 
