@@ -1,8 +1,9 @@
-"""Training recipes against the defaults on a long-tailed flowers5: its training classes subsampled to 100%, 50%,
-25%, 12% and 6% of their images (sorted class order, seeded), the test split unchanged; `online` at one budget per
-recipe and seed, printing test accuracy, macro accuracy (the mean of the classes') and wall time.
+"""Training recipes against each other: `online` at one budget per recipe and seed, printing test accuracy, macro
+accuracy (the mean of the classes') and wall time. Datasets: `lt`, a long-tailed flowers5 (its training classes
+subsampled to 100%, 50%, 25%, 12% and 6% of their images, sorted class order, seeded; the test split unchanged),
+`flowers5` and `trashnet`.
 
-    .venv/bin/python bench/recipes.py [--budget 4m] [--seeds 0,1] [--recipes none,balanced,effective] [--out DIR]
+    .venv/bin/python bench/recipes.py [--data lt] [--budget 4m] [--seeds 0,1] [--recipes none,balanced] [--out DIR]
 
 A recipe is a set of settings laid over the defaults (see RECIPES). Runs alternate recipes per seed and share one
 decode cache; nothing else should run. Issue 32's goal: the default's macro accuracy at 4 minutes at least 3 points
@@ -18,7 +19,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from _online import FLOWERS, online_run
+from _online import FLOWERS, ROOT, online_run
+
+TRASHNET = ROOT.parent / "shared" / "datasets" / "trashnet"
 
 SHARES = (1.0, 0.5, 0.25, 0.12, 0.06)
 RECIPES = {"none": {"class_weight": "none"}, "balanced": {"class_weight": "balanced"},
@@ -43,23 +46,28 @@ def long_tailed(dest: Path, seed: int = 0) -> Path:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default="lt", choices=("lt", "flowers5", "trashnet"))
     p.add_argument("--budget", default="4m")
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--recipes", default="none,balanced,effective")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="recipes-"))
-    train = long_tailed(out / "flowers5-lt")
+    train, test = {"lt": lambda: (long_tailed(out / "flowers5-lt"), FLOWERS),
+                   "flowers5": lambda: (FLOWERS / "train", FLOWERS),
+                   "trashnet": lambda: (TRASHNET / "train_data", TRASHNET)}[args.data]()
+    where = {"test": test / ("test_data" if args.data == "trashnet" else "test"), "labels": test / "test_labels.csv"}
     names = args.recipes.split(",")
     results: dict[str, list[tuple[float, float, float]]] = {n: [] for n in names}
     for seed in [int(s) for s in args.seeds.split(",")]:
         for name in names:
             config = out / f"{name}-{seed}.json"
             config.write_text(json.dumps(RECIPES[name]))
-            run = online_run(train, out / f"{name}-{seed}", args.budget, seed, out / "cache", ["--config", str(config)])
+            run = online_run(train, out / f"{name}-{seed}", args.budget, seed, out / "cache", ["--config", str(config)],
+                             **where)
             acc, macro, wall = run.accuracy, run.macro_accuracy, run.wall_s
             results[name].append((acc, macro, wall))
-            print(f"{args.budget} seed {seed} {name:15s} accuracy {100 * acc:6.2f}%  macro {100 * macro:6.2f}%  "
+            print(f"{args.data} {args.budget} seed {seed} {name:15s} accuracy {100 * acc:6.2f}%  macro {100 * macro:6.2f}%  "
                   f"wall {wall:5.1f}s", flush=True)
     base = statistics.median(m for _, m, _ in results[names[0]])
     for name in names:
