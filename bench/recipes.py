@@ -53,6 +53,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="recipes-"))
+    out.mkdir(parents=True, exist_ok=True)
     train, test = {"lt": lambda: (long_tailed(out / "flowers5-lt"), FLOWERS),
                    "flowers5": lambda: (FLOWERS / "train", FLOWERS),
                    "trashnet": lambda: (TRASHNET / "train_data", TRASHNET)}[args.data]()
