@@ -156,7 +156,8 @@ def test_the_report_has_pictures_an_index_page_and_tensorboard_events(run):
     finetune = [p.name for p in (report / "tensorboard").iterdir() if p.name.startswith("finetune")]
     assert finetune and {"loss", "learning_rate"} <= tags(finetune[0])[1]
     run_events, run_tags = tags("run")
-    assert "summary" in run_tags and ("val confusion matrix" in run_tags) != late
+    assert {"summary", "plan"} <= run_tags and ("val confusion matrix" in run_tags) != late
+    assert b"fine-tuning efficientnet-lite0" in make_ndarray(run_events.Tensors("plan")[0].tensor_proto).item()
     assert b"val accuracy" in make_ndarray(run_events.Tensors("summary")[0].tensor_proto).item()
 
 

@@ -156,9 +156,12 @@ class FineTunePhase:
     def _announce(self, rnd: _Round, time_s: float) -> None:
         ctx = self.ctx
         where = "whole, on random crops of the images" if self.image_cut else f"from block {ctx.planner.cut}"
-        ctx.log(f"fine-tuning {ctx.spec.name} {where} for up to {time_s:.0f}s"
+        line = (f"fine-tuning {ctx.spec.name} {where} for up to {time_s:.0f}s"
                 + (" on the training and val images (refit)" if rnd.refit else "")
                 + (f" (round {rnd.r + 1} of {rnd.rounds})" if rnd.rounds > 1 else ""))
+        ctx.log(line)
+        size = self.scorer.acts.size
+        ctx.session.events.text("plan", line + (f"; input size {size} px" if size else ""), step=rnd.r)
 
     def _train(self, rnd: _Round, time_s: float, eval_s: float, resume: FineTuneState | None):
         """:func:`timebox.train.finetune.fine_tune` on the round's images, scoring each epoch (not a refit's) and
