@@ -27,7 +27,7 @@ def test_balanced_weights_give_every_class_the_same_total_and_a_mean_of_one():
     w = Recipe(class_weight="balanced").weights(y, 3)
     np.testing.assert_allclose(w * COUNTS, [100 / 3] * 3)
     assert np.mean(w[y]) == pytest.approx(1.0)
-    assert Recipe().weights(y, 3) is None and Recipe().class_weights(y, 3) is None
+    assert Recipe(class_weight="none").weights(y, 3) is None and Recipe(class_weight="none").class_weights(y, 3) is None
 
 
 def test_effective_number_weights_follow_cui_et_al_with_a_class_absent():
@@ -50,10 +50,10 @@ def test_focal_loss_is_cross_entropy_scaled_by_one_minus_p_to_the_gamma():
 def test_label_smoothing_and_class_weight_are_settings_of_a_run():
     cfg = OnlineConfig("t", None, "o", 60.0, loss="focal", label_smoothing=0.0, class_weight="effective")
     assert Recipe.of(cfg) == Recipe("focal", 0.0, "effective")
-    assert Recipe.of(OnlineConfig("t", None, "o", 60.0)) == Recipe("crossentropy", 0.1, "none")
+    assert Recipe.of(OnlineConfig("t", None, "o", 60.0)) == Recipe() == Recipe("crossentropy", 0.1, "balanced")
 
 
-@pytest.mark.parametrize("recipe", [Recipe(), Recipe(loss="focal"), Recipe(class_weight="balanced"),
+@pytest.mark.parametrize("recipe", [Recipe(class_weight="none"), Recipe(loss="focal"), Recipe(class_weight="balanced"),
                                     Recipe(loss="focal", class_weight="effective", label_smoothing=0.0)])
 def test_the_keras_head_learns_with_every_recipe(recipe):
     x, y = _problem()

@@ -114,9 +114,9 @@ SETTINGS: tuple[Setting, ...] = (
        "numpy head stays cross-entropy)", flag="--loss", choices=("crossentropy", "focal")),
     _s("label_smoothing", float, 0.1, "label smoothing of every trainer's loss", low=0.0, high=0.5,
        flag="--label-smoothing"),
-    _s("class_weight", str, "none", "class weights against imbalance: none, balanced (n / (k * n_class)), or "
+    _s("class_weight", str, "balanced", "class weights against imbalance: none, balanced (n / (k * n_class)), or "
        "effective (by the effective number of samples, beta 0.999); a training image's mean weight is 1",
-       flag="--class-weight", choices=("none", "balanced", "effective")),
+       flag="--class-weight", choices=("none", "balanced", "effective"), evidence=f"{_R}, 2026-12-07 recipes"),
     _s("cost_matrix", str, None, "a JSON file of confusion costs by class name (pairs, groups) added to the loss "
        "of the heads and fine-tuning (null: none); ./run.sh propose-costs drafts one from a run", nullable=True,
        flag="--cost-matrix", parse=check_cost_file),

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..models.losses import FOCAL_GAMMA, SmoothedSparse, SparseFocal, select_loss
+from ..settings import SETTING
 from .costs import read_costs
 
 LOSSES = ("crossentropy", "focal")
@@ -36,9 +37,11 @@ EFFECTIVE_BETA = 0.999
 
 @dataclass(frozen=True)
 class Recipe:
-    loss: str = "crossentropy"
-    label_smoothing: float = 0.1
-    class_weight: str = "none"
+    """The defaults are the settings' (timebox.settings)."""
+
+    loss: str = SETTING["loss"].default
+    label_smoothing: float = SETTING["label_smoothing"].default
+    class_weight: str = SETTING["class_weight"].default
     costs: tuple[tuple[float, ...], ...] | None = None  # the confusion costs (timebox.train.costs), rows: true class
 
     @classmethod
