@@ -14,6 +14,7 @@ import sys
 import time
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -329,7 +330,8 @@ def test_an_upload_over_the_cap_is_refused_without_reading_it_whole(service_modu
     monkeypatch.setattr(service_module, "MAX_UPLOAD_BYTES", 10_000)
     service = object.__new__(service_module.ImageClassifyService)
     service.input_size = 8
-    service.decode_image = lambda path, size: type("D", (), {"image": np.zeros((size, size, 3), np.uint8)})()
+    decoded = lambda path, size: SimpleNamespace(image=np.zeros((size, size, 3), np.uint8), error=None)  # noqa: E731
+    service.decoder = SimpleNamespace(decode_image=decoded, decode_truncated=decoded, TRUNCATED="truncated")
     upload = _Upload(b"\xff" * 50_000)
     with pytest.raises(ValueError, match="huge.jpg") as exc:
         service._preprocess({"input_img": {"huge.jpg": upload}})
