@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,3 +37,10 @@ def online_run(train: Path, out: Path, budget: str, seed: int, cache: Path, flag
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     result = score(out / "predictions.csv", labels)
     return RunScore(result.accuracy, result.macro_accuracy, time.time() - start)
+
+
+def work_dir(out: Path | None, prefix: str) -> Path:
+    """``--out``, or a new temporary folder named by ``prefix``; created."""
+    folder = out or Path(tempfile.mkdtemp(prefix=prefix))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

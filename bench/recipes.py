@@ -15,11 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import tempfile
 from pathlib import Path
 
 import numpy as np
-from _online import FLOWERS, ROOT, online_run
+from _online import FLOWERS, ROOT, online_run, work_dir
 
 TRASHNET = ROOT.parent / "shared" / "datasets" / "trashnet"
 
@@ -52,8 +51,7 @@ def main() -> None:
     p.add_argument("--recipes", default="none,balanced,effective")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
-    out = args.out or Path(tempfile.mkdtemp(prefix="recipes-"))
-    out.mkdir(parents=True, exist_ok=True)
+    out = work_dir(args.out, "recipes-")
     train, test = {"lt": lambda: (long_tailed(out / "flowers5-lt"), FLOWERS),
                    "flowers5": lambda: (FLOWERS / "train", FLOWERS),
                    "trashnet": lambda: (TRASHNET / "train_data", TRASHNET)}[args.data]()

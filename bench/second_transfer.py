@@ -16,13 +16,12 @@ import os
 import shutil
 import statistics
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from _online import FLOWERS, ROOT, online_run
+from _online import FLOWERS, ROOT, online_run, work_dir
 from timebox.data.layouts import read_dataset
 from timebox.data.splits import stratified_split
 
@@ -56,7 +55,7 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
-    out = args.out or Path(tempfile.mkdtemp(prefix="second_transfer-"))
+    out = work_dir(args.out, "second_transfer-")
     a, b = halves(out / "data")
     model = pretrain(a, args.pretrain, out / "PRE", out / "models")
     cache, results = out / "cache", {}

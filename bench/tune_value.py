@@ -13,11 +13,10 @@ import argparse
 import json
 import statistics
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
-from _online import FLOWERS, ROOT, online_run
+from _online import FLOWERS, ROOT, online_run, work_dir
 
 
 def tune(out: Path, budget: str) -> Path:
@@ -45,8 +44,7 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
-    out = args.out or Path(tempfile.mkdtemp(prefix="tune_value-"))
-    out.mkdir(parents=True, exist_ok=True)
+    out = work_dir(args.out, "tune_value-")
     best = tune(out / "TUNE", args.tune_budget)
     cache, results = out / "cache", {"defaults": [], "tuned": []}
     for seed in [int(s) for s in args.seeds.split(",")]:
