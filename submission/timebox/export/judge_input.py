@@ -20,10 +20,12 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from ..errors import UsageError
+
+if TYPE_CHECKING:  # numpy is imported where encode runs: the command line reads this module at every start
+    import numpy as np
 
 # The contestants' own Flink code (LCFractal/Tianchi_garbage, RunZoo3.java): OpenCV decodes BGR, the channels are
 # reversed (RGB), mean 127.5 and scale 127.5 per channel, 380 x 380.
@@ -89,6 +91,8 @@ class JudgeInput:
 
     def encode(self, images: np.ndarray) -> np.ndarray:
         """What the judge feeds for uint8 RGB images already at ``size``: the forward transform."""
+        import numpy as np
+
         x = np.asarray(images, np.float32) * np.float32(self.value_max / 255.0)
         if self.channels == "BGR":
             x = x[..., ::-1]

@@ -19,15 +19,19 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from ..errors import UsageError
+
+if TYPE_CHECKING:  # numpy is imported where a matrix is made: the command line reads this module at every start
+    import numpy as np
 
 
 def read_costs(path: Path, class_names: list[str]) -> np.ndarray:
     """The (k, k) cost matrix ``path`` gives (rows: true class); a UsageError naming the file and the entry at
     fault otherwise."""
+    import numpy as np
+
     try:
         spec = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
@@ -79,6 +83,8 @@ def _cost(entry: dict, where: str) -> float:
 def propose_costs(confusion_csv: Path, top: int = 10) -> dict:
     """The ``top`` most frequent mistakes of a run's val confusion matrix (``OUT/report/confusion_val.csv``) as a
     cost file to edit: each pair's cost its share of the true class's images, the largest scaled to 1."""
+    import numpy as np
+
     try:
         with open(confusion_csv, newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f))
