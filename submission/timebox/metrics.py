@@ -24,9 +24,8 @@ def confusion_matrix(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> 
     return cm
 
 
-def per_class_accuracy(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """Recall of each class (NaN for a class with no labelled examples)."""
-    cm = confusion_matrix(pred, labels, num_classes)
+def per_class_accuracy(cm: np.ndarray) -> np.ndarray:
+    """Recall of each class from a confusion matrix (rows: true class); NaN for a class with no labelled examples."""
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.diag(cm) / cm.sum(1)
 

@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 from matplotlib import font_manager  # noqa: E402
 
 from .fileio import atomic_write_bytes  # noqa: E402
+from .metrics import per_class_accuracy  # noqa: E402
 
 _CJK = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans SC", "WenQuanYi Zen Hei", "WenQuanYi Micro Hei",
         "Source Han Sans SC", "SimHei", "Microsoft YaHei", "PingFang SC", "AR PL UMing CN")
@@ -109,7 +110,7 @@ def per_class_png(path: Path, cm: np.ndarray, names: list[str]) -> bytes:
     """Each class's val accuracy (its diagonal share), with its image count."""
     _fonts()
     counts = cm.sum(axis=1)
-    acc = 100 * np.diag(cm) / np.maximum(1, counts)
+    acc = 100 * np.nan_to_num(per_class_accuracy(cm))  # a class with no image: 0
     fig, ax = plt.subplots(figsize=(7, 1 + 0.35 * len(names)))
     ax.barh(range(len(names)), acc, color="steelblue")
     for i, (a, c) in enumerate(zip(acc, counts)):

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .fileio import atomic_write_text
+from .metrics import per_class_accuracy
 
 _FILES = (("../predictions.csv", "predictions"), ("../model/", "the exported model"),
           ("summary.json", "summary (machine-readable)"), ("log.txt", "log"), ("history.json", "training history"),
@@ -46,10 +47,9 @@ def write_index(folder: Path, summary: dict, class_names: list[str], cm: np.ndar
     parts += [f"<h2>{e(p.removesuffix('.png').replace('_', ' '))}</h2><img src='{e(p)}' alt='{e(p)}'>"
               for p in pictures]
     if cm is not None:
-        counts = cm.sum(axis=1)
+        rows = zip(class_names, cm.sum(axis=1), np.nan_to_num(per_class_accuracy(cm)))  # a class with no image: 0
         parts.append("<h2>per class (val)</h2><table><tr><th>class</th><th>images</th><th>accuracy</th></tr>" + "".join(
-            f"<tr><td>{e(n)}</td><td>{int(c)}</td><td>{100 * cm[i, i] / max(1, c):.1f}%</td></tr>"
-            for i, (n, c) in enumerate(zip(class_names, counts))) + "</table>")
+            f"<tr><td>{e(n)}</td><td>{int(c)}</td><td>{100 * a:.1f}%</td></tr>" for n, c, a in rows) + "</table>")
     notes = summary.get("notes") or []
     parts.append("<h2>notes</h2>" + ("<ul>" + "".join(f"<li>{e(n)}</li>" for n in notes) + "</ul>" if notes
                                      else "<p>none</p>"))

@@ -29,7 +29,7 @@ def early_output(ctx: Context, pool: Pooler, val: np.ndarray, test: np.ndarray, 
     pooled_val, pooled_train, pooled_test = pool([val, train, test])  # kept: the head reuses them
     head = fit_linear_head(pooled_train, y_train, pooled_val, y_val, ctx.num_classes,
                            expired=lambda: ctx.budget.remaining() <= keep_s, seed=ctx.cfg.seed,
-                           init=head_init(ctx, pooled_train.shape[1]), label_smoothing=ctx.cfg.label_smoothing,
+                           init=head_init(ctx, pooled_train.shape[1]), label_smoothing=ctx.recipe.label_smoothing,
                            class_weights=ctx.recipe.weights(y_train, ctx.num_classes))
     ctx.outputs.write(ctx.predict(head.model, [pooled_test]), usable, EARLY_SOURCE)
     ctx.session.phase("early output", t, ctx.cfg.early_output_s, val_accuracy=round(head.val_accuracy, 4))

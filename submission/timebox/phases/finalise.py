@@ -97,7 +97,7 @@ def finalise(ctx: Context, ext: Extraction, scorer: Scorer, head: HeadOutcome, f
     summary = _summary(ctx, ext, val_acc, head.tta)
     cm = None if val_probs is None else confusion_matrix(val_probs.argmax(1), ext.acts.y_val, ctx.num_classes)
     if cm is not None:  # the output's, on val (trained on, after a refit: the notes say so)
-        per_class = per_class_accuracy(val_probs.argmax(1), ext.acts.y_val, ctx.num_classes)
+        per_class = per_class_accuracy(cm)
         summary["val_per_class"] = {n: None if np.isnan(a) else round(float(a), 4)
                                     for n, a in zip(class_names, per_class)}
         summary["val_macro_accuracy"] = round(float(np.nanmean(per_class)), 4)

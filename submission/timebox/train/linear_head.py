@@ -24,11 +24,11 @@ import numpy as np
 
 from ..metrics import accuracy, log_loss
 from ..models.heads import HeadRows, build_head
+from ..settings import SETTING
 from .head import HeadResult
 
 L2 = 0.03  # on the scaled features; on trashnet 0.01 scored as well, with weights a third larger than fit_head's
 ITERATIONS = 100  # on trashnet, 200 and 300 did no better (the weights' norm moved by 3%)
-LABEL_SMOOTHING = 0.1  # as fit_head's
 CHECK_EVERY = 10  # iterations between looks at ``expired``
 
 
@@ -59,7 +59,7 @@ def fit_linear_head(
     l2: float = L2,
     iterations: int = ITERATIONS,
     init: HeadRows | None = None,
-    label_smoothing: float = LABEL_SMOOTHING,
+    label_smoothing: float = SETTING["label_smoothing"].default,
     class_weights: np.ndarray | None = None,
 ) -> HeadResult:
     """A softmax head on ``train_x`` (features) and ``train_y`` (class ids), scored on val; stops early (between

@@ -30,8 +30,6 @@ from ..models.losses import FOCAL_GAMMA, SmoothedSparse, SparseFocal, select_los
 from ..settings import SETTING
 from .costs import read_costs
 
-LOSSES = ("crossentropy", "focal")
-CLASS_WEIGHTS = ("none", "balanced", "effective")
 EFFECTIVE_BETA = 0.999
 
 
