@@ -11,15 +11,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import optuna
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import optuna  # noqa: E402
-
-from timebox.fileio import atomic_write_bytes  # noqa: E402
-from timebox.settings import SETTING  # noqa: E402
+from timebox.plots import save_png  # it also sets matplotlib's Agg backend
+from timebox.settings import SETTING
 
 
 def write_plots(folder: Path, study: optuna.Study) -> list[Path]:
@@ -27,16 +24,6 @@ def write_plots(folder: Path, study: optuna.Study) -> list[Path]:
     if not trials:
         return []
     return [_over_time(folder / "accuracy_over_time.png", trials), _settings(folder / "settings.png", trials)]
-
-
-def _save(fig: plt.Figure, path: Path) -> Path:
-    import io
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
 
 
 def _over_time(path: Path, trials: list[optuna.trial.FrozenTrial]) -> Path:
@@ -61,7 +48,8 @@ def _over_time(path: Path, trials: list[optuna.trial.FrozenTrial]) -> Path:
     ax.set(xlabel="minutes into the search", ylabel="held-out accuracy (%)", title="Trials over time")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
-    return _save(fig, path)
+    save_png(fig, path, dpi=110)
+    return path
 
 
 def _settings(path: Path, trials: list[optuna.trial.FrozenTrial]) -> Path:
@@ -90,4 +78,5 @@ def _settings(path: Path, trials: list[optuna.trial.FrozenTrial]) -> Path:
         ax.axis("off")
     fig.suptitle("Held-out accuracy (%) of the first rung's trials by setting", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    save_png(fig, path, dpi=110)
+    return path

@@ -38,9 +38,10 @@ def _fonts() -> None:
     logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
 
 
-def _save(fig, path: Path) -> bytes:
+def save_png(fig, path: Path, dpi: int = 100) -> bytes:
+    """``fig`` as a PNG at ``path`` (replaced atomically), closed; the PNG's bytes."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     atomic_write_bytes(path, buffer.getvalue())
     return buffer.getvalue()
@@ -84,7 +85,7 @@ def timeline_png(path: Path, budget_s: float, phases: list[dict], scores: list[d
     bottom.set_xlabel("seconds since the run's start")
     bottom.set_xlim(0, budget_s * 1.02)
     bottom.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def confusion_png(path: Path, cm: np.ndarray, names: list[str]) -> bytes:
@@ -103,7 +104,7 @@ def confusion_png(path: Path, cm: np.ndarray, names: list[str]) -> bytes:
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"val confusion matrix ({int(cm.sum())} images)")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def per_class_png(path: Path, cm: np.ndarray, names: list[str]) -> bytes:
@@ -122,4 +123,4 @@ def per_class_png(path: Path, cm: np.ndarray, names: list[str]) -> bytes:
     ax.set_xlim(0, 100)
     ax.set_xlabel("val accuracy (%)")
     ax.set_title(f"per class: macro accuracy {acc.mean():.1f}%")
-    return _save(fig, path)
+    return save_png(fig, path)
