@@ -111,10 +111,10 @@ def _manifest_entries(root: Path) -> list[ManifestEntry]:
         text = path.read_text(encoding="utf-8")
     except (OSError, ValueError) as exc:
         raise UsageError(f"{path}: unreadable manifest ({exc}); {REPACKAGE}") from None
-    return _parse_manifest(text, str(path))
+    return parse_manifest(text, str(path))
 
 
-def _parse_manifest(text: str, where: str) -> list[ManifestEntry]:
+def parse_manifest(text: str, where: str) -> list[ManifestEntry]:
     """The entries of a manifest's text; a UsageError naming ``where`` if it is malformed or leaves the tree."""
     try:
         entries = [ManifestEntry(str(e["path"]), int(e["size"]), str(e["sha256"])) for e in json.loads(text)["files"]]

@@ -37,7 +37,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from .config import read_settings
 from .errors import UsageError
 from .manifest import (BYTECODE, MANIFEST, MANIFEST_MAX_BYTES, MARKER, REPACKAGE, ROOT, ManifestEntry,
-                       _parse_manifest, verify_manifest)
+                       parse_manifest, verify_manifest)
 from .pretrained import META as PRETRAINED_META
 
 MARKER_TEXT = "a timebox submission: MANIFEST.json, the zip's last entry, lists every file of it\n"
@@ -252,7 +252,7 @@ def _zip_manifest(zip_path: Path, zf: zipfile.ZipFile) -> list[ManifestEntry]:
     if len(data) > MANIFEST_MAX_BYTES:
         raise UsageError(f"{zip_path}: its {MANIFEST} is over {MANIFEST_MAX_BYTES / MB:g} MB, not a timebox "
                          f"manifest; {REPACKAGE}")
-    return _parse_manifest(data.decode("utf-8", errors="replace"), f"{zip_path}: {MANIFEST}")
+    return parse_manifest(data.decode("utf-8", errors="replace"), f"{zip_path}: {MANIFEST}")
 
 
 def _check_listed(zip_path: Path, name: str, size: int, sizes: dict[str, int]) -> None:
