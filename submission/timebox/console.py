@@ -13,7 +13,7 @@ What TensorFlow would print, and where each is stopped:
 
 Example::
 
-    quiet(verbose=args.verbose)
+    quiet(args.verbose)
     tf = tensorflow_quietly()
 """
 
