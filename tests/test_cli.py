@@ -160,3 +160,17 @@ def test_score_reads_a_gbk_labels_file_with_chinese_class_names(tmp_path, capsys
     pred.write_text("filename,label\na.jpg,可回收物\nb.jpg,可回收物\n", encoding="utf-8")
     assert main(["score", "--pred", str(pred), "--labels", str(labels)]) == 0
     assert "accuracy: 50.00% (1/2)" in capsys.readouterr().out
+
+
+def test_every_subcommand_prints_its_help_with_every_setting_flag():
+    """argparse %-formats help texts: a setting's help with "2% of" once made `online --help` raise."""
+    from timebox.cli import build_parser
+    from timebox.settings import SETTINGS
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, command in sub.choices.items():
+        text = command.format_help()
+        assert text.startswith("usage:"), name
+    online = " ".join(sub.choices["online"].format_help().split())
+    assert all(s.flag in online for s in SETTINGS if s.flag) and "2% of the budget" in online

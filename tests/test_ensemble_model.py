@@ -130,3 +130,20 @@ def test_a_zoomed_mirrored_member_reads_the_bottom_of_that_view_and_survives_sav
     model.save(tmp_path / "zoom.keras")
     np.testing.assert_allclose(load_model(tmp_path / "zoom.keras").predict_on_batch(images), expected,
                                rtol=1e-5, atol=1e-6)
+
+
+def test_a_corner_crop_view_is_the_member_on_that_resized_corner_and_survives_saving(tmp_path):
+    bottom, a = _bottom(), _member(1, "a")
+    crop = next(v for v in VIEWS if v.name == "crop bottom-right")
+    images = np.random.default_rng(2).integers(0, 256, (4, SIZE, SIZE, 3), dtype=np.uint8)
+    corner = CenterZoom(crop.zoom, anchor=(1.0, 1.0))(images)
+    kept = round(SIZE * crop.zoom)
+    np.testing.assert_array_equal(  # a resize of the bottom-right corner, not of the centre
+        keras.ops.convert_to_numpy(corner),
+        keras.ops.convert_to_numpy(CenterZoom(1.0)(keras.ops.image.resize(
+            images[:, SIZE - kept:, SIZE - kept:].astype(np.float32), (SIZE, SIZE)).numpy().round().clip(0, 255)
+            .astype(np.uint8))))
+    model = compose_ensemble(bottom, [a, a], [VIEWS[0], crop], [0.5, 0.5])
+    model.save(tmp_path / "crops.keras")
+    np.testing.assert_allclose(load_model(tmp_path / "crops.keras").predict_on_batch(images),
+                               model.predict_on_batch(images), rtol=1e-6)

@@ -86,6 +86,10 @@ def test_zoomed_views_fit_their_share_and_need_the_decoded_images():
     assert p.zoom_views() == 0  # a resumed session: no decoded images
     p.zoom_sources = True
     assert p.zoom_views() == 2
+    p.cfg.tta_crops = 4  # the corner crops join them, within the same share
+    assert p.zoom_views() == 6
+    p.cfg.zoom_share = 0.01  # 36 s, 14 s a view: as many views as fit
+    assert p.zoom_views() == 2
     p.cfg.zoom_share = 0.0
     assert p.zoom_views() == 0
 
@@ -111,3 +115,9 @@ def test_a_step_starts_when_its_plan_less_the_overrun_fits():
 def test_no_fine_tuning_without_a_split_or_with_it_off():
     assert not planner(Counts(10, 10, 10), cut=None).fine_tune_fits(1e9)
     assert not planner(Counts(10, 10, 10), finetune=False).fine_tune_fits(1e9)
+
+
+def test_a_head_the_early_head_is_not_is_always_fitted_and_its_time_planned_before_the_cut():
+    plain = planner(Counts(10, 10, 10))
+    assert not plain.keras_head
+    assert planner(Counts(10, 10, 10), head="cosine").keras_head and planner(Counts(10, 10, 10), head_hidden=64).keras_head

@@ -340,3 +340,23 @@ def test_an_upload_over_the_cap_is_refused_without_reading_it_whole(service_modu
     with pytest.raises(ValueError, match="raw.jpg"):
         service._preprocess({"input_img": {"raw.jpg": b"\xff" * 50_000}})
     assert service._preprocess({"input_img": {"ok.jpg": b"\xff" * 9_000}})["images"].shape == (1, 8, 8, 3)
+
+
+def test_two_runs_making_the_same_first_export_at_once_both_finish_and_one_complete_export_stays(tmp_path,
+                                                                                                  monkeypatch):
+    dest = tmp_path / "model"
+    real_lexists, raced = os.path.lexists, []
+
+    def other_run_first(path):  # another run sharing the folder renames its export in just after this one looked
+        if Path(path) == dest and not raced:
+            raced.append(True)
+            os.mkdir(dest)
+            _build("other")(dest)
+            return False
+        return real_lexists(path)
+
+    monkeypatch.setattr(serving.os.path, "lexists", other_run_first)
+    replace_dir(dest, _build("mine"))  # failed with "Directory not empty" before
+    monkeypatch.undo()
+    assert _complete(dest) and (dest / "a").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]

@@ -41,6 +41,11 @@ def _dest(setting) -> str:
     return setting.flag.removeprefix("--no-").removeprefix("--").replace("-", "_")
 
 
+def _escaped(text: str) -> str:
+    """``text`` as argparse's help (which %-formats it: "2% of" would raise)."""
+    return text.replace("%", "%%")
+
+
 def _add_training_flags(p: argparse.ArgumentParser) -> None:
     """The flags of the settings that have one (timebox.settings), and the run's own."""
     verbose_flag(p)
@@ -52,11 +57,11 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
             continue
         if s.kind is bool:  # a default-on setting: its flag turns it off
             p.add_argument(s.flag, dest=_dest(s), action="store_const", const=not s.default, default=None,
-                           help=f"{s.help}: off")
+                           help=f"{_escaped(s.help)}: off")
             continue
         default = "derived" if s.default is None else s.default
         p.add_argument(s.flag, dest=_dest(s), type=_flag_type(s), default=None,
-                       help=f"{s.help} (default: {default}" + (f"; one of {', '.join(s.choices)}" if s.choices
+                       help=f"{_escaped(s.help)} (default: {default}" + (f"; one of {', '.join(s.choices)}" if s.choices
                                                                 else "") + ")")
     p.add_argument("--cache-dir", type=Path, default=None,
                    help="decoded-image cache (default: $TIMEBOX_CACHE_DIR or ~/.cache/timebox, else the temp "

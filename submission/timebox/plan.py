@@ -24,7 +24,8 @@ from .budget import Budget
 from .train.depth import CutCost, CutPlan, choose_cut
 
 CACHED_VIEWS = 2  # views extracted with the training images (original, mirrored); the zoomed ones come later
-ZOOMED_VIEWS = 2  # the zoomed view and its mirror (timebox.models.ensemble_model.VIEWS[2:])
+ZOOMED_VIEWS = 2  # the zoomed view and its mirror (timebox.models.ensemble_model.VIEWS[2:4]); then the corner
+# crops (setting tta_crops, VIEWS[4:])
 
 
 @dataclass
@@ -126,7 +127,7 @@ class Planner:
         cfg, full_s = self.cfg, self.measured.full_image_s
         images = 2 * (n.val + n.test) + (1 + mirror) * n.train
         extract_s = max(images * full_s - self.measured.stored_s, 0.0)
-        before_s = (extract_s + cfg.early_output_s + self.head_s * mirror + self.reserve_s()
+        before_s = (extract_s + cfg.early_output_s + self.head_s * (mirror or self.keras_head) + self.reserve_s()
                     + self.second_plan_s(n.val + n.test + n.train) + cfg.export_guess_s + cfg.ft_setup_s)
         time_s = (self.budget.remaining() - before_s) * (1 - cfg.ensemble_max_share * self.voting)
         costs = [CutCost(c, s, 2 * int(np.prod(self.cuts.shape(size, c)))) for c, s in top_s.items()]
@@ -140,6 +141,12 @@ class Planner:
         return 0.25 * self.measured.full_image_s * self.cuts.share(cut)
 
     # the head
+    @property
+    def keras_head(self) -> bool:
+        """Whether the head is always fitted in Keras: a head the early (numpy, softmax) head is not (settings
+        ``head``, ``head_hidden``)."""
+        return self.cfg.head != "softmax" or self.cfg.head_hidden > 0
+
     def head_plan(self, early: bool, interrupted: bool) -> HeadPlan:
         """The head's seconds (none when the early head is the head), and whether the ensemble phase keeps its
         time: not when it would take over ``ensemble_max_share`` of the time after the head and fine-tuning
@@ -251,7 +258,8 @@ class Planner:
         """How many zoomed views fit in ``zoom_share`` of the budget."""
         if not self.zoom_sources or not self.votes() or self.cfg.zoom_share <= 0:
             return 0
-        return min(max(int(self.cfg.zoom_share * self.cfg.budget_s // self.zoom_view_s()), 0), ZOOMED_VIEWS)
+        return min(max(int(self.cfg.zoom_share * self.cfg.budget_s // self.zoom_view_s()), 0),
+                   ZOOMED_VIEWS + self.cfg.tta_crops)
 
     def zoom_views_left(self, planned: int, keep_s: float) -> int:
         """How many of ``planned`` zoomed views of the val images still fit, leaving ``keep_s``."""

@@ -23,6 +23,7 @@ from .errors import UsageError
 from .export.judge_input import FLINK_TEMPLATE, JudgeInput
 from .train.costs import check_cost_file
 
+AUGMENTS = ("crop", "flip", "rotate", "color", "randaugment", "erase")  # timebox.train.augment
 MIN_INPUT_SIZE = 32  # the backbones' stride: smaller images leave no spatial position at their last block
 RESULTS = "bench/RESULTS.md"
 
@@ -82,6 +83,19 @@ class Setting:
         return f"at least {self.low:g}" if self.low is not None else f"at most {self.high:g}"
 
 
+def augment_names(value: str) -> tuple[str, ...]:
+    """The names in a comma-separated ``augment`` setting, or a UsageError naming the unknown one.
+
+    >>> augment_names("crop, flip")
+    ('crop', 'flip')
+    """
+    names = tuple(n.strip() for n in value.split(",") if n.strip())
+    unknown = [n for n in names if n not in AUGMENTS]
+    if unknown:
+        raise UsageError(f"unknown augmentation {unknown[0]!r}; choose from {', '.join(AUGMENTS)}")
+    return names
+
+
 def _s(name, kind, default, help, **kw) -> Setting:
     return Setting(name, kind, default, help, **kw)
 
@@ -120,6 +134,27 @@ SETTINGS: tuple[Setting, ...] = (
     _s("cost_matrix", str, None, "a JSON file of confusion costs by class name (pairs, groups) added to the loss "
        "of the heads and fine-tuning (null: none); ./run.sh propose-costs drafts one from a run", nullable=True,
        flag="--cost-matrix", parse=check_cost_file),
+    _s("head", str, "softmax", "the classifier layer: softmax (linear), or cosine (NormFace: normalised features "
+       "and class weights, no bias, times a scale; the early numpy head stays softmax)", flag="--head",
+       choices=("softmax", "cosine")),
+    _s("cosine_scale", float, None, "the cosine head's scale, fixed (null: learnt, from 16)", nullable=True, low=1.0,
+       high=100.0),
+    _s("head_dropout", float, 0.3, "dropout before the head's layers", low=0.0, high=0.9),
+    _s("head_hidden", int, 0, "units of one hidden ReLU layer in the head (0: none)", low=0, high=8192),
+    _s("sampling", str, "uniform", "the samples of a training epoch: uniform (each once), or balanced (each draw a "
+       "class uniformly, then one of its images)", flag="--sampling", choices=("uniform", "balanced")),
+    _s("mixup", float, 0.0, "mixup's alpha (0: off): samples and labels blended with another of the batch; on "
+       "pooled features and activations (numpy), on images (the image cut) Keras' MixUp layer", low=0.0, high=2.0,
+       flag="--mixup"),
+    _s("cutmix", float, 0.0, "cutmix's alpha (0: off): a box of another sample pasted in; on activation maps "
+       "(numpy) and images (Keras' CutMix), never on the head's pooled features", low=0.0, high=2.0,
+       flag="--cutmix"),
+    _s("lr_schedule", str, "cosine", "learning rate after the warm-up, for the head and fine-tuning: cosine to zero, "
+       "step (divided by 10 at 1/2 and 3/4), or plateau (halved after 2 epochs without a better val accuracy)",
+       flag="--lr-schedule", choices=("cosine", "step", "plateau")),
+    _s("augment", str, "crop", f"transforms of training images when the whole backbone trains on them (the image "
+       f"cut), comma-separated: {', '.join(AUGMENTS)} (Keras layers but crop)", flag="--augment",
+       parse=augment_names),
     _s("keep", int, 3, "checkpoints kept, best by val accuracy", low=1, flag="--keep"),
     _s("finetune", bool, True, "fine-tune the backbone's last blocks after the head"),
     _s("margin_s", float, None, "seconds left unused at the end (null: max(5 s, 2% of the budget))", nullable=True,
@@ -131,6 +166,9 @@ SETTINGS: tuple[Setting, ...] = (
        low=1e-9, flag="--latency-ms", rule="above 0"),
     _s("zoom_share", float, 0.1, "most of the budget the zoomed test-time views may cost as ensemble candidates; "
        "0: never", low=0.0, high=1.0, flag="--zoom-share"),
+    _s("tta_crops", int, 0, "test-time crops (80% of each side at the corners: top-left, top-right, bottom-left, "
+       "bottom-right) that join the zoomed views as ensemble candidates, within zoom_share", low=0, high=4,
+       flag="--tta-crops"),
     _s("finetune_lr", float, 3e-4, "peak learning rate of fine-tuning (AdamW, warm-up then cosine)", low=1e-9,
        high=1.0, flag="--finetune-lr", rule="above 0 and at most 1", evidence=f"{_R}, 2026-11-24 late evening"),
     _s("refit", bool, True, "the last fine-tune round trains on the val images too (then no vote)",

@@ -128,8 +128,12 @@ def _aside(dest: Path, kind: str) -> Path:
 def _swap_in(tmp: Path, dest: Path) -> Path | None:
     """Make the folder ``tmp`` be ``dest``; returns where the old ``dest`` now is (None if there was none)."""
     if not os.path.lexists(dest):
-        os.rename(tmp, dest)
-        return None
+        try:
+            os.rename(tmp, dest)
+            return None
+        except OSError as e:  # another run sharing the folder made ``dest`` since: swap with its folder instead
+            if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
     if _exchange(tmp, dest):
         return tmp
     old = _aside(dest, "old")

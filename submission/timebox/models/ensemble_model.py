@@ -31,48 +31,54 @@ class HorizontalFlip(layers.Layer):
 
 @keras.saving.register_keras_serializable(package="timebox")
 class CenterZoom(layers.Layer):
-    """Keep the central ``fraction`` of each image's height and width and resize it back to full size
+    """Keep ``fraction`` of each image's height and width, placed at ``anchor`` (the share of the room left
+    above and to the left: 0.5, 0.5 the centre, 0, 0 the top-left corner), and resize it back to full size
     (bilinear; uint8 in, uint8 out): the same picture seen at a larger scale."""
 
-    def __init__(self, fraction: float, **kwargs):
+    def __init__(self, fraction: float, anchor: tuple[float, float] = (0.5, 0.5), **kwargs):
         super().__init__(**kwargs)
         if not 0.0 < fraction <= 1.0:
             raise ValueError(f"CenterZoom fraction must be in (0, 1], got {fraction}")
-        self.fraction = float(fraction)
+        self.fraction, self.anchor = float(fraction), (float(anchor[0]), float(anchor[1]))
 
     def call(self, images):
         h, w = images.shape[1], images.shape[2]
         ch, cw = max(1, round(h * self.fraction)), max(1, round(w * self.fraction))
-        top, left = (h - ch) // 2, (w - cw) // 2
+        top, left = int((h - ch) * self.anchor[0]), int((w - cw) * self.anchor[1])
         crop = ops.cast(images[:, top : top + ch, left : left + cw, :], "float32")
         resized = ops.image.resize(crop, (h, w), interpolation="bilinear", data_format="channels_last")
         return ops.cast(ops.clip(ops.round(resized), 0, 255), images.dtype)
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "fraction": self.fraction}
+        return {**super().get_config(), "fraction": self.fraction, "anchor": list(self.anchor)}
 
 
 @dataclass(frozen=True)
 class View:
-    """A test-time view of an image: optionally zoomed on its centre (``zoom``: the fraction kept), then mirrored."""
+    """A test-time view of an image: optionally zoomed (``zoom``: the fraction kept) on its centre or on the place
+    ``anchor`` says (a crop: see :class:`CenterZoom`), then mirrored."""
 
     name: str
     mirror: bool = False
     zoom: float = 1.0
+    anchor: tuple[float, float] = (0.5, 0.5)
 
     def __call__(self, images):
         """The view of a batch of uint8 images (symbolic or eager), through Keras layers."""
-        slug = self.name.replace(" ", "_")
+        slug = self.name.replace(" ", "_").replace("-", "_")
         if self.zoom < 1.0:
-            images = CenterZoom(self.zoom, name=f"{slug}_zoom")(images)
+            images = CenterZoom(self.zoom, self.anchor, name=f"{slug}_zoom")(images)
         if self.mirror:
             images = HorizontalFlip(name=f"{slug}_mirror")(images)
         return images
 
 
 ZOOM = 0.8  # the zoomed views keep the central 80% of each side (the object at 1.25x)
+CORNERS = {"top-left": (0.0, 0.0), "top-right": (0.0, 1.0), "bottom-left": (1.0, 0.0), "bottom-right": (1.0, 1.0)}
 VIEWS = (View("original"), View("mirrored", mirror=True), View("zoomed", zoom=ZOOM),
-         View("zoomed mirrored", mirror=True, zoom=ZOOM))  # by index: 0 and 1 are cached during extraction
+         View("zoomed mirrored", mirror=True, zoom=ZOOM),
+         *(View(f"crop {corner}", zoom=ZOOM, anchor=at) for corner, at in CORNERS.items())
+         )  # by index: 0 and 1 are cached during extraction; the crops (setting tta_crops) follow the zoomed ones
 
 
 def view_model(bottom: keras.Model, view: View) -> keras.Model:

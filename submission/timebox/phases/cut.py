@@ -58,9 +58,10 @@ def choose_run_cut(ctx: Context, extractor: Extractor, size: int, n: Counts, not
     least = ctx.cfg.train_mirror_min_epochs
     mirror = chosen.epochs[chosen.cut] >= least
     if not mirror:
+        freed = "its time goes" if ctx.planner.keras_head else "its time and the head's go"
         notes.append(f"the training images' mirrored view skipped: with it fine-tuning would get ~"
-                     f"{chosen.epochs[chosen.cut]:.1f} epochs from block {chosen.cut}, fewer than {least:g}; its "
-                     "time and the head's go to fine-tuning")
+                     f"{chosen.epochs[chosen.cut]:.1f} epochs from block {chosen.cut}, fewer than {least:g}; {freed} "
+                     "to fine-tuning")
         ctx.log(notes[-1])
         chosen = _deepest(ctx, extractor, size, n, False, free, measured)
     estimates = ", ".join(f"{c}: {e:.1f}" for c, e in chosen.epochs.items())

@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..data.rows import ConcatRows
-from ..train.augment import random_resized_crop
 from ..train.callbacks import DeadlineStop, EpochEvents
 from ..train.finetune import FineTuneState, RecoveryState, ScoreEpoch, fine_tune, freeze_batch_norm
 from .context import Context
@@ -173,13 +172,14 @@ class FineTunePhase:
             labels = np.concatenate([acts.y_train, acts.y_val])
         name = rnd.phase.replace("finetune", "fine-tune")
 
-        def on_epoch(epoch: int, step: int) -> None:
+        def on_epoch(epoch: int, step: int) -> float | None:
             if rnd.refit:  # the val images are training images now: nothing to score
                 scorer.last = Scored(None, f"{rnd.phase} epoch {epoch}")
                 ctx.log(f"{name} epoch {epoch} (refit)")
                 return
             scorer.score(rnd.phase, epoch, step)
             ctx.log(f"{name} epoch {epoch}: best val accuracy {ctx.outputs.record.val_accuracy:.4f}")
+            return scorer.last.val_accuracy
 
         saved = {"at": -np.inf, "cost": 0.0}  # the last recovery state: when, and its seconds to write
 
@@ -197,5 +197,5 @@ class FineTunePhase:
                      EpochEvents(ctx.session.events, rnd.phase, ctx.budget.remaining), RecoveryState(on_state)]
         return fine_tune(scorer.scored, views, labels, ctx.num_classes, time_s, 0.0 if rnd.refit else eval_s,
                          callbacks, seed=ctx.cfg.seed + rnd.r, batch_size=ctx.cfg.batch_size, lr=ctx.cfg.finetune_lr,
-                         resume=resume, augment=random_resized_crop if self.image_cut else None,
+                         resume=resume, augment=ctx.recipe.image_augment(ctx.cfg.seed) if self.image_cut else None,
                          recipe=ctx.recipe)

@@ -65,7 +65,8 @@ def run_head(ctx: Context, ext: Extraction) -> HeadOutcome:
         return restored
     t = time.time()
     # the early head is the head when interrupted, or when no training view came after it (fine-tuning gets its time)
-    early = ext.early_head is not None and (ctx.budget.interrupted or len(acts.train) == 1)
+    # unless the head is one it is not (a cosine head, a hidden layer)
+    early = ext.early_head is not None and (ctx.budget.interrupted or (len(acts.train) == 1 and not planner.keras_head))
     pooled_val = pool(acts.val)  # the early head's views are pooled already (the top can be the backbone)
     planner.measured.top_rate = pool.rate  # of the last views pooled by now (the training views' may be faster)
     pooled_train = pool(acts.train[:1] if early else acts.train)

@@ -1,19 +1,87 @@
-"""Random-resized crops of a batch of images, for fine-tuning the whole backbone on images.
+"""Augmentation of training images, for fine-tuning the whole backbone on images (the image cut; setting
+``augment``, a comma-separated list of ``crop``, ``flip``, ``rotate``, ``color``, ``randaugment``, ``erase``).
 
-Activations cached after a cut in the backbone can only be mirrored (their views are
-extracted once); when the cut is the image itself, every batch gets fresh crops: a random
-share of each image's area, at a random aspect ratio and place, resized back to the full
-size (nearest neighbour: cheap next to a training step of the whole backbone).
+Activations cached after a cut in the backbone can only be mirrored (their views are extracted once); when the
+cut is the image itself, every batch gets fresh transforms:
 
-Example::
+- ``crop``: a random share of each image's area, at a random aspect ratio and place, resized back to the full size
+  (numpy, nearest neighbour: cheap next to a training step of the whole backbone; Keras 3 has no random-resized
+  crop layer);
+- the others are Keras preprocessing layers (``RandomFlip``, ``RandomRotation``, ``RandomColorJitter``,
+  ``RandAugment``, ``RandomErasing``), run on the accelerator when there is one. Mixing of images (settings
+  ``mixup``, ``cutmix``) uses Keras' ``MixUp`` and ``CutMix`` layers (:class:`ImageMixer`).
 
-    rng = np.random.default_rng(0)
-    batch = random_resized_crop(batch, rng)   # (n, h, w, c) -> (n, h, w, c)
+Off at prediction time. Example::
+
+    augment = ImageAugment("crop,flip,randaugment", seed=0)
+    batch = augment(batch, np.random.default_rng(0))   # (n, h, w, c) -> (n, h, w, c)
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
+import keras
 import numpy as np
+
+from ..settings import augment_names
+
+def _layer(name: str, seed: int) -> keras.layers.Layer:
+    value_range = (0, 255)
+    return {
+        "flip": lambda: keras.layers.RandomFlip("horizontal", seed=seed),
+        "rotate": lambda: keras.layers.RandomRotation(0.05, fill_mode="reflect", seed=seed),
+        "color": lambda: keras.layers.RandomColorJitter(value_range, brightness_factor=0.2, contrast_factor=0.2,
+                                                        saturation_factor=0.2, seed=seed),
+        "randaugment": lambda: keras.layers.RandAugment(value_range, num_ops=2, factor=0.5, seed=seed),
+        "erase": lambda: keras.layers.RandomErasing(factor=0.5, value_range=value_range, seed=seed),
+    }[name]()
+
+
+@dataclass
+class ImageAugment:
+    """``augment``'s transforms of a batch of images (n, h, w, c) in 0-255."""
+
+    names: str = "crop"
+    seed: int = 0
+    layers: list = field(init=False)
+
+    def __post_init__(self):
+        self.layers = [_layer(n, self.seed + i) for i, n in enumerate(augment_names(self.names)) if n != "crop"]
+
+    def __call__(self, batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if "crop" in augment_names(self.names):
+            batch = random_resized_crop(batch, rng)
+        for layer in self.layers:
+            batch = keras.ops.convert_to_numpy(layer(batch, training=True))
+        return np.asarray(batch, np.float32)
+
+
+@dataclass(frozen=True)
+class ImageMixer:
+    """Keras' ``MixUp`` / ``CutMix`` on a batch of images: ``(x, ids, weights) -> (x, soft labels, weights)``;
+    with both on, each batch gets one of the two. Weights stay each image's own (Keras mixes images and labels)."""
+
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    num_classes: int = 2
+
+    @property
+    def on(self) -> bool:
+        return self.mixup > 0 or self.cutmix > 0
+
+    def __call__(self, x: np.ndarray, y: np.ndarray, w: np.ndarray | None,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        soft = np.eye(self.num_classes, dtype=np.float32)[y]
+        cut = self.cutmix > 0 and (self.mixup <= 0 or rng.random() < 0.5)
+        if not cut and self.mixup <= 0:
+            return x, soft, w
+        seed = int(rng.integers(2**31))
+        layer = keras.layers.CutMix(factor=self.cutmix, seed=seed) if cut else \
+            keras.layers.MixUp(alpha=self.mixup, seed=seed)
+        out = layer({"images": x, "labels": soft}, training=True)
+        return (np.asarray(keras.ops.convert_to_numpy(out["images"]), np.float32),
+                np.asarray(keras.ops.convert_to_numpy(out["labels"]), np.float32), w)
 
 CROP_AREA = (0.35, 1.0)  # share of the image's area a crop covers
 CROP_RATIO = (3 / 4, 4 / 3)  # a crop's width over its height

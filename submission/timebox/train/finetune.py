@@ -18,34 +18,8 @@ import numpy as np
 
 from ..config import FINETUNE_LR
 from .recipe import Recipe
-
-
-@keras.saving.register_keras_serializable(package="timebox")
-class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up from 10% to ``peak``, then cosine to zero at ``total_steps``.
-
-    ``resize(total_steps)`` changes the end while training, so when the plan changes (more or
-    fewer epochs fit than first measured) training still ends annealed instead of cut mid-curve.
-    """
-
-    def __init__(self, peak: float, warmup_steps: int, total_steps: int):
-        self.peak, self.warmup_steps = float(peak), int(warmup_steps)
-        self.total_steps = keras.Variable(float(total_steps), dtype="float32", trainable=False, name="lr_total_steps")
-
-    def resize(self, total_steps: int) -> None:
-        self.total_steps.assign(float(total_steps))
-
-    def __call__(self, step):
-        step = keras.ops.cast(step, "float32")
-        warm = self.peak * (0.1 + 0.9 * step / self.warmup_steps)
-        span = keras.ops.maximum(1.0, self.total_steps - self.warmup_steps)
-        progress = keras.ops.clip((step - self.warmup_steps) / span, 0.0, 1.0)
-        cosine = 0.5 * self.peak * (1.0 + keras.ops.cos(np.pi * progress))
-        return keras.ops.where(step < self.warmup_steps, warm, cosine)
-
-    def get_config(self) -> dict:
-        return {"peak": self.peak, "warmup_steps": self.warmup_steps,
-                "total_steps": float(keras.ops.convert_to_numpy(self.total_steps))}
+from .sampling import epoch_order
+from .schedules import PlateauDecay, WarmupCosine
 
 
 @dataclass
@@ -121,15 +95,17 @@ def _batch(views: list[np.ndarray], idx: np.ndarray, rng: np.random.Generator) -
 
 
 class ScoreEpoch(keras.callbacks.Callback):
-    """After each epoch, ``score(epoch, step)`` (epochs from 1): the caller's val accuracy, checkpoints, outputs.
-    The loop measures its time and plans the next epochs with it."""
+    """After each epoch, ``score(epoch, step)`` (epochs from 1): the caller's val accuracy (returned, or None),
+    checkpoints, outputs. The loop measures its time and plans the next epochs with it."""
 
-    def __init__(self, score: Callable[[int, int], None]):
+    def __init__(self, score: Callable[[int, int], float | None]):
         super().__init__()
         self.score = score
 
     def on_epoch_end(self, epoch, logs=None):
-        self.score(epoch + 1, int(logs["step"]))  # Keras made the logs floats
+        accuracy = self.score(epoch + 1, int(logs["step"]))  # Keras made the logs floats
+        if accuracy is not None:  # for the callbacks after this one (lr_schedule plateau's)
+            logs["val_accuracy"] = accuracy
 
 
 class RecoveryState(keras.callbacks.Callback):
@@ -167,7 +143,7 @@ class _Loop:
 
     def __init__(self, model: keras.Model, labels: np.ndarray, num_classes: int, time_s: float, eval_s: float,
                  seed: int, batch_size: int, lr: float, max_epochs: int, resume: FineTuneState | None,
-                 recipe: Recipe):
+                 recipe: Recipe, images: bool):
         self.call_time = time.perf_counter()
         self.model, self.n, self.time_s, self.eval_s, self.batch_size = model, len(labels), time_s, eval_s, batch_size
         self.steps_per_epoch = int(np.ceil(self.n / batch_size))
@@ -179,10 +155,12 @@ class _Loop:
             self.end_step, self.step_s, self.epoch, self.step = (resume.steps_planned, resume.step_time_s,
                                                                  resume.epoch, resume.step)
             self.rng.bit_generator.state = resume.rng_state
-        self.schedule = WarmupCosine(lr, warmup_steps=self.steps_per_epoch // 2 + 1, total_steps=self.end_step)
+        self.schedule = WarmupCosine(lr, warmup_steps=self.steps_per_epoch // 2 + 1, total_steps=self.end_step,
+                                     shape=recipe.lr_schedule)
+        self.sampling, self.mixer = recipe.sampling, recipe.mixer(num_classes, images)
         model.compile(optimizer=keras.optimizers.AdamW(self.schedule, weight_decay=1e-4),
-                      loss=recipe.keras_loss(labels, num_classes))
-        self.class_weight = recipe.class_weights(labels, num_classes)
+                      loss=recipe.keras_loss(labels, num_classes, soft=self.mixer.on))
+        self.class_weight, self.weights = recipe.class_weights(labels, num_classes), recipe.weights(labels, num_classes)
         if resume is not None:
             model.optimizer.build(model.trainable_variables)
             for variable, value in zip(model.optimizer.variables, resume.optimizer_variables, strict=True):
@@ -233,20 +211,28 @@ class _Loop:
         return FineTuneResult(-(-planned // self.steps_per_epoch), epochs_run, self.step_s, stopped, planned,
                               last_epoch_steps, setup_s)
 
+    def train_step(self, views: list[np.ndarray], labels: np.ndarray, idx: np.ndarray,
+                   augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None) -> float:
+        """One step on the samples ``idx`` (a view of each drawn, augmented, mixed as the recipe says); its loss."""
+        batch, y = _batch(views, idx, self.rng), labels[idx]
+        if augment is not None:
+            batch = augment(batch, self.rng)
+        if not self.mixer.on:
+            return float(self.model.train_on_batch(batch, y, class_weight=self.class_weight))
+        batch, soft, w = self.mixer(batch, y, None if self.weights is None else self.weights[y], self.rng)
+        return float(self.model.train_on_batch(batch, soft, sample_weight=w))
+
     def run(self, views: list[np.ndarray], labels: np.ndarray, callbacks: keras.callbacks.CallbackList,
             augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None) -> FineTuneResult:
         while self.step < self.end_step:
             self.epoch += 1
             self.epoch_start, self.epoch_steps, self.measure_from = self.step, 0, time.perf_counter()
             loss_sum = 0.0
-            order = self.rng.permutation(self.n)
+            order = epoch_order(labels, self.rng, self.sampling)
             for start in range(0, self.n, self.batch_size):
                 if self.step >= self.end_step:  # a last epoch shortened to fit
                     break
-                idx = order[start : start + self.batch_size]
-                batch = _batch(views, idx, self.rng)
-                loss_sum += float(self.model.train_on_batch(batch if augment is None else augment(batch, self.rng),
-                                                            labels[idx], class_weight=self.class_weight))
+                loss_sum += self.train_step(views, labels, order[start : start + self.batch_size], augment)
                 self.step, self.epoch_steps, self.session_steps = self.step + 1, self.epoch_steps + 1, \
                     self.session_steps + 1
                 callbacks.on_train_batch_end(self.step)
@@ -282,15 +268,18 @@ def fine_tune(
     ``callbacks`` are Keras callbacks: :class:`~timebox.train.callbacks.DeadlineStop` (checked after every batch),
     :class:`ScoreEpoch`, :class:`RecoveryState` (passing its state back as ``resume``, with the model's weights of
     that epoch loaded, continues from there: optimizer state, schedule position, shuffling and plan included).
-    ``augment`` (e.g. :func:`timebox.train.augment.random_resized_crop`) transforms every training batch; ``recipe``
-    gives the loss and the class weights.
+    ``augment`` (training on images: :class:`timebox.train.augment.ImageAugment`) transforms every training batch
+    (and images are then mixed by Keras' layers); ``recipe`` gives the loss, class weights, sampling, mixing and the
+    learning rate's schedule.
 
     Example::
 
         fine_tune(model, views, y, 6, time_s=200, eval_s=2.0,
                   callbacks=[DeadlineStop(budget.expired), ScoreEpoch(keep_best), RecoveryState(save)])
     """
-    loop = _Loop(model, labels, num_classes, time_s, eval_s, seed, batch_size, lr, max_epochs, resume, recipe)
+    loop = _Loop(model, labels, num_classes, time_s, eval_s, seed, batch_size, lr, max_epochs, resume, recipe,
+                 images=augment is not None)
     after = [c for c in callbacks if isinstance(c, RecoveryState)]  # they save the epoch's plan
-    ordered = [c for c in callbacks if not isinstance(c, RecoveryState)] + [_Plan(loop, bool(after))] + after
+    plateau = [PlateauDecay(loop.schedule)] if recipe.lr_schedule == "plateau" else []
+    ordered = [c for c in callbacks if not isinstance(c, RecoveryState)] + plateau + [_Plan(loop, bool(after))] + after
     return loop.run(views, labels, keras.callbacks.CallbackList(ordered, model=model), augment)

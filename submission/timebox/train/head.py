@@ -23,8 +23,10 @@ import keras
 import numpy as np
 
 from ..models.heads import HeadRows, build_head
-from .recipe import Recipe
 from .callbacks import BestValAccuracy, DeadlineStop
+from .recipe import Recipe
+from .sampling import epoch_order
+from .schedules import PlateauDecay, WarmupCosine
 
 
 @dataclass
@@ -40,25 +42,47 @@ class HeadResult:
     history: list[dict] = field(default_factory=list)
 
 
+class FeatureBatches(keras.utils.PyDataset):
+    """An epoch of the head's training batches as ``recipe`` makes them (sampling, mixing, class weights as sample
+    weights); every batch is a function of (seed, epoch, index) alone, whatever order Keras asks for them."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, num_classes: int, batch_size: int, recipe: Recipe, seed: int):
+        super().__init__()
+        self.x, self.y, self.batch_size, self.recipe, self.seed, self.epoch = x, y, batch_size, recipe, seed, 0
+        self.weights = recipe.weights(y, num_classes)
+        self.mixer = recipe.mixer(num_classes)
+        self.order = epoch_order(y, np.random.default_rng([seed, 0]), recipe.sampling)
+
+    def __len__(self) -> int:
+        return int(np.ceil(len(self.y) / self.batch_size))
+
+    def __getitem__(self, i: int):
+        idx = self.order[i * self.batch_size:(i + 1) * self.batch_size]
+        x, y = self.x[idx], self.y[idx]
+        w = None if self.weights is None else self.weights[y].astype(np.float32)
+        if self.mixer.on:
+            x, y, w = self.mixer(x, y, w, np.random.default_rng([self.seed, self.epoch, i]))
+        return (x, y) if w is None else (x, y, w)
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self.order = epoch_order(self.y, np.random.default_rng([self.seed, self.epoch]), self.recipe.sampling)
+
+
 def _compile(head: keras.Model, total_steps: int, lr: float, labels: np.ndarray, num_classes: int,
-             recipe: Recipe) -> None:
-    warmup = max(1, total_steps // 20)
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=lr * 0.1, decay_steps=max(1, total_steps - warmup), warmup_target=lr, warmup_steps=warmup
-    )
-    head.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=1e-4),
-        loss=recipe.keras_loss(labels, num_classes),
-    )
+             recipe: Recipe) -> WarmupCosine:
+    schedule = WarmupCosine(lr, max(1, total_steps // 20), total_steps, recipe.lr_schedule)
+    head.compile(optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=1e-4),
+                 loss=recipe.keras_loss(labels, num_classes, soft=recipe.mixer(num_classes).on))
+    return schedule
 
 
-def _measure_step_time(head: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int) -> float:
-    xb, yb = x[:batch_size], y[:batch_size]
+def _measure_step_time(head: keras.Model, batch: tuple) -> float:
     for _ in range(3):  # warm-up: tracing and first-call costs
-        head.train_on_batch(xb, yb)
+        head.train_on_batch(*batch)
     start, n = time.perf_counter(), 10
     for _ in range(n):
-        head.train_on_batch(xb, yb)
+        head.train_on_batch(*batch)
     return (time.perf_counter() - start) / n
 
 
@@ -74,32 +98,35 @@ def fit_head(
     batch_size: int = 64,
     max_epochs: int = 150,
     lr: float = 1e-3,
-    dropout: float = 0.3,
     init: HeadRows | None = None,
     callbacks: list[keras.callbacks.Callback] = (),
     recipe: Recipe = Recipe(),
 ) -> HeadResult:
-    """Fit a softmax head within ``time_s`` seconds (and never past ``expired()``), starting from ``init``'s rows
-    for the classes a pretrained head had (the second transfer). ``callbacks`` run after the head's own (which put
-    ``val_accuracy`` and ``val_loss`` in the epoch's logs)."""
+    """Fit a head (``recipe.head``'s shape, trained as ``recipe`` says) within ``time_s`` seconds (and never past
+    ``expired()``), starting from ``init``'s rows for the classes a pretrained head had (the second transfer).
+    ``callbacks`` run after the head's own (which put ``val_accuracy`` and ``val_loss`` in the epoch's logs)."""
     keras.utils.set_random_seed(seed)
     dim = train_x.shape[1]
-    probe = build_head(dim, num_classes, dropout=dropout, seed=seed)
+    probe = build_head(dim, num_classes, seed=seed, spec=recipe.head)
     _compile(probe, 100, lr, train_y, num_classes, recipe)
     t0 = time.perf_counter()
-    step_s = _measure_step_time(probe, train_x, train_y, batch_size)
+    fed = recipe.sampling != "uniform" or recipe.mixer(num_classes).on  # else Keras shuffles the arrays
+    batches = FeatureBatches(train_x, train_y, num_classes, batch_size, recipe, seed) if fed else None
+    step_s = _measure_step_time(probe, batches[0] if fed else (train_x[:batch_size], train_y[:batch_size]))
     steps_per_epoch = int(np.ceil(len(train_x) / batch_size))
     val_s = 0.01 + len(val_x) * step_s / batch_size
     usable = max(0.0, time_s - (time.perf_counter() - t0)) * 0.8
     epochs = int(np.clip(usable // (steps_per_epoch * step_s + val_s), 1, max_epochs))
 
-    head = build_head(dim, num_classes, dropout=dropout, seed=seed)
+    head = build_head(dim, num_classes, seed=seed, spec=recipe.head)
     if init is not None:
         init.apply(head.get_layer("head_dense"))
-    _compile(head, epochs * steps_per_epoch, lr, train_y, num_classes, recipe)
+    schedule = _compile(head, epochs * steps_per_epoch, lr, train_y, num_classes, recipe)
     best, stop = BestValAccuracy(val_x, val_y), DeadlineStop(expired)
-    head.fit(train_x, train_y, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0,
-             callbacks=[stop, best, *callbacks], class_weight=recipe.class_weights(train_y, num_classes))
+    plateau = [PlateauDecay(schedule)] if recipe.lr_schedule == "plateau" else []
+    fit = {"x": batches} if fed else {"x": train_x, "y": train_y, "batch_size": batch_size, "shuffle": True,
+                                      "class_weight": recipe.class_weights(train_y, num_classes)}
+    head.fit(**fit, epochs=epochs, verbose=0, callbacks=[stop, best, *plateau, *callbacks])
     if stop.stopped and best.best_weights is not None:
         head.set_weights(best.best_weights)
         chosen = best.history[best.best_epoch - 1]

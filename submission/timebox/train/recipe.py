@@ -1,5 +1,7 @@
-"""The training recipe every trainer of a run follows: the loss, its label smoothing and the class weights
-(settings ``loss``, ``label_smoothing``, ``class_weight``).
+"""The training recipe every trainer of a run follows: the loss, its label smoothing, the class weights, the head's
+shape, the epochs' sampling and mixing, the learning-rate schedule and the image augmentation (settings ``loss``,
+``label_smoothing``, ``class_weight``, ``cost_matrix``, ``head``, ``head_dropout``, ``head_hidden``,
+``cosine_scale``, ``sampling``, ``mixup``, ``cutmix``, ``lr_schedule``, ``augment``).
 
 - ``loss``: ``crossentropy``, or ``focal`` (Lin et al. 2017, gamma 2: well-classified images weigh less).
 - ``class_weight``: ``none``; ``balanced`` (each class weighs as much in total: n / (k * n_c)); ``effective``
@@ -7,6 +9,8 @@
   a training image is 1, so the learning rate means the same with and without them.
 
 - ``cost_matrix``: a JSON file of confusion costs (:mod:`timebox.train.costs`) added to the loss.
+- ``head`` and the rest: :class:`timebox.models.heads.HeadSpec`, :mod:`timebox.train.sampling`,
+  :mod:`timebox.train.schedules`, :mod:`timebox.train.augment`.
 
 The early head (numpy) follows the class weights and the smoothing, with cross-entropy whatever ``loss`` says and
 no costs.
@@ -26,9 +30,12 @@ import keras
 import numpy as np
 
 from ..errors import UsageError
+from ..models.heads import HeadSpec
 from ..models.losses import FOCAL_GAMMA, SmoothedSparse, SparseFocal, select_loss
 from ..settings import SETTING
+from .augment import ImageAugment, ImageMixer
 from .costs import read_costs
+from .sampling import Mixer
 
 EFFECTIVE_BETA = 0.999
 
@@ -41,12 +48,33 @@ class Recipe:
     label_smoothing: float = SETTING["label_smoothing"].default
     class_weight: str = SETTING["class_weight"].default
     costs: tuple[tuple[float, ...], ...] | None = None  # the confusion costs (timebox.train.costs), rows: true class
+    head: HeadSpec = HeadSpec()
+    sampling: str = SETTING["sampling"].default
+    mixup: float = SETTING["mixup"].default
+    cutmix: float = SETTING["cutmix"].default
+    lr_schedule: str = SETTING["lr_schedule"].default
+    augment: str = SETTING["augment"].default
 
     @classmethod
     def of(cls, cfg, class_names: list[str] = ()) -> "Recipe":
         """The recipe a run's settings give (its cost matrix read by the run's ``class_names``)."""
+        if cfg.cost_matrix is not None and (cfg.mixup or cfg.cutmix):
+            raise UsageError(f"cost_matrix {cfg.cost_matrix} weighs confusions of one true class; mixup and cutmix "
+                             "train on mixed labels: set mixup and cutmix to 0, or cost_matrix to null")
         costs = None if cfg.cost_matrix is None else tuple(map(tuple, read_costs(cfg.cost_matrix, list(class_names))))
-        return cls(cfg.loss, cfg.label_smoothing, cfg.class_weight, costs)
+        scale = cfg.cosine_scale
+        head = HeadSpec(cfg.head, cfg.head_dropout, cfg.head_hidden, 16.0 if scale is None else scale, scale is None)
+        return cls(cfg.loss, cfg.label_smoothing, cfg.class_weight, costs, head, cfg.sampling, cfg.mixup, cfg.cutmix,
+                   cfg.lr_schedule, cfg.augment)
+
+    def mixer(self, num_classes: int, images: bool = False) -> Mixer | ImageMixer:
+        """The batch mixer (its ``on`` False: no mixing): numpy's on features and activations, Keras' layers on
+        images."""
+        return (ImageMixer if images else Mixer)(self.mixup, self.cutmix, num_classes)
+
+    def image_augment(self, seed: int = 0) -> ImageAugment:
+        """The augmentation of training images (the image cut only)."""
+        return ImageAugment(self.augment, seed)
 
     def weights(self, labels: np.ndarray, num_classes: int) -> np.ndarray | None:
         """Each class's weight (None: all 1), a training image's mean weight 1; a class with no image gets 0."""
@@ -66,9 +94,11 @@ class Recipe:
         w = self.weights(labels, num_classes)
         return None if w is None else {k: float(v) for k, v in enumerate(w)}
 
-    def keras_loss(self, labels: np.ndarray, num_classes: int) -> keras.losses.Loss:
-        """The Keras loss for ``labels`` (class ids or one-hot/soft labels)."""
-        ids = np.asarray(labels).ndim == 1
+    def keras_loss(self, labels: np.ndarray, num_classes: int, soft: bool = False) -> keras.losses.Loss:
+        """The Keras loss for ``labels`` (class ids or one-hot/soft labels; ``soft``: trained on mixed labels)."""
+        ids = np.asarray(labels).ndim == 1 and not soft
+        if soft:
+            labels = np.eye(num_classes, dtype=np.float32)[np.asarray(labels)]
         costs = None if self.costs is None else [list(row) for row in self.costs]
         if costs is not None and not ids:
             raise UsageError("a cost matrix needs class ids, not soft labels")
