@@ -18,7 +18,8 @@ from timebox.train.finetune import ScoreEpoch, fine_tune
 from timebox.train.head import FeatureBatches, fit_head
 from timebox.train.recipe import Recipe
 from timebox.train.sampling import Mixer, epoch_order
-from timebox.train.schedules import PlateauDecay, WarmupCosine
+from timebox.models.schedules import WarmupCosine
+from timebox.train.callbacks import PlateauDecay
 
 
 def _problem(counts=(60, 30, 10), dim=8, seed=0):

@@ -226,6 +226,8 @@ def load_model(path: str | Path) -> keras.Model:
     """Load a saved timebox model in a fresh process (custom objects registered first)."""
     from . import losses  # noqa: F401  (registers the head's training loss, kept in the saved compile config)
     from . import ensemble_model  # noqa: F401  (registers the ensemble's vote and mirror layers)
+    from . import heads  # noqa: F401  (registers the cosine head's layer)
+    from . import schedules  # noqa: F401  (registers the learning rate's schedule, kept in the compile config)
 
     try:
         import efficientnet.tfkeras  # noqa: F401  (registers swish and FixedDropout)

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 
 from ..metrics import accuracy, log_loss
+from ..models.schedules import WarmupCosine
 
 
 class DeadlineStop(keras.callbacks.Callback):
@@ -72,3 +73,29 @@ class EpochEvents(keras.callbacks.Callback):
             **{k: logs.get(k) for k in ("loss", "val_accuracy", "val_loss")},
             "learning_rate": None if lr is None else float(keras.ops.convert_to_numpy(lr)),
             "time_left_s": self.left() if self.left else None})
+
+
+PLATEAU_FACTOR, PLATEAU_PATIENCE = 0.5, 2  # lr_schedule plateau: halved after 2 epochs without a better val accuracy
+
+
+class PlateauDecay(keras.callbacks.Callback):
+    """Keras' ReduceLROnPlateau for a :class:`WarmupCosine` of shape ``plateau``: after each epoch whose logs'
+    ``val_accuracy`` (put there by a callback before this one) is not above the best for ``patience`` epochs,
+    the schedule's factor is multiplied by ``factor``."""
+
+    def __init__(self, schedule: WarmupCosine, factor: float = PLATEAU_FACTOR, patience: int = PLATEAU_PATIENCE):
+        super().__init__()
+        self.schedule, self.factor, self.patience = schedule, factor, patience
+        self.best, self.wait = -np.inf, 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get("val_accuracy")
+        if value is None:
+            return
+        if value > self.best:
+            self.best, self.wait = value, 0
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.schedule.factor.assign(float(keras.ops.convert_to_numpy(self.schedule.factor)) * self.factor)
+            self.wait = 0

@@ -17,9 +17,10 @@ import keras
 import numpy as np
 
 from ..config import FINETUNE_LR
+from ..models.schedules import WarmupCosine
+from .callbacks import PlateauDecay
 from .recipe import Recipe
 from .sampling import epoch_order
-from .schedules import PlateauDecay, WarmupCosine
 
 
 @dataclass

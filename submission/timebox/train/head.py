@@ -23,10 +23,10 @@ import keras
 import numpy as np
 
 from ..models.heads import HeadRows, build_head
-from .callbacks import BestValAccuracy, DeadlineStop
+from ..models.schedules import WarmupCosine
+from .callbacks import BestValAccuracy, DeadlineStop, PlateauDecay
 from .recipe import Recipe
 from .sampling import epoch_order
-from .schedules import PlateauDecay, WarmupCosine
 
 
 @dataclass

@@ -3,10 +3,14 @@ a linear warm-up from 10% to ``peak``, then
 
 - ``cosine``: cosine to zero at ``total_steps`` (the default);
 - ``step``: ``peak``, divided by 10 at half and again at three quarters of the steps after the warm-up;
-- ``plateau``: ``peak`` times a factor that :class:`PlateauDecay` halves when val accuracy stops improving.
+- ``plateau``: ``peak`` times a factor that :class:`timebox.train.callbacks.PlateauDecay` lowers when val accuracy
+  stops improving.
 
 ``resize(total_steps)`` moves the end while training, so that when the plan changes (more or fewer epochs fit
 than first measured) training still ends annealed instead of cut mid-curve.
+
+It lives with the models: a saved model keeps its compile configuration, so loading one registers this class
+(:func:`timebox.models.registry.load_model`), as it does the losses.
 
 Example::
 
@@ -21,7 +25,6 @@ import numpy as np
 
 SHAPES = ("cosine", "step", "plateau")
 STEP_DROPS = (0.5, 0.75)  # where ``step`` divides by 10, as shares of the steps after the warm-up
-PLATEAU_FACTOR, PLATEAU_PATIENCE = 0.5, 2  # ``plateau``: halved after 2 epochs without a better val accuracy
 
 
 @keras.saving.register_keras_serializable(package="timebox")
@@ -55,26 +58,3 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     def get_config(self) -> dict:
         return {"peak": self.peak, "warmup_steps": self.warmup_steps, "shape": self.shape,
                 "total_steps": float(keras.ops.convert_to_numpy(self.total_steps))}
-
-
-class PlateauDecay(keras.callbacks.Callback):
-    """Keras' ReduceLROnPlateau for a :class:`WarmupCosine` of shape ``plateau``: after each epoch whose logs'
-    ``val_accuracy`` (put there by a callback before this one) is not above the best for ``patience`` epochs,
-    the schedule's factor is multiplied by ``factor``."""
-
-    def __init__(self, schedule: WarmupCosine, factor: float = PLATEAU_FACTOR, patience: int = PLATEAU_PATIENCE):
-        super().__init__()
-        self.schedule, self.factor, self.patience = schedule, factor, patience
-        self.best, self.wait = -np.inf, 0
-
-    def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get("val_accuracy")
-        if value is None:
-            return
-        if value > self.best:
-            self.best, self.wait = value, 0
-            return
-        self.wait += 1
-        if self.wait >= self.patience:
-            self.schedule.factor.assign(float(keras.ops.convert_to_numpy(self.schedule.factor)) * self.factor)
-            self.wait = 0
