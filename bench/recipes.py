@@ -26,7 +26,8 @@ SHARES = (1.0, 0.5, 0.25, 0.12, 0.06)
 RECIPES = {"none": {"class_weight": "none"}, "balanced": {"class_weight": "balanced"},
            "effective": {"class_weight": "effective"}, "focal": {"loss": "focal"},
            "focal-balanced": {"loss": "focal", "class_weight": "balanced"}, "no-smoothing": {"label_smoothing": 0.0},
-           "cosine": {"head": "cosine"}, "sampling": {"sampling": "balanced", "class_weight": "none"},
+           "cosine": {"head": "cosine"}, "cosine-mixup": {"head": "cosine", "mixup": 0.2},
+           "sampling": {"sampling": "balanced", "class_weight": "none"},
            "mixup": {"mixup": 0.2}, "cutmix": {"cutmix": 1.0}, "hidden": {"head_hidden": 512},
            "step": {"lr_schedule": "step"}, "plateau": {"lr_schedule": "plateau"},
            "crops": {"tta_crops": 4, "refit": False}, "no-refit": {"refit": False}}

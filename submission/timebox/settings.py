@@ -147,7 +147,7 @@ SETTINGS: tuple[Setting, ...] = (
        "pooled features and activations (numpy), on images (the image cut) Keras' MixUp layer", low=0.0, high=2.0,
        flag="--mixup"),
     _s("cutmix", float, 0.0, "cutmix's alpha (0: off): a box of another sample pasted in; on activation maps "
-       "(numpy) and images (Keras' CutMix), never on the head's pooled features", low=0.0, high=2.0,
+       "(numpy) and images (Keras' CutMix), never on the head's pooled features", low=0.0, high=1.0,
        flag="--cutmix"),
     _s("lr_schedule", str, "cosine", "learning rate after the warm-up, for the head and fine-tuning: cosine to zero, "
        "step (divided by 10 at 1/2 and 3/4), or plateau (halved after 2 epochs without a better val accuracy)",

@@ -25,6 +25,7 @@ import keras
 import numpy as np
 
 from ..settings import augment_names
+from .sampling import Mixer
 
 def _layer(name: str, seed: int) -> keras.layers.Layer:
     value_range = (0, 255)
@@ -58,17 +59,9 @@ class ImageAugment:
 
 
 @dataclass(frozen=True)
-class ImageMixer:
+class ImageMixer(Mixer):
     """Keras' ``MixUp`` / ``CutMix`` on a batch of images: ``(x, ids, weights) -> (x, soft labels, weights)``;
     with both on, each batch gets one of the two. Weights stay each image's own (Keras mixes images and labels)."""
-
-    mixup: float = 0.0
-    cutmix: float = 0.0
-    num_classes: int = 2
-
-    @property
-    def on(self) -> bool:
-        return self.mixup > 0 or self.cutmix > 0
 
     def __call__(self, x: np.ndarray, y: np.ndarray, w: np.ndarray | None,
                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -77,11 +70,12 @@ class ImageMixer:
         if not cut and self.mixup <= 0:
             return x, soft, w
         seed = int(rng.integers(2**31))
-        layer = keras.layers.CutMix(factor=self.cutmix, seed=seed) if cut else \
+        layer = keras.layers.CutMix(factor=(self.cutmix, self.cutmix), seed=seed) if cut else \
             keras.layers.MixUp(alpha=self.mixup, seed=seed)
         out = layer({"images": x, "labels": soft}, training=True)
         return (np.asarray(keras.ops.convert_to_numpy(out["images"]), np.float32),
                 np.asarray(keras.ops.convert_to_numpy(out["labels"]), np.float32), w)
+
 
 CROP_AREA = (0.35, 1.0)  # share of the image's area a crop covers
 CROP_RATIO = (3 / 4, 4 / 3)  # a crop's width over its height
