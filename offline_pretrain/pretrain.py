@@ -77,7 +77,8 @@ def publish(cfg: PretrainConfig, online_cfg: OnlineConfig, val_accuracy: float) 
     meta = PretrainedMeta(online_cfg.backbone, report["input_size"], get_backbone(online_cfg.backbone).preprocess,
                           labels["class_names"], labels["class_ids"], val_accuracy, files_fingerprint(cfg.data),
                           summary["cut"], __version__,
-                          {k: v for k, v in report.items() if k in ("finetune_lr", "batch_size", "seed")})
+                          {**{k: v for k, v in report.items() if k in ("finetune_lr", "batch_size", "seed")},
+                           "head": online_cfg.head, "head_hidden": online_cfg.head_hidden})  # what the head is
 
     def build(tmp: Path) -> None:
         for source in (run / "model" / MODEL_FILE, run / "model" / LABELS_FILE,

@@ -245,8 +245,9 @@ def test_the_head_is_scored_from_its_pooled_features_as_the_top_and_head_would(r
 
 def test_without_the_training_images_mirrored_view_the_early_head_is_the_head(tmp_path, monkeypatch):
     """When fine-tuning would get fewer than ``TRAIN_MIRROR_MIN_EPOCHS`` epochs with the training images' mirrored
-    view, that view is skipped and the early head, fitted on the one view there is, is the head: one head is
-    fitted, its predictions are not computed again, and fine-tuning trains on one view."""
+    view, that view is skipped and the early head, fitted on the one view there is, is the head (a softmax head:
+    the early head is one): one head is fitted, its predictions are not computed again, and fine-tuning trains on
+    one view."""
     root = make_synthetic(tmp_path / "data", n_per_class=12, n_test_per_class=4, size=SIZE)
     monkeypatch.delenv("TIMEBOX_START", raising=False)
     fits, views, writes = [], [], []
@@ -259,7 +260,7 @@ def test_without_the_training_images_mirrored_view_the_early_head_is_the_head(tm
     monkeypatch.setattr(Outputs, "write", lambda self, *a: writes.append(a[-1]) or real_write(self, *a))
     out = tmp_path / "out"
     run_online(OnlineConfig(root / "train", root / "test", out, 90.0, size=SIZE, cache_dir=tmp_path / "cache",
-                            workers=1, train_mirror_min_epochs=1e9,
+                            workers=1, train_mirror_min_epochs=1e9, head="softmax",
                             # the default cut: its refit ends well within 90 s on any machine (the whole
                             # backbone's was cut by the deadline once)
                             deep_min_epochs=1e9, image_min_epochs=1e9))

@@ -85,10 +85,19 @@ def test_the_cosine_head_is_normface_scale_times_cosine_and_round_trips(tmp_path
     assert [w.shape for w in rebuilt.get_weights()] == [w.shape for w in head.get_weights()]
 
 
-def test_a_pretrained_head_that_is_not_plain_softmax_is_refused_naming_its_file(tmp_path):
-    build_head(5, 3, spec=HeadSpec("cosine")).save_weights(tmp_path / "head.weights.h5")
-    with pytest.raises(UsageError, match="head.weights.h5.*--init imagenet"):
-        transfer_rows(tmp_path / "head.weights.h5", ["a", "b", "c"], ["a"], 5)
+def test_a_pretrained_cosine_head_gives_its_rows_to_a_cosine_head_and_a_hidden_layer_is_refused(tmp_path):
+    source = build_head(5, 3, spec=HeadSpec("cosine"), seed=1)
+    source.save_weights(tmp_path / "head.weights.h5")
+    rows = transfer_rows(tmp_path / "head.weights.h5", ["a", "b", "c"], ["c", "new"], 5, kind="cosine")
+    kernel = source.get_layer("head_dense").get_weights()[0]
+    assert rows.kind == "cosine" and rows.matched.tolist() == [True, False] and not rows.bias.any()
+    target = build_head(5, 2, spec=HeadSpec("cosine"), seed=2).get_layer("head_dense")
+    rows.apply(target)
+    np.testing.assert_array_equal(target.get_weights()[0][:, 0], kernel[:, 2])
+    build_head(5, 3, spec=HeadSpec("softmax", hidden=4)).save_weights(tmp_path / "hidden.weights.h5")
+    with pytest.raises(UsageError, match="hidden.weights.h5: not a softmax head without a hidden layer.*--init "
+                                         "imagenet"):
+        transfer_rows(tmp_path / "hidden.weights.h5", ["a", "b", "c"], ["a"], 5)
 
 
 def test_step_schedule_divides_by_ten_at_half_and_three_quarters_and_plateau_halves_on_stalls():

@@ -99,6 +99,7 @@ class HeadRows:
     kernel: np.ndarray
     bias: np.ndarray
     matched: np.ndarray
+    kind: str = "softmax"  # the pretrained head's (HeadSpec.kind): rows carry over only to a head of its kind
 
     def apply(self, dense: keras.layers.Layer) -> None:
         """Set ``dense``'s rows of the matched classes (the others keep their fresh initialisation); a cosine
@@ -110,24 +111,26 @@ class HeadRows:
         dense.set_weights(weights)
 
 
-def transfer_rows(head_file: Path, pretrained: list[str], classes: list[str], num_features: int) -> HeadRows:
-    """The rows of the head saved in ``head_file`` (trained on the classes ``pretrained``) for ``classes``,
-    matched by name: reordered, missing ones dropped, new ones left at zero."""
-    head = build_head(num_features, len(pretrained))
+def transfer_rows(head_file: Path, pretrained: list[str], classes: list[str], num_features: int,
+                  kind: str = "softmax") -> HeadRows:
+    """The rows of the head saved in ``head_file`` (a head of ``kind`` without a hidden layer, trained on the classes
+    ``pretrained``) for ``classes``, matched by name: reordered, missing ones dropped, new ones left at zero."""
+    head = build_head(num_features, len(pretrained), spec=HeadSpec(kind))
     try:
         with warnings.catch_warnings():  # Keras warns of each layer it cannot match before it raises
             warnings.simplefilter("ignore", UserWarning)
             head.load_weights(str(head_file))
     except ValueError as e:
-        raise UsageError(f"{head_file}: not a softmax head without a hidden layer ({str(e).splitlines()[0]}); "
+        raise UsageError(f"{head_file}: not a {kind} head without a hidden layer ({str(e).splitlines()[0]}); "
                          "only such a head's rows "
-                         "carry over: pretrain with head=softmax and head_hidden=0, or start with --init imagenet") \
+                         "carry over: pretrain with head_hidden=0, or start with --init imagenet") \
             from None
-    source_kernel, source_bias = head.get_layer("head_dense").get_weights()
+    source_kernel, *rest = head.get_layer("head_dense").get_weights()
+    source_bias = rest[0] if kind == "softmax" else np.zeros(len(pretrained), np.float32)  # cosine: scale, no bias
     kernel = np.zeros((num_features, len(classes)), np.float32)
     bias, matched = np.zeros(len(classes), np.float32), np.zeros(len(classes), bool)
     where = {name: i for i, name in enumerate(pretrained)}
     for j, name in enumerate(classes):
         if name in where:
             kernel[:, j], bias[j], matched[j] = source_kernel[:, where[name]], source_bias[where[name]], True
-    return HeadRows(kernel, bias, matched)
+    return HeadRows(kernel, bias, matched, kind)

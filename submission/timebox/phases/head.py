@@ -84,7 +84,7 @@ def run_head(ctx: Context, ext: Extraction) -> HeadOutcome:
         head = fit_head(np.concatenate(pooled_train), np.tile(acts.y_train, len(pooled_train)), pooled_val[0],
                         acts.y_val, ctx.num_classes, time_s=plan.time_s,
                         expired=lambda: planner.expired() or time.time() > head_end, seed=ctx.cfg.seed,
-                        init=head_init(ctx, pooled_val[0].shape[1]),
+                        init=head_init(ctx, pooled_val[0].shape[1], ctx.recipe.head.kind),
                         callbacks=[EpochEvents(ctx.session.events, "head", ctx.budget.remaining)],
                         recipe=ctx.recipe)
     val_probs = [ctx.predict(head.model, [p]) for p in pooled_val]

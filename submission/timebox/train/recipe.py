@@ -48,7 +48,7 @@ class Recipe:
     label_smoothing: float = SETTING["label_smoothing"].default
     class_weight: str = SETTING["class_weight"].default
     costs: tuple[tuple[float, ...], ...] | None = None  # the confusion costs (timebox.train.costs), rows: true class
-    head: HeadSpec = HeadSpec()
+    head: HeadSpec = HeadSpec(SETTING["head"].default, SETTING["head_dropout"].default, SETTING["head_hidden"].default)
     sampling: str = SETTING["sampling"].default
     mixup: float = SETTING["mixup"].default
     cutmix: float = SETTING["cutmix"].default
