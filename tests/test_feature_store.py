@@ -81,7 +81,7 @@ def test_the_cut_plan_counts_only_the_extraction_the_store_does_not_spare():
     from timebox.models.registry import get_backbone
     from timebox.plan import Counts
 
-    p = make_planner(Counts(150, 300, 850), budget_s=40.0)
+    p = make_planner(Counts(150, 300, 850), budget_s=40.0, head="softmax")  # the early head is the head: no head plan
     p.cuts, p.measured.full_image_s = get_backbone("efficientnet-lite0").cuts, 0.02  # 2,600 views: 52 s
     args = ({12: 0.004}, 224, Counts(150, 300, 850), False, 1e12)
     cold = p.cut_plan(*args).epochs[12]

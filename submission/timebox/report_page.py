@@ -25,6 +25,17 @@ _STYLE = ("body{font-family:sans-serif;max-width:980px;margin:2em auto;color:#22
           "img{max-width:100%;border:1px solid #eee;margin:6px 0}code{background:#f4f4f4}")
 
 
+def _recipe(settings: dict) -> str:
+    """The training recipe's settings in a line (timebox.train.recipe)."""
+    g = settings.get
+    parts = [f"{g('loss')} loss, label smoothing {g('label_smoothing')}, class weights {g('class_weight')}",
+             f"{g('head')} head" + (f" with a hidden layer of {g('head_hidden')}" if g("head_hidden") else ""),
+             f"{g('sampling')} sampling", f"lr schedule {g('lr_schedule')}"]
+    parts += [f"{k} {g(k)}" for k in ("mixup", "cutmix", "tta_crops") if g(k)]
+    parts += [f"cost matrix {g('cost_matrix')}"] if g("cost_matrix") else []
+    return "; ".join(parts)
+
+
 def write_index(folder: Path, summary: dict, class_names: list[str], cm: np.ndarray | None,
                 pictures: list[str]) -> Path:
     """Write ``folder/index.html`` from the run's ``summary`` (as in summary.json), its val confusion matrix ``cm``
@@ -39,7 +50,8 @@ def write_index(folder: Path, summary: dict, class_names: list[str], cm: np.ndar
             ("backbone", f"{settings.get('backbone')} at {settings.get('input_size')} px, fine-tuned from block "
                          f"{summary.get('cut')}"),
             ("images", f"{summary.get('train_images')} train, {summary.get('val_images')} val"),
-            ("started from", settings.get("init"))]
+            ("started from", settings.get("init")),
+            ("training recipe", _recipe(settings))]
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>timebox run: {e(str(settings.get('out')))}"
              f"</title><style>{_STYLE}</style></head><body>",
              f"<h1>timebox run</h1><p><code>{e(str(settings.get('out')))}</code></p>",
