@@ -134,9 +134,10 @@ SETTINGS: tuple[Setting, ...] = (
     _s("cost_matrix", str, None, "a JSON file of confusion costs by class name (pairs, groups) added to the loss "
        "of the heads and fine-tuning (null: none); ./run.sh propose-costs drafts one from a run", nullable=True,
        flag="--cost-matrix", parse=check_cost_file),
-    _s("head", str, "cosine", "the classifier layer: cosine (NormFace: normalised features and class weights, no "
-       "bias, times a scale), or softmax (linear; then the early numpy head can be the head)", flag="--head",
-       choices=("softmax", "cosine"), evidence=f"{_R}, 2026-12-07 recipes"),
+    _s("head", str, "softmax", "the classifier layer: softmax (linear; the early numpy head can be the head), or "
+       "cosine (NormFace: normalised features and class weights, no bias, times a scale; won on long-tailed flowers5 "
+       "and trashnet, not yet the default)", flag="--head", choices=("softmax", "cosine"),
+       evidence=f"{_R}, 2026-12-07 recipes"),
     _s("cosine_scale", float, None, "the cosine head's scale, fixed (null: learnt, from 16)", nullable=True, low=1.0,
        high=100.0),
     _s("head_dropout", float, 0.3, "dropout before the head's layers", low=0.0, high=0.9),
