@@ -47,11 +47,15 @@ class ImageAugment:
     seed: int = 0
     layers: list = field(init=False)
 
+    crop: bool = field(init=False)
+
     def __post_init__(self):
-        self.layers = [_layer(n, self.seed + i) for i, n in enumerate(augment_names(self.names)) if n != "crop"]
+        names = augment_names(self.names)
+        self.crop = "crop" in names
+        self.layers = [_layer(n, self.seed + i) for i, n in enumerate(names) if n != "crop"]
 
     def __call__(self, batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        if "crop" in augment_names(self.names):
+        if self.crop:
             batch = random_resized_crop(batch, rng)
         for layer in self.layers:
             batch = keras.ops.convert_to_numpy(layer(batch, training=True))

@@ -63,7 +63,8 @@ class Recipe:
                              "train on mixed labels: set mixup and cutmix to 0, or cost_matrix to null")
         costs = None if cfg.cost_matrix is None else tuple(map(tuple, read_costs(cfg.cost_matrix, list(class_names))))
         scale = cfg.cosine_scale
-        head = HeadSpec(cfg.head, cfg.head_dropout, cfg.head_hidden, 16.0 if scale is None else scale, scale is None)
+        head = HeadSpec(cfg.head, cfg.head_dropout, cfg.head_hidden, HeadSpec.cosine_scale if scale is None else scale,
+                        scale is None)  # null: learnt, from HeadSpec's default
         return cls(cfg.loss, cfg.label_smoothing, cfg.class_weight, costs, head, cfg.sampling, cfg.mixup, cfg.cutmix,
                    cfg.lr_schedule, cfg.augment)
 
