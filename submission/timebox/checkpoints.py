@@ -3,7 +3,8 @@
 Checkpoint files are written to a temporary name and renamed into place, and the manifest
 (``manifest.json``) is replaced atomically after every change, so a run killed at any instant
 leaves a loadable manifest that points only at complete files. Entries already in a manifest
-(from an earlier, interrupted run) keep their rank: a worse model never replaces the best.
+(from an earlier, interrupted run) keep their rank: a worse model never replaces the best. The file named by
+``protected`` (the output's weights) is kept even when it falls out of the top k.
 
 Example::
 
@@ -38,6 +39,7 @@ class CheckpointManager:
     def __init__(self, folder: str | Path, k: int = 3, suffix: str = ".weights.h5"):
         self.folder, self.k, self.suffix = Path(folder), k, suffix
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.protected: str | None = None  # a file kept beyond the top k (the output's)
         self.entries: list[dict] = self._load()
         self._last_size = max((e.get("bytes", 0) for e in self.entries), default=0)
 
@@ -52,7 +54,7 @@ class CheckpointManager:
         """True if a checkpoint with these scores would enter the top k."""
         if len(self.entries) < self.k:
             return True
-        return _rank({"val_accuracy": val_accuracy, "val_loss": val_loss}) < _rank(self.entries[-1])
+        return _rank({"val_accuracy": val_accuracy, "val_loss": val_loss}) < _rank(self.entries[self.k - 1])
 
     def consider(self, save: Callable[[Path], None], *, model: str, phase: str, epoch: int, step: int,
                  val_accuracy: float, val_loss: float) -> Path | None:
@@ -77,7 +79,8 @@ class CheckpointManager:
                  "val_accuracy": float(val_accuracy), "val_loss": float(val_loss), "time": time.time(),
                  "bytes": self._last_size}
         self.entries = sorted([e for e in self.entries if e["file"] != name] + [entry], key=_rank)
-        dropped, self.entries = self.entries[self.k :], self.entries[: self.k]
+        dropped = [e for e in self.entries[self.k :] if e["file"] != self.protected]
+        self.entries = [e for e in self.entries if e not in dropped]
         self._write_manifest()
         for e in dropped:
             (self.folder / e["file"]).unlink(missing_ok=True)
@@ -89,15 +92,21 @@ class CheckpointManager:
         need = 2 * self._last_size + (16 << 20)
         new = _rank({"val_accuracy": val_accuracy, "val_loss": val_loss})
         while psutil.disk_usage(str(self.folder)).free < need:
-            if not self.entries or _rank(self.entries[-1]) <= new:
+            droppable = [e for e in self.entries if e["file"] != self.protected]
+            if not droppable or _rank(droppable[-1]) <= new:
                 return False
-            worst = self.entries.pop()
+            worst = droppable[-1]
+            self.entries.remove(worst)
             (self.folder / worst["file"]).unlink(missing_ok=True)
             self._write_manifest()
         return True
 
     def _write_manifest(self) -> None:
         atomic_write_json(self.folder / MANIFEST, {"checkpoints": self.entries})
+
+    def path(self, name: str) -> Path | None:
+        """The kept file ``name``, or None if it is not kept."""
+        return self.folder / name if any(e["file"] == name for e in self.entries) else None
 
     def best(self) -> dict | None:
         """The best entry, with ``path`` filled in, or None."""

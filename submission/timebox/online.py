@@ -20,6 +20,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 
@@ -184,9 +185,11 @@ def _score_head(ctx: Context, scorer: Scorer, head: HeadOutcome) -> None:
         return
     standing = head.early and ctx.outputs.written_by == EARLY_SOURCE
     if standing:  # its output is the head's: scored for its checkpoint, not predicted again
-        ctx.outputs.stands(OutputRecord(head.val_accuracy, EARLY_SOURCE))
+        scorer.stands(OutputRecord(head.val_accuracy, EARLY_SOURCE))
     known = (head.val_probs, head.test_probs) if head.val_probs is not None else None
-    scorer.score("head", head.chosen_epoch, head.epochs_run, known)
+    path = scorer.score("head", head.chosen_epoch, head.epochs_run, known)
+    if standing and path is not None:  # the early head's weights are the head's checkpoint
+        scorer.stands(replace(ctx.outputs.record, checkpoint=path.name))
     ctx.log(f"{ctx.outputs.path} stands: the head is the early head" if standing else
             f"wrote {ctx.outputs.path} (from the head, val accuracy {ctx.outputs.record.val_accuracy:.4f})")
 

@@ -36,13 +36,15 @@ WRITTEN = "predictions"  # the state record of the last predictions.csv written:
 class OutputRecord:
     """What ``predictions.csv`` holds: its val accuracy (-1: none yet, or the early output, provisional) and source;
     ``final``: no later model of this run replaces it; ``refit``: it trained on the val images, and
-    ``val_accuracy`` is that of the output it replaced; ``exported``: ``OUT/model`` holds it (an ensemble)."""
+    ``val_accuracy`` is that of the output it replaced; ``exported``: ``OUT/model`` holds it (an ensemble);
+    ``checkpoint``: the file in ``OUT/checkpoints/`` with its weights (None: a final output's are in memory)."""
 
     val_accuracy: float = -1.0
     source: str | None = None
     final: bool = False
     refit: bool = False
     exported: bool = False
+    checkpoint: str | None = None
 
 
 class Outputs:

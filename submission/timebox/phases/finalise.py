@@ -38,13 +38,13 @@ def result(ctx: Context, val_accuracy: float, tta: bool) -> OnlineResult:
 
 
 def _output_val_probs(ctx: Context, scorer: Scorer, ensemble: EnsembleOutcome) -> np.ndarray | None:
-    """The output's val probabilities; the best checkpoint's weights are loaded into the scored model unless the
-    output is final (then the weights in memory are the output's). None when they are not known and predicting
+    """The output's val probabilities; its checkpoint's weights are loaded into the scored model unless the output
+    is final (then the weights in memory are the output's). None when they are not known and predicting
     them would cut into the end reserve (a refit output, late): the report then has no confusion matrix."""
-    top, source = scorer.checkpoints.best(), scorer.last.source
-    if top is not None and not ctx.outputs.record.final:
-        scorer.scored.load_weights(top["path"])
-        source = f"{top['phase']} epoch {top['epoch']}"
+    source, own = scorer.last.source, scorer.output_weights()
+    if own is not None:
+        scorer.scored.load_weights(own[0])
+        source = own[1]
     if ensemble.model is not None:
         return ensemble.val_probs
     planner = ctx.planner

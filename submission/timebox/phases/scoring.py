@@ -45,11 +45,13 @@ class Scorer:
         self.ctx, self.acts, self.scored, self.n_views, self.checkpoints = ctx, acts, scored, n_views, checkpoints
         self.candidates: dict[str, Candidate] = {}  # source -> candidate
         self.last = Scored(ctx.outputs.record.val_accuracy, ctx.outputs.record.source)
+        checkpoints.protected = ctx.outputs.record.checkpoint
 
     def score(self, phase: str, epoch: int, step: int,
-              known: tuple[list[np.ndarray], np.ndarray | None] | None = None) -> None:
-        """Checkpoint the scored model if it is in the top k; new predictions if it is the best yet. ``known``: its
-        val probabilities per view and its test ones (or None), when known (see :func:`timebox.phases.head`)."""
+              known: tuple[list[np.ndarray], np.ndarray | None] | None = None) -> Path | None:
+        """Checkpoint the scored model if it is in the top k (returns its file); new predictions if it is the best
+        yet. ``known``: its val probabilities per view and its test ones (or None), when known (see
+        :func:`timebox.phases.head`)."""
         ctx, acts = self.ctx, self.acts
         ctx.session.collect_garbage()
         per_view = known[0] if known else [ctx.predict(self.scored, [view]) for view in acts.val]  # all: candidates
@@ -71,7 +73,9 @@ class Scorer:
                            if k == self.last.source or (c.path is not None and c.path.name in kept)}
         record = ctx.outputs.record
         if ctx.outputs.improves(acc) and (record.source is None or not ctx.planner.expired()):
-            self.write(OutputRecord(float(acc), self.last.source), test_probs=known[1] if known else None)
+            self.write(OutputRecord(float(acc), self.last.source, checkpoint=path.name if path else None),
+                       test_probs=known[1] if known else None)
+        return path
 
     def write(self, record: OutputRecord, test_probs: np.ndarray | None = None) -> None:
         """The scored model's test predictions (``test_probs`` if known) become the output, described by ``record``."""
@@ -80,6 +84,24 @@ class Scorer:
             test_probs = (self.ctx.predict(self.scored, [v[: acts.n_test] for v in acts.test[: self.n_views]])
                           if acts.n_test else np.zeros((0, self.ctx.num_classes), np.float32))
         self.ctx.outputs.adopt(test_probs, acts.usable, record)
+        self.checkpoints.protected = record.checkpoint
+
+    def stands(self, record: OutputRecord) -> None:
+        """The predictions written are those of ``record`` (see :meth:`timebox.outputs.Outputs.stands`)."""
+        self.ctx.outputs.stands(record)
+        self.checkpoints.protected = record.checkpoint
+
+    def output_weights(self) -> tuple[str, str] | None:
+        """The file with the output's weights and the output's source, unless the output is final (its weights are
+        the scored model's in memory): its checkpoint, or the best one when it has none (written while k better
+        checkpoints were kept); None when no checkpoint is kept."""
+        record, top = self.ctx.outputs.record, self.checkpoints.best()
+        if record.final:
+            return None
+        own = self.checkpoints.path(record.checkpoint) if record.checkpoint else None
+        if own is not None:
+            return str(own), record.source
+        return (top["path"], f"{top['phase']} epoch {top['epoch']}") if top is not None else None
 
     def sync_with_checkpoints(self) -> None:
         """After a kill between a checkpoint and its predictions: predict with the best checkpoint."""
@@ -87,7 +109,8 @@ class Scorer:
         if top is not None and top["val_accuracy"] > record.val_accuracy and not record.final:
             current = self.scored.get_weights()
             self.scored.load_weights(top["path"])
-            self.write(OutputRecord(top["val_accuracy"], f"{top['phase']} epoch {top['epoch']}"))
+            self.write(OutputRecord(top["val_accuracy"], f"{top['phase']} epoch {top['epoch']}",
+                                    checkpoint=top["file"]))
             self.scored.set_weights(current)
 
     def val_probs(self, source: str) -> np.ndarray:
