@@ -70,11 +70,11 @@ class ImageMixer(Mixer):
     def __call__(self, x: np.ndarray, y: np.ndarray, w: np.ndarray | None,
                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         soft = np.eye(self.num_classes, dtype=np.float32)[y]
-        cut = self.cutmix > 0 and (self.mixup <= 0 or rng.random() < 0.5)
-        if not cut and self.mixup <= 0:
+        kind = self.kind(True, rng)
+        if kind is None:
             return x, soft, w
         seed = int(rng.integers(2**31))
-        layer = keras.layers.CutMix(factor=(self.cutmix, self.cutmix), seed=seed) if cut else \
+        layer = keras.layers.CutMix(factor=(self.cutmix, self.cutmix), seed=seed) if kind == "cutmix" else \
             keras.layers.MixUp(alpha=self.mixup, seed=seed)
         out = layer({"images": x, "labels": soft}, training=True)
         return (np.asarray(keras.ops.convert_to_numpy(out["images"]), np.float32),

@@ -73,7 +73,7 @@ def _compile(head: keras.Model, total_steps: int, lr: float, labels: np.ndarray,
              recipe: Recipe) -> WarmupCosine:
     schedule = WarmupCosine(lr, max(1, total_steps // 20), total_steps, recipe.lr_schedule)
     head.compile(optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=1e-4),
-                 loss=recipe.keras_loss(labels, num_classes, soft=recipe.mixer(num_classes).on))
+                 loss=recipe.keras_loss(labels, num_classes, soft=recipe.mixes))
     return schedule
 
 
@@ -110,7 +110,7 @@ def fit_head(
     probe = build_head(dim, num_classes, seed=seed, spec=recipe.head)
     _compile(probe, 100, lr, train_y, num_classes, recipe)
     t0 = time.perf_counter()
-    fed = recipe.sampling != "uniform" or recipe.mixer(num_classes).on  # else Keras shuffles the arrays
+    fed = recipe.sampling != "uniform" or recipe.mixes  # else Keras shuffles the arrays
     batches = FeatureBatches(train_x, train_y, num_classes, batch_size, recipe, seed) if fed else None
     step_s = _measure_step_time(probe, batches[0] if fed else (train_x[:batch_size], train_y[:batch_size]))
     steps_per_epoch = int(np.ceil(len(train_x) / batch_size))

@@ -68,6 +68,11 @@ class Recipe:
         return cls(cfg.loss, cfg.label_smoothing, cfg.class_weight, costs, head, cfg.sampling, cfg.mixup, cfg.cutmix,
                    cfg.lr_schedule, cfg.augment)
 
+    @property
+    def mixes(self) -> bool:
+        """Whether batches are mixed (mixup or cutmix): trained on soft labels."""
+        return self.mixup > 0 or self.cutmix > 0
+
     def mixer(self, num_classes: int, images: bool = False) -> Mixer | ImageMixer:
         """The batch mixer (its ``on`` False: no mixing): numpy's on features and activations, Keras' layers on
         images."""
@@ -98,8 +103,6 @@ class Recipe:
     def keras_loss(self, labels: np.ndarray, num_classes: int, soft: bool = False) -> keras.losses.Loss:
         """The Keras loss for ``labels`` (class ids or one-hot/soft labels; ``soft``: trained on mixed labels)."""
         ids = np.asarray(labels).ndim == 1 and not soft
-        if soft:
-            labels = np.eye(num_classes, dtype=np.float32)[np.asarray(labels)]
         costs = None if self.costs is None else [list(row) for row in self.costs]
         if costs is not None and not ids:
             raise UsageError("a cost matrix needs class ids, not soft labels")
@@ -109,5 +112,7 @@ class Recipe:
                                                           label_smoothing=self.label_smoothing)
         if costs is not None:
             return SmoothedSparse(num_classes, self.label_smoothing, costs=costs)
+        if soft:
+            return keras.losses.CategoricalCrossentropy(label_smoothing=self.label_smoothing)
         return select_loss(labels, num_classes, label_smoothing=self.label_smoothing)
 

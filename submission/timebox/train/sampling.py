@@ -51,14 +51,21 @@ class Mixer:
     def on(self) -> bool:
         return self.mixup > 0 or self.cutmix > 0
 
+    def kind(self, spatial: bool, rng: np.random.Generator) -> str | None:
+        """The mixing a batch gets: ``"cutmix"`` (``spatial`` inputs only), ``"mixup"`` or None; a coin decides
+        when both are on."""
+        if self.cutmix > 0 and spatial and (self.mixup <= 0 or rng.random() < 0.5):
+            return "cutmix"
+        return "mixup" if self.mixup > 0 else None
+
     def __call__(self, x: np.ndarray, y: np.ndarray, w: np.ndarray | None,
                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         soft = np.eye(self.num_classes, dtype=np.float32)[y]
-        cut = self.cutmix > 0 and x.ndim == 4 and (self.mixup <= 0 or rng.random() < 0.5)
-        if not cut and self.mixup <= 0:
+        kind = self.kind(x.ndim == 4, rng)
+        if kind is None:
             return x, soft, w
         perm = rng.permutation(len(x))
-        if cut:
+        if kind == "cutmix":
             x, lam = _cut(x, perm, rng.beta(self.cutmix, self.cutmix), rng)
             lam = np.full(len(x), lam, np.float32)
         else:
