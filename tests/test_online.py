@@ -142,7 +142,7 @@ def test_the_report_has_pictures_an_index_page_and_tensorboard_events(run):
     for name in pictures:
         assert (report / name).stat().st_size > 1000 and f"<img src='{name}'" in page, name
     assert f"{100 * run['result'].val_accuracy:.2f}%" in page and ("<td>circle</td>" in page) != late
-    assert "class weights balanced; softmax head; uniform sampling; lr schedule cosine" in page  # the recipe
+    assert "class weights balanced; cosine head; uniform sampling; lr schedule cosine" in page  # the recipe
 
     def tags(phase):
         events = EventAccumulator(str(report / "tensorboard" / phase), size_guidance={"tensors": 0}).Reload()

@@ -48,6 +48,7 @@ from .pretrained import resolve_config
 from .recovery import RunState
 from .session import Session
 from .train.recipe import Recipe
+from .train.replicas import setup_devices
 
 __all__ = ["OnlineConfig", "OnlineResult", "run_online", "default_cache_dir", "use_flip_tta"]
 
@@ -90,6 +91,7 @@ def run_online(cfg: OnlineConfig, state: RunState | None = None, listing: Listin
     (:func:`timebox.listing.write_prior`).
     """
     cfg = resolve_config(cfg)  # an OnlineConfig built in code keeps init "auto" until here
+    devices = setup_devices(cfg.replicas) if cfg.finetune else []  # before TensorFlow starts
     with Session(cfg, state) as session:
         listing = listing or list_run(cfg)
         ds, test_files = listing.ds, listing.test_files
@@ -98,6 +100,7 @@ def run_online(cfg: OnlineConfig, state: RunState | None = None, listing: Listin
         session.log(f"{len(ds.files)} training images in {len(ds.class_ids)} classes ({ds.layout} layout), "
                     f"{len(test_files)} test files; backbone {spec.name} at {size}px")
         ctx = _context(cfg, session, listing, spec, size)
+        ctx.devices = tuple(devices)
         ctx.outputs.ensure_exists()  # from here on, whatever ends the run, a complete predictions.csv of its own
         with session.watch(ctx.outputs.ensure_exists):
             return _run(ctx, ds, test_files, size)

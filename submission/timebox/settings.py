@@ -134,10 +134,9 @@ SETTINGS: tuple[Setting, ...] = (
     _s("cost_matrix", str, None, "a JSON file of confusion costs by class name (pairs, groups) added to the loss "
        "of the heads and fine-tuning (null: none); ./run.sh propose-costs drafts one from a run", nullable=True,
        flag="--cost-matrix", parse=check_cost_file),
-    _s("head", str, "softmax", "the classifier layer: softmax (linear; the early numpy head can be the head), or "
-       "cosine (NormFace: normalised features and class weights, no bias, times a scale; won on long-tailed flowers5 "
-       "and trashnet, not yet the default)", flag="--head", choices=("softmax", "cosine"),
-       evidence=f"{_R}, 2026-12-07 recipes"),
+    _s("head", str, "cosine", "the classifier layer: cosine (NormFace: normalised features and class weights, no "
+       "bias, times a scale), or softmax (linear; then the early numpy head can be the head)", flag="--head",
+       choices=("softmax", "cosine"), evidence=f"{_R}, 2026-12-07 (05:40Z-), the cosine head"),
     _s("cosine_scale", float, None, "the cosine head's scale, fixed (null: learnt, from 16)", nullable=True, low=1.0,
        high=100.0),
     _s("head_dropout", float, 0.3, "dropout before the head's layers", low=0.0, high=0.9),
@@ -174,6 +173,9 @@ SETTINGS: tuple[Setting, ...] = (
        high=1.0, flag="--finetune-lr", rule="above 0 and at most 1", evidence=f"{_R}, 2026-11-24 late evening"),
     _s("refit", bool, True, "the last fine-tune round trains on the val images too (then no vote)",
        flag="--no-refit", evidence=f"{_R}, 2026-11-25 morning"),
+    _s("replicas", int, 0, "devices fine-tuning trains on in parallel (tf.distribute.MirroredStrategy; the batch "
+       "and the learning rate times the replicas): 0 every GPU when there are several, else one device; N: N GPUs, "
+       "or with no GPU the CPU split into N logical devices (tests)", low=0, flag="--replicas"),
     _s("finetune_cut", int, None, "EfficientNet-Lite: the block fine-tuning starts from (Lite0: 12, 11, 8, 5, 3, "
        "1, or 0: the whole backbone on random crops; null: the deepest the budget fits)", nullable=True, low=0,
        flag="--finetune-cut"),

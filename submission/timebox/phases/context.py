@@ -31,6 +31,7 @@ class Context:
     cache_dir: Path
     feature_store: FeatureStore | None = None  # activations shared with other runs (--feature-cache)
     recipe: Recipe = Recipe()  # the loss, class weights and costs every trainer follows
+    devices: tuple[str, ...] = ()  # the fine-tune's replicas (setting replicas; empty: one device)
 
     @property
     def log(self) -> Progress:

@@ -148,5 +148,6 @@ def _summary(ctx: Context, ext: Extraction, val_acc: float, tta: bool) -> dict:
             "p95_latency_ms_one_view": round(planner.measured.single_latency_ms, 1) or None,
             "predictions_from": ctx.outputs.written_by, "interrupted": s.budget.interrupted,
             "train_images": len(ext.acts.y_train), "val_images": len(ext.acts.y_val), "cut": ext.acts.cut,
+            "finetune_devices": list(ctx.devices) or None,
             "notes": s.notes, "settings": _config(ctx, ext.size),
             "phases": [{k: p[k] for k in ("phase", "start_s", "planned_s", "actual_s")} for p in s.phases]}

@@ -157,7 +157,8 @@ class FineTunePhase:
         where = "whole, on random crops of the images" if self.image_cut else f"from block {ctx.planner.cut}"
         line = (f"fine-tuning {ctx.spec.name} {where} for up to {time_s:.0f}s"
                 + (" on the training and val images (refit)" if rnd.refit else "")
-                + (f" (round {rnd.r + 1} of {rnd.rounds})" if rnd.rounds > 1 else ""))
+                + (f" (round {rnd.r + 1} of {rnd.rounds})" if rnd.rounds > 1 else "")
+                + (f" on {len(ctx.devices)} replicas ({', '.join(ctx.devices)})" if ctx.devices else ""))
         ctx.log(line)
         size = self.scorer.acts.size
         ctx.session.events.text("plan", line + (f"; input size {size} px" if size else ""), step=rnd.r)
@@ -198,4 +199,4 @@ class FineTunePhase:
         return fine_tune(scorer.scored, views, labels, ctx.num_classes, time_s, 0.0 if rnd.refit else eval_s,
                          callbacks, seed=ctx.cfg.seed + rnd.r, batch_size=ctx.cfg.batch_size, lr=ctx.cfg.finetune_lr,
                          resume=resume, augment=ctx.recipe.image_augment(ctx.cfg.seed) if self.image_cut else None,
-                         recipe=ctx.recipe)
+                         recipe=ctx.recipe, devices=list(ctx.devices))

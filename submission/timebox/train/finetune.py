@@ -9,6 +9,7 @@ in minutes. Epochs are sized to the time given from a measured step time, the le
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -20,6 +21,7 @@ from ..config import FINETUNE_LR
 from ..models.schedules import WarmupCosine
 from .callbacks import PlateauDecay
 from .recipe import Recipe
+from .replicas import Replicas
 from .sampling import epoch_order
 
 
@@ -144,9 +146,12 @@ class _Loop:
 
     def __init__(self, model: keras.Model, labels: np.ndarray, num_classes: int, time_s: float, eval_s: float,
                  seed: int, batch_size: int, lr: float, max_epochs: int, resume: FineTuneState | None,
-                 recipe: Recipe, images: bool):
+                 recipe: Recipe, images: bool, devices: list[str]):
         self.call_time = time.perf_counter()
-        self.model, self.n, self.time_s, self.eval_s, self.batch_size = model, len(labels), time_s, eval_s, batch_size
+        self.replicas = Replicas(devices, model) if devices else None
+        self.trained = self.replicas.model if self.replicas else model  # the scored model, or its mirrored twin
+        batch_size, lr = batch_size * max(1, len(devices)), lr * max(1, len(devices))  # the linear scaling rule
+        self.n, self.time_s, self.eval_s, self.batch_size = len(labels), time_s, eval_s, batch_size
         self.steps_per_epoch = int(np.ceil(self.n / batch_size))
         self.min_epoch_steps = max(1, self.steps_per_epoch // 4)  # a shortened last epoch is worth its evaluation
         self.rng = np.random.default_rng(seed)
@@ -159,14 +164,17 @@ class _Loop:
         self.schedule = WarmupCosine(lr, warmup_steps=self.steps_per_epoch // 2 + 1, total_steps=self.end_step,
                                      shape=recipe.lr_schedule)
         self.sampling, self.mixer = recipe.sampling, recipe.mixer(num_classes, images)
-        model.compile(optimizer=keras.optimizers.AdamW(self.schedule, weight_decay=1e-4),
-                      loss=recipe.keras_loss(labels, num_classes, soft=self.mixer.on))
-        self.class_weight, self.weights = recipe.class_weights(labels, num_classes), recipe.weights(labels, num_classes)
-        if resume is not None:
-            model.optimizer.build(model.trainable_variables)
-            for variable, value in zip(model.optimizer.variables, resume.optimizer_variables, strict=True):
-                variable.assign(value)
-        model.stop_training = False
+        weights = recipe.weights(labels, num_classes)
+        self.weights = None if weights is None else weights.astype(np.float32)  # as sample weights
+        trained = self.trained
+        with self.replicas.scope() if self.replicas else contextlib.nullcontext():
+            trained.compile(optimizer=keras.optimizers.AdamW(self.schedule, weight_decay=1e-4),
+                            loss=recipe.keras_loss(labels, num_classes, soft=self.mixer.on))
+            if resume is not None:
+                trained.optimizer.build(trained.trainable_variables)
+                for variable, value in zip(trained.optimizer.variables, resume.optimizer_variables, strict=True):
+                    variable.assign(value)
+        trained.stop_training = False
         self.abandoned = False  # the epoch in progress cannot be made useful: stop without scoring it
         self.start_time, self.session_steps, self.epoch_steps = time.perf_counter(), 0, 0
         self.epoch_start, self.measure_from, self.session_from, self.trained_until = 0, 0.0, 0.0, 0.0
@@ -184,7 +192,7 @@ class _Loop:
             self.end_step = min(plan_steps(self.step, self.epoch_start, left, self.step_s, self.eval_s,
                                            self.steps_per_epoch, self.min_epoch_steps), self.max_steps)
             if self.end_step < self.step:
-                self.abandoned = self.model.stop_training = True
+                self.abandoned = self.trained.stop_training = True
                 return
             self.schedule.resize(self.end_step)
 
@@ -204,7 +212,7 @@ class _Loop:
         """Where training stands, to continue from in another process."""
         return FineTuneState(self.epoch, self.step, -(-self.end_step // self.steps_per_epoch), self.step_s,
                              self.rng.bit_generator.state,
-                             [keras.ops.convert_to_numpy(v) for v in self.model.optimizer.variables], self.end_step)
+                             [keras.ops.convert_to_numpy(v) for v in self.trained.optimizer.variables], self.end_step)
 
     def result(self, stopped: bool, epochs_run: int, last_epoch_steps: int) -> FineTuneResult:
         planned = self.end_step if self.step_s else 0
@@ -216,12 +224,14 @@ class _Loop:
                    augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None) -> float:
         """One step on the samples ``idx`` (a view of each drawn, augmented, mixed as the recipe says); its loss."""
         batch, y = _batch(views, idx, self.rng), labels[idx]
+        w = None if self.weights is None else self.weights[y]
         if augment is not None:
             batch = augment(batch, self.rng)
-        if not self.mixer.on:
-            return float(self.model.train_on_batch(batch, y, class_weight=self.class_weight))
-        batch, soft, w = self.mixer(batch, y, None if self.weights is None else self.weights[y], self.rng)
-        return float(self.model.train_on_batch(batch, soft, sample_weight=w))
+        if self.mixer.on:
+            batch, y, w = self.mixer(batch, y, w, self.rng)  # soft labels
+        if self.replicas:
+            return self.replicas.step(batch, y, w)
+        return float(self.trained.train_on_batch(batch, y, sample_weight=w))
 
     def run(self, views: list[np.ndarray], labels: np.ndarray, callbacks: keras.callbacks.CallbackList,
             augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None) -> FineTuneResult:
@@ -239,9 +249,11 @@ class _Loop:
                 callbacks.on_train_batch_end(self.step)
                 if self.abandoned:
                     return self.result(False, self.epoch - 1, 0)
-                if self.model.stop_training:  # the deadline: the unfinished epoch is not scored
+                if self.trained.stop_training:  # the deadline: the unfinished epoch is not scored
                     return self.result(True, self.epoch - 1, 0)
             self.trained_until = time.perf_counter()
+            if self.replicas:  # the epoch is scored on the scored model
+                self.replicas.copy_back()
             callbacks.on_epoch_end(self.epoch - 1, {"step": self.step, "loss": loss_sum / max(1, self.epoch_steps)})
         return self.result(False, self.epoch, self.epoch_steps)
 
@@ -261,6 +273,7 @@ def fine_tune(
     resume: FineTuneState | None = None,
     augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
     recipe: Recipe = Recipe(),
+    devices: list[str] = (),
 ) -> FineTuneResult:
     """Train ``model`` (activations -> probabilities) on ``views`` of the same samples.
 
@@ -271,7 +284,8 @@ def fine_tune(
     that epoch loaded, continues from there: optimizer state, schedule position, shuffling and plan included).
     ``augment`` (training on images: :class:`timebox.train.augment.ImageAugment`) transforms every training batch
     (and images are then mixed by Keras' layers); ``recipe`` gives the loss, class weights, sampling, mixing and the
-    learning rate's schedule.
+    learning rate's schedule. With ``devices`` (:func:`timebox.train.replicas.setup_devices`), a mirrored twin of
+    ``model`` trains on them, ``batch_size`` and ``lr`` per replica (:mod:`timebox.train.replicas`).
 
     Example::
 
@@ -279,8 +293,8 @@ def fine_tune(
                   callbacks=[DeadlineStop(budget.expired), ScoreEpoch(keep_best), RecoveryState(save)])
     """
     loop = _Loop(model, labels, num_classes, time_s, eval_s, seed, batch_size, lr, max_epochs, resume, recipe,
-                 images=augment is not None)
+                 images=augment is not None, devices=list(devices))
     after = [c for c in callbacks if isinstance(c, RecoveryState)]  # they save the epoch's plan
     plateau = [PlateauDecay(loop.schedule)] if recipe.lr_schedule == "plateau" else []
     ordered = [c for c in callbacks if not isinstance(c, RecoveryState)] + plateau + [_Plan(loop, bool(after))] + after
-    return loop.run(views, labels, keras.callbacks.CallbackList(ordered, model=model), augment)
+    return loop.run(views, labels, keras.callbacks.CallbackList(ordered, model=loop.trained), augment)
