@@ -39,6 +39,7 @@ def _run(tmp_path_factory, latency_ms, with_test=True, budget_s=BUDGET_S, zoom_s
                        ensemble_max_share=1.0,  # at these budgets the phase would give its time to fine-tuning
                        second_share=0.5,  # ... and the second backbone's head would not fit its share
                        train_mirror_min_epochs=0,  # ... and the training images' mirrored view either
+                       head="softmax",  # ... and a Keras head's seconds (the early head stands in for a softmax one)
                        # fine-tuning leaves this much more time to the phases after it
                        **({} if ft_slack_s is None else {"ft_slack_s": ft_slack_s}))
     with pytest.MonkeyPatch.context() as mp:

@@ -64,7 +64,7 @@ def test_online_fine_tunes_on_two_replicas_and_says_so(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "submission")}
     env.pop("TIMEBOX_START", None)
     run = subprocess.run([sys.executable, "-m", "timebox", "online", "--train-dir", str(data / "train"), "--test-dir",
-                          str(data / "test"), "--out", str(out), "--budget", "40s", "--size", "64", "--workers", "1",
+                          str(data / "test"), "--out", str(out), "--budget", "60s", "--size", "64", "--workers", "1",
                           "--replicas", "2", "--finetune-cut", "12", "--no-refit", "--config", str(config)],
                          env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
