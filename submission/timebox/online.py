@@ -26,6 +26,7 @@ from pathlib import Path
 
 from .checkpoints import CheckpointManager
 from .config import OnlineConfig
+from .console import half_precision_quietly
 from .data.layouts import Dataset
 from .listing import Listing, list_run
 from .models.feature_store import FeatureStore
@@ -92,6 +93,7 @@ def run_online(cfg: OnlineConfig, state: RunState | None = None, listing: Listin
     """
     cfg = resolve_config(cfg)  # an OnlineConfig built in code keeps init "auto" until here
     devices = setup_devices(cfg.replicas) if cfg.finetune else []  # before TensorFlow starts
+    half_precision_quietly()
     with Session(cfg, state) as session:
         listing = listing or list_run(cfg)
         ds, test_files = listing.ds, listing.test_files
