@@ -6,8 +6,10 @@ subsampled to 100%, 50%, 25%, 12% and 6% of their images, sorted class order, se
     .venv/bin/python bench/recipes.py [--data lt] [--budget 4m] [--seeds 0,1] [--recipes none,balanced] [--out DIR]
 
 A recipe is a set of settings laid over the defaults (see RECIPES). Runs alternate recipes per seed and share one
-decode cache; nothing else should run. Recipe "costs" is `--cost-matrix` with the file `propose-costs` drafts from the
-"default" run of the same seed (list "default" before it), as a contestant would start one. Issue 32's goal: the default's macro accuracy at 4 minutes at least 3 points
+decode cache, warmed first by an unscored 1-minute run (the first run otherwise pays the cold start: setup 4.6-5.3 s
+against 0.7-0.9 s warm, bench/RESULTS.md, 2026-12-07 11:49Z-); nothing else should run. Recipe "costs" is
+`--cost-matrix` with the file `propose-costs` drafts from the "default" run of the same seed (list "default" before
+it), as a contestant would start one. Issue 32's goal: the default's macro accuracy at 4 minutes at least 3 points
 above the defaults before the issue (recipe "before": class_weight none, softmax head).
 """
 
@@ -78,6 +80,7 @@ def main() -> None:
     where = {"test": test / ("test_data" if args.data == "trashnet" else "test"), "labels": test / "test_labels.csv"}
     names = args.recipes.split(",")
     results: dict[str, list[tuple[float, float, float]]] = {n: [] for n in names}
+    online_run(train, out / "warm-up", "1m", 0, out / "cache", **where)
     for seed in [int(s) for s in args.seeds.split(",")]:
         for name in names:
             config = out / f"{name}-{seed}.json"
