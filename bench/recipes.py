@@ -8,9 +8,10 @@ subsampled to 100%, 50%, 25%, 12% and 6% of their images, sorted class order, se
 A recipe is a set of settings laid over the defaults (see RECIPES). Runs alternate recipes per seed and share one
 decode cache, warmed first by an unscored 1-minute run (the first run otherwise pays the cold start: setup 4.6-5.3 s
 against 0.7-0.9 s warm, bench/RESULTS.md, 2026-12-07 11:49Z-); nothing else should run. Recipe "costs" is
-`--cost-matrix` with the file `propose-costs` drafts from the "default" run of the same seed (list "default" before
-it), as a contestant would start one. Issue 32's goal: the default's macro accuracy at 4 minutes at least 3 points
-above the defaults before the issue (recipe "before": class_weight none, softmax head).
+`--cost-matrix` with the file `propose-costs` drafts from the "no-refit" run of the same seed (list "no-refit"
+before it; a refit run trained on its val images), as a contestant would start one. Issue 32's goal: the default's
+macro accuracy at 4 minutes at least 3 points above the defaults before the issue (recipe "before": class_weight
+none, softmax head).
 """
 
 from __future__ import annotations
@@ -57,9 +58,9 @@ def overrides(name: str, seed: int, out: Path) -> dict:
     """The settings recipe ``name`` lays over the defaults for ``seed``; "costs" drafts its file first."""
     if name != "costs":
         return RECIPES[name]
-    source = out / f"default-{seed}" / "report" / "confusion_val.csv"
+    source = out / f"no-refit-{seed}" / "report" / "confusion_val.csv"  # a refit run's val images were trained on
     if not source.exists():
-        raise SystemExit(f"recipe costs: {source} is missing; list recipe default before costs")
+        raise SystemExit(f"recipe costs: {source} is missing; list recipe no-refit before costs")
     matrix = out / f"costs-{seed}-matrix.json"
     matrix.write_text(json.dumps(propose_costs(source)))
     return {"cost_matrix": str(matrix)}

@@ -94,3 +94,14 @@ def test_propose_costs_drafts_the_most_frequent_mistakes_from_a_run(tmp_path, ca
     assert read_costs(tmp_path / "costs.json", ["mop", "earphones", "charger"])[0, 1] == 1.0
     assert main(["propose-costs", "--run", str(tmp_path), "--out", str(tmp_path / "x.json")]) == 2
     assert propose_costs(report / "confusion_val.csv", top=1)["pairs"][0]["true"] == "mop"
+
+
+def test_propose_costs_refuses_a_run_refit_on_its_val_images(tmp_path, capsys):
+    report = tmp_path / "OUT" / "report"
+    report.mkdir(parents=True)
+    (report / "confusion_val.csv").write_text("true\\predicted,mop,earphones\nmop,8,2\nearphones,1,9\n")
+    (report / "summary.json").write_text(json.dumps({"refit": True}))
+    assert main(["propose-costs", "--run", str(tmp_path / "OUT"), "--out", str(tmp_path / "costs.json")]) == 2
+    assert "--no-refit" in capsys.readouterr().err and not (tmp_path / "costs.json").exists()
+    (report / "summary.json").write_text(json.dumps({"refit": False}))
+    assert main(["propose-costs", "--run", str(tmp_path / "OUT"), "--out", str(tmp_path / "costs.json")]) == 0

@@ -286,9 +286,10 @@ def _score(args) -> int:
 
 def _propose_costs(args) -> int:
     from .fileio import atomic_write_json
-    from .train.costs import propose_costs
+    from .train.costs import check_val_unseen, propose_costs
 
     _check_out(args.out, folder=False)
+    check_val_unseen(args.run / "report" / "summary.json")
     proposal = propose_costs(args.run / "report" / "confusion_val.csv", args.top)
     atomic_write_json(args.out, proposal)
     print(f"{args.out}: {len(proposal['pairs'])} mistakes, the costliest first; edit it, then pass --cost-matrix "

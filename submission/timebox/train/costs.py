@@ -80,6 +80,19 @@ def _cost(entry: dict, where: str) -> float:
     return float(cost)
 
 
+def check_val_unseen(summary_json: Path) -> None:
+    """A UsageError when a run's summary says its output was refit on the val images: its val confusion matrix
+    then counts mistakes on images it trained on. A missing or unreadable summary passes."""
+    try:
+        refit = json.loads(Path(summary_json).read_text(encoding="utf-8")).get("refit")
+    except (OSError, ValueError, AttributeError):
+        return
+    if refit:
+        raise UsageError(f"{summary_json}: this run's output was refit on the training and val images, so its "
+                         "report/confusion_val.csv counts mistakes on images it trained on; propose costs from a run "
+                         "with --no-refit")
+
+
 def propose_costs(confusion_csv: Path, top: int = 10) -> dict:
     """The ``top`` most frequent mistakes of a run's val confusion matrix (``OUT/report/confusion_val.csv``) as a
     cost file to edit: each pair's cost its share of the true class's images, the largest scaled to 1."""
