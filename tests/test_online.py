@@ -244,24 +244,25 @@ def test_the_head_is_scored_from_its_pooled_features_as_the_top_and_head_would(r
         np.testing.assert_allclose(test_probs, predict_views(head["model"], head["test"]), atol=1e-5)
 
 
-def test_without_the_training_images_mirrored_view_the_early_head_is_the_head(tmp_path, monkeypatch):
+@pytest.mark.parametrize("head", ["softmax", "cosine"])
+def test_without_the_training_images_mirrored_view_the_early_head_is_the_head(tmp_path, monkeypatch, head):
     """When fine-tuning would get fewer than ``TRAIN_MIRROR_MIN_EPOCHS`` epochs with the training images' mirrored
-    view, that view is skipped and the early head, fitted on the one view there is, is the head (a softmax head:
+    view, that view is skipped and the early head, fitted on the one view there is, is the head (of either kind:
     the early head is one): one head is fitted, its predictions are not computed again, and fine-tuning trains on
     one view."""
     root = make_synthetic(tmp_path / "data", n_per_class=12, n_test_per_class=4, size=SIZE)
     monkeypatch.delenv("TIMEBOX_START", raising=False)
     fits, views, writes = [], [], []
     real_fit, real_fine_tune, real_write = head_phase.fit_head, finetune_phase.fine_tune, Outputs.write
-    real_early = early_phase.fit_linear_head
+    real_early = early_phase.fit_early_head
     monkeypatch.setattr(head_phase, "fit_head", lambda *a, **k: fits.append(real_fit(*a, **k)) or fits[-1])
-    monkeypatch.setattr(early_phase, "fit_linear_head", lambda *a, **k: fits.append(real_early(*a, **k)) or fits[-1])
+    monkeypatch.setattr(early_phase, "fit_early_head", lambda *a, **k: fits.append(real_early(*a, **k)) or fits[-1])
     monkeypatch.setattr(finetune_phase, "fine_tune", lambda model, v, *a, **k: views.append(len(v)) or
                         real_fine_tune(model, v, *a, **k))
     monkeypatch.setattr(Outputs, "write", lambda self, *a: writes.append(a[-1]) or real_write(self, *a))
     out = tmp_path / "out"
     run_online(OnlineConfig(root / "train", root / "test", out, 90.0, size=SIZE, cache_dir=tmp_path / "cache",
-                            workers=1, train_mirror_min_epochs=1e9, head="softmax",
+                            workers=1, train_mirror_min_epochs=1e9, head=head,
                             # the default cut: its refit ends well within 90 s on any machine (the whole
                             # backbone's was cut by the deadline once)
                             deep_min_epochs=1e9, image_min_epochs=1e9))
@@ -269,6 +270,7 @@ def test_without_the_training_images_mirrored_view_the_early_head_is_the_head(tm
     assert "the training images' mirrored view skipped" in log and ", train skipped" in log
     assert "stands: the head is the early head" in log
     assert len(fits) == 1 and views and set(views) == {1}
+    assert type(fits[0].model.get_layer("head_dense")).__name__ == {"softmax": "Dense", "cosine": "CosineDense"}[head]
     assert writes[0] == "the early head" and "head epoch" not in " ".join(writes)
     phases = json.loads((out / "report" / "timeline.json").read_text())["phases"]
     assert next(p for p in phases if p["phase"] == "head")["early_head"] is True

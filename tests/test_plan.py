@@ -119,5 +119,6 @@ def test_no_fine_tuning_without_a_split_or_with_it_off():
 
 def test_a_head_the_early_head_is_not_is_always_fitted_and_its_time_planned_before_the_cut():
     assert not planner(Counts(10, 10, 10), head="softmax").keras_head
-    assert planner(Counts(10, 10, 10), head="cosine").keras_head
+    assert not planner(Counts(10, 10, 10), head="cosine").keras_head
+    assert planner(Counts(10, 10, 10), head="cosine", head_hidden=64).keras_head
     assert planner(Counts(10, 10, 10), head="softmax", head_hidden=64).keras_head

@@ -133,7 +133,7 @@ def _small_run(online, root, tmp_path, monkeypatch) -> tuple:
     return out, json.loads((out / "report" / "summary.json").read_text())
 
 
-@pytest.mark.parametrize("head", ["fit_linear_head", "fit_head"], ids=["early head", "real head"])
+@pytest.mark.parametrize("head", ["fit_early_head", "fit_head"], ids=["early head", "real head"])
 def test_sigterm_after_a_head_is_fitted_keeps_that_heads_predictions(tmp_path, monkeypatch, head):
     """SIGTERM right after the early head (fitted before the training images' mirrored view) or the real head:
     the run ends with that head as the output and the exported model, and no head is fitted in the time left
@@ -143,13 +143,13 @@ def test_sigterm_after_a_head_is_fitted_keeps_that_heads_predictions(tmp_path, m
     from timebox.score import score
 
     root = make_synthetic(tmp_path / "data", n_per_class=12, n_test_per_class=4, size=64)
-    early = _sigterm_after_call(monkeypatch, early_phase, "fit_linear_head", 1 if head == "fit_linear_head" else 0)
+    early = _sigterm_after_call(monkeypatch, early_phase, "fit_early_head", 1 if head == "fit_early_head" else 0)
     real = _sigterm_after_call(monkeypatch, head_phase, "fit_head", 1 if head == "fit_head" else 0)
     out, summary = _small_run(online, root, tmp_path, monkeypatch)
     assert summary["interrupted"] is True
     assert len(early) == 1 and len(real) == (head == "fit_head")
     _assert_complete_predictions(out, root)
-    assert summary["predictions_from"] == "the early head" if head == "fit_linear_head" else (
+    assert summary["predictions_from"] == "the early head" if head == "fit_early_head" else (
         summary["predictions_from"].startswith("head epoch"))
     assert score(out / "predictions.csv", root / "test_labels.csv").accuracy >= 0.5
 
@@ -180,7 +180,7 @@ def test_sigterm_once_the_original_views_are_extracted_still_fits_the_early_head
         return features
 
     monkeypatch.setattr(extract_phase, "extract_features", extract)
-    early = _sigterm_after_call(monkeypatch, early_phase, "fit_linear_head", 0)  # records the fits, sends nothing
+    early = _sigterm_after_call(monkeypatch, early_phase, "fit_early_head", 0)  # records the fits, sends nothing
     real = _sigterm_after_call(monkeypatch, head_phase, "fit_head", 0)
     seconds = _sigterm_after_call(monkeypatch, second, "fit_head", 0)
     out, summary = _small_run(online, root, tmp_path, monkeypatch)

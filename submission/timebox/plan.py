@@ -143,9 +143,9 @@ class Planner:
     # the head
     @property
     def keras_head(self) -> bool:
-        """Whether the head is always fitted in Keras: a head the early (numpy, softmax) head is not (settings
-        ``head``, ``head_hidden``)."""
-        return self.cfg.head != "softmax" or self.cfg.head_hidden > 0
+        """Whether the head is always fitted in Keras: a head the early (numpy) head is not, one with a hidden layer
+        (setting ``head_hidden``)."""
+        return self.cfg.head_hidden > 0
 
     def head_plan(self, early: bool, interrupted: bool) -> HeadPlan:
         """The head's seconds (none when the early head is the head), and whether the ensemble phase keeps its

@@ -32,13 +32,13 @@ ITERATIONS = 100  # on trashnet, 200 and 300 did no better (the weights' norm mo
 CHECK_EVERY = 10  # iterations between looks at ``expired``
 
 
-def _probs(logits: np.ndarray) -> np.ndarray:
+def probs(logits: np.ndarray) -> np.ndarray:
     logits = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(logits)
     return e / e.sum(axis=1, keepdims=True)
 
 
-def _lipschitz(x: np.ndarray, iterations: int = 20) -> float:
+def lipschitz(x: np.ndarray, iterations: int = 20) -> float:
     """The largest eigenvalue of ``x.T @ x / len(x)`` (power iteration): the gradient's Lipschitz constant
     of softmax cross-entropy, halved, is at most that."""
     v = np.random.default_rng(0).standard_normal(x.shape[1]).astype(np.float32)
@@ -81,14 +81,14 @@ def fit_linear_head(
           np.asarray(class_weights, np.float32)[train_y])[:, None] / len(x)  # each image's share of the loss
     penalised = np.ones((x.shape[1], 1), np.float32)
     penalised[-1] = 0.0  # the bias is not
-    step = 1.0 / (0.5 * _lipschitz(x * np.sqrt(sw * len(x))) + 2 * l2)  # of the weighted loss
+    step = 1.0 / (0.5 * lipschitz(x * np.sqrt(sw * len(x))) + 2 * l2)  # of the weighted loss
     w = np.zeros((x.shape[1], num_classes), np.float32)
     if init is not None:  # the pretrained rows, in the standardised features' coordinates
         m = init.matched
         w[:-1, m], w[-1, m] = init.kernel[:, m] * scale, init.bias[m] + mean @ init.kernel[:, m]
     ahead, momentum, done = w, 1.0, 0
     while done < iterations and not (done % CHECK_EVERY == 0 and done and expired()):
-        grad = xt @ ((_probs(x @ ahead) - target) * sw) + 2 * l2 * penalised * ahead
+        grad = xt @ ((probs(x @ ahead) - target) * sw) + 2 * l2 * penalised * ahead
         nxt = ahead - step * grad
         following = (1 + np.sqrt(1 + 4 * momentum * momentum)) / 2
         ahead = nxt + ((momentum - 1) / following) * (nxt - w)
@@ -97,7 +97,7 @@ def fit_linear_head(
     bias = w[-1] - mean @ kernel
     model = build_head(len(mean), num_classes, seed=seed)
     model.get_layer("head_dense").set_weights([kernel, bias])
-    val_probs = _probs(np.asarray(val_x, np.float32) @ kernel + bias)
+    val_probs = probs(np.asarray(val_x, np.float32) @ kernel + bias)
     entry = {"epoch": done, "train_loss": float("nan"), "val_accuracy": accuracy(val_probs, val_y),
              "val_loss": log_loss(val_probs, val_y)}
     return HeadResult(model=model, val_accuracy=entry["val_accuracy"], val_loss=entry["val_loss"], chosen_epoch=done,
