@@ -29,10 +29,10 @@ class RunScore:
 
 
 def online_run(train: Path, out: Path, budget: str, seed: int, cache: Path, flags: list[str] = (),
-               test: Path = FLOWERS / "test", labels: Path = FLOWERS / "test_labels.csv") -> RunScore:
-    """`online` on ``train`` (its console discarded), scored against ``labels``."""
+               test: Path = FLOWERS / "test", labels: Path = FLOWERS / "test_labels.csv", root: Path = ROOT) -> RunScore:
+    """`online` of the checkout at ``root`` on ``train`` (its console discarded), scored against ``labels``."""
     start = time.time()
-    subprocess.run([str(ROOT / "run.sh"), "online", "--train-dir", str(train), "--test-dir", str(test), "--out",
+    subprocess.run([str(root / "run.sh"), "online", "--train-dir", str(train), "--test-dir", str(test), "--out",
                     str(out), "--budget", budget, "--seed", str(seed), "--cache-dir", str(cache), *flags],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     result = score(out / "predictions.csv", labels)

@@ -4,12 +4,14 @@ subsampled to 100%, 50%, 25%, 12% and 6% of their images, sorted class order, se
 `flowers5` and `trashnet`.
 
     .venv/bin/python bench/recipes.py [--data lt] [--budget 4m] [--seeds 0,1] [--recipes none,balanced] [--out DIR]
+                                      [--against OTHER_CHECKOUT]
 
 A recipe is a set of settings laid over the defaults (see RECIPES). Runs alternate recipes per seed and share one
 decode cache, warmed first by an unscored 1-minute run (the first run otherwise pays the cold start: setup 4.6-5.3 s
 against 0.7-0.9 s warm, bench/RESULTS.md, 2026-12-07 11:49Z-); nothing else should run. Recipe "costs" is
 `--cost-matrix` with the file `propose-costs` drafts from the "no-refit" run of the same seed (list "no-refit"
-before it; a refit run trained on its val images), as a contestant would start one. Issue 32's goal: the default's
+before it; a refit run trained on its val images), as a contestant would start one. ``--against`` runs every recipe in another checkout too (named
+``RECIPE@other``), right after this one's: a change side by side. Issue 32's goal: the default's
 macro accuracy at 4 minutes at least 3 points above the defaults before the issue (recipe "before": class_weight
 none, softmax head).
 """
@@ -73,25 +75,28 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--recipes", default="none,balanced,effective")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--against", type=Path, default=None, help="another checkout: each recipe run there too")
     args = p.parse_args()
     out = work_dir(args.out, "recipes-")
     train, test = {"lt": lambda: (long_tailed(out / "flowers5-lt"), FLOWERS),
                    "flowers5": lambda: (FLOWERS / "train", FLOWERS),
                    "trashnet": lambda: (TRASHNET / "train_data", TRASHNET)}[args.data]()
     where = {"test": test / ("test_data" if args.data == "trashnet" else "test"), "labels": test / "test_labels.csv"}
-    names = args.recipes.split(",")
+    roots = {"": ROOT, **({"@other": args.against.resolve()} if args.against else {})}
+    runs = [(name, tag) for name in args.recipes.split(",") for tag in roots]
+    names = [name + tag for name, tag in runs]
     results: dict[str, list[tuple[float, float, float]]] = {n: [] for n in names}
     online_run(train, out / "warm-up", "1m", 0, out / "cache", **where)
     for seed in [int(s) for s in args.seeds.split(",")]:
-        for name in names:
-            config = out / f"{name}-{seed}.json"
+        for name, tag in runs:
+            config = out / f"{name}{tag}-{seed}.json"
             config.write_text(json.dumps(overrides(name, seed, out)))
-            run = online_run(train, out / f"{name}-{seed}", args.budget, seed, out / "cache", ["--config", str(config)],
-                             **where)
+            run = online_run(train, out / f"{name}{tag}-{seed}", args.budget, seed, out / "cache",
+                             ["--config", str(config)], root=roots[tag], **where)
             acc, macro, wall = run.accuracy, run.macro_accuracy, run.wall_s
-            results[name].append((acc, macro, wall))
-            print(f"{args.data} {args.budget} seed {seed} {name:15s} accuracy {100 * acc:6.2f}%  macro {100 * macro:6.2f}%  "
-                  f"wall {wall:5.1f}s", flush=True)
+            results[name + tag].append((acc, macro, wall))
+            print(f"{args.data} {args.budget} seed {seed} {name + tag:15s} accuracy {100 * acc:6.2f}%  "
+                  f"macro {100 * macro:6.2f}%  wall {wall:5.1f}s", flush=True)
     base = statistics.median(m for _, m, _ in results[names[0]])
     for name in names:
         acc, macro = (statistics.median(r[i] for r in results[name]) for i in (0, 1))
