@@ -96,12 +96,16 @@ def test_propose_costs_drafts_the_most_frequent_mistakes_from_a_run(tmp_path, ca
     assert propose_costs(report / "confusion_val.csv", top=1)["pairs"][0]["true"] == "mop"
 
 
-def test_propose_costs_refuses_a_run_refit_on_its_val_images(tmp_path, capsys):
+@pytest.mark.parametrize("summary, ok", [({"refit": True}, False), ({"refit": False}, True),
+                                         ({"refit": True, "val_unseen": True}, True),
+                                         ({"refit": True, "val_unseen": False}, False)])
+def test_propose_costs_refuses_a_val_report_of_a_model_trained_on_val(tmp_path, capsys, summary, ok):
+    """A refit run's val report is its predecessor's (``val_unseen``); one of a model that trained on the val images
+    (or a summary from before ``val_unseen``, refit) is refused, naming --no-refit."""
     report = tmp_path / "OUT" / "report"
     report.mkdir(parents=True)
     (report / "confusion_val.csv").write_text("true\\predicted,mop,earphones\nmop,8,2\nearphones,1,9\n")
-    (report / "summary.json").write_text(json.dumps({"refit": True}))
-    assert main(["propose-costs", "--run", str(tmp_path / "OUT"), "--out", str(tmp_path / "costs.json")]) == 2
-    assert "--no-refit" in capsys.readouterr().err and not (tmp_path / "costs.json").exists()
-    (report / "summary.json").write_text(json.dumps({"refit": False}))
-    assert main(["propose-costs", "--run", str(tmp_path / "OUT"), "--out", str(tmp_path / "costs.json")]) == 0
+    (report / "summary.json").write_text(json.dumps(summary))
+    assert main(["propose-costs", "--run", str(tmp_path / "OUT"), "--out", str(tmp_path / "costs.json")]) == (
+        0 if ok else 2)
+    assert ok == (tmp_path / "costs.json").exists() and ok != ("--no-refit" in capsys.readouterr().err)

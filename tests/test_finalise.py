@@ -1,4 +1,5 @@
-"""The finalise phase's val prediction for the report: it never cuts into the end reserve."""
+"""The finalise phase's val prediction for the report: a refit output's is its predecessor's (unseen val images)
+when known; it never cuts into the end reserve."""
 
 from types import SimpleNamespace
 
@@ -10,9 +11,19 @@ from timebox.phases.finalise import _output_val_probs
 from timebox.plan import Counts
 
 
-def _scorer():
+def _scorer(output_val=None):
     return SimpleNamespace(output_weights=lambda: None, last=SimpleNamespace(source="finetune epoch 5"),
-                           candidates={}, val_probs=lambda source: np.ones((3, 2)) / 2)
+                           candidates={}, val_probs=lambda source: np.ones((3, 2)) / 2, output_val=output_val)
+
+
+def test_a_refit_outputs_val_report_is_its_predecessors_without_a_prediction(tmp_path):
+    """The output before the refit was scored on the val images unseen: its probabilities are the report's, kept
+    from scoring, so even a late refit output gets its val report."""
+    p = planner(Counts(train=100, val=300, test=500, views=1), top_rate=10.0, budget_s=20.0)  # no time to predict
+    ctx = context(tmp_path, p, OutputRecord(0.9, "finetune epoch 5", refit=True, final=True))
+    unseen = np.eye(2)[[0, 1, 1]]
+    probs = _output_val_probs(ctx, _scorer(output_val=unseen), SimpleNamespace(model=None))
+    assert probs is unseen and not ctx.session.notes
 
 
 def test_a_refit_output_late_gets_no_val_prediction_and_a_note(tmp_path):

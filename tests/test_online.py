@@ -126,6 +126,10 @@ def test_report_files_are_written(run):
         confusion = _rows(report / "confusion_val.csv")
         assert confusion[0] == ["true\\predicted", "circle", "square", "stripes", "triangle"]
         assert sum(int(v) for row in confusion[1:] for v in row[1:]) == summary["val_images"]
+        if summary["refit"] and summary["val_unseen"]:  # the matrix of the output before the refit: its accuracy
+            right = sum(int(row[1 + i]) for i, row in enumerate(confusion[1:]))
+            assert right / summary["val_images"] == pytest.approx(summary["val_accuracy"])
+    assert summary["val_unseen"] is True  # this run keeps its predecessor's report (or did not refit)
 
 
 def test_the_report_has_pictures_an_index_page_and_tensorboard_events(run):
@@ -277,6 +281,27 @@ def test_without_the_training_images_mirrored_view_the_early_head_is_the_head(tm
     assert next(p for p in phases if p["phase"] == "extract")["views"] == 1
     summary = json.loads((out / "report" / "summary.json").read_text())
     assert summary["predictions_from"].endswith("(refit on the training and val images)")
+    assert score(out / "predictions.csv", root / "test_labels.csv").accuracy >= 0.5
+
+
+def test_with_no_mirrored_view_at_all_the_early_head_is_the_head(tmp_path, monkeypatch):
+    """When no mirrored view fits (fine-tuning is worth more), the early output is still written from the original
+    views and its head is the head: no Keras head is fitted (it had no time in the plan)."""
+    root = make_synthetic(tmp_path / "data", n_per_class=12, n_test_per_class=4, size=SIZE)
+    monkeypatch.delenv("TIMEBOX_START", raising=False)
+    fits = []
+    real_fit = head_phase.fit_head
+    monkeypatch.setattr(head_phase, "fit_head", lambda *a, **k: fits.append(real_fit(*a, **k)) or fits[-1])
+    out = tmp_path / "out"
+    run_online(OnlineConfig(root / "train", root / "test", out, 90.0, size=SIZE, cache_dir=tmp_path / "cache",
+                            workers=1, min_ft_epochs=1e9, deep_min_epochs=1e9, image_min_epochs=1e9))
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    assert "mirrored views skipped: the time is worth more to fine-tuning" in summary["notes"]
+    assert "stands: the head is the early head" in (out / "report" / "log.txt").read_text()
+    assert not fits
+    phases = json.loads((out / "report" / "timeline.json").read_text())["phases"]
+    assert "early output" in [p["phase"] for p in phases]
+    assert next(p for p in phases if p["phase"] == "head")["early_head"] is True
     assert score(out / "predictions.csv", root / "test_labels.csv").accuracy >= 0.5
 
 

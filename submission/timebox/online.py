@@ -190,7 +190,7 @@ def _score_head(ctx: Context, scorer: Scorer, head: HeadOutcome) -> None:
         return
     standing = head.early and ctx.outputs.written_by == EARLY_SOURCE
     if standing:  # its output is the head's: scored for its checkpoint, not predicted again
-        scorer.stands(OutputRecord(head.val_accuracy, EARLY_SOURCE))
+        scorer.stands(OutputRecord(head.val_accuracy, EARLY_SOURCE), head.val_probs)
     known = (head.val_probs, head.test_probs) if head.val_probs is not None else None
     path = scorer.score("head", head.chosen_epoch, head.epochs_run, known)
     if standing and path is not None:  # the early head's weights are the head's checkpoint

@@ -284,17 +284,19 @@ class ExtractPhase:
 
     def mirrored_views(self, train_cache: ImageCache, test_cache: ImageCache, originals: tuple, idx: tuple,
                        labels: tuple, train_mirror: bool) -> tuple[list, list, list]:
-        """The views of val, test and train: the early output from the original ones, then the mirrored views of
-        test, val (with the early output again, flip-averaged) and train, when they fit (see
-        :meth:`Planner.mirrors_fit`)."""
+        """The views of val, test and train: the early output from the original ones (every test image's extracted),
+        then the mirrored views of test, val (with the early output again, flip-averaged) and train, when they fit
+        (see :meth:`Planner.mirrors_fit`)."""
         ctx, planner = self.ctx, self.ctx.planner
         (val, test, train), (val_idx, test_idx, train_idx), (y_val, y_train, usable) = originals, idx, labels
         self.pool = Pooler(self.extractor.top, ctx.predict)
         keep_s = planner.head_s + planner.reserve_s()
-        if not (planner.mirrors_fit(train_mirror, ctx.cfg.finetune) and len(test) == len(test_cache.errors)):
+        complete = len(test) == len(test_cache.errors)
+        if complete:  # with no mirrored view to come, the early head is the head (unless it is not its kind)
+            self.early_head = early_output(ctx, self.pool, val, test, train, y_val, y_train, usable, keep_s)
+        if not (complete and planner.mirrors_fit(train_mirror, ctx.cfg.finetune)):
             self.notes.append("mirrored views skipped: the time is worth more to fine-tuning")
             return [val], [test], [train]
-        self.early_head = early_output(ctx, self.pool, val, test, train, y_val, y_train, usable, keep_s)
         test_m = self.acts(test_cache, test_idx, keep_s, flip=True)
         val_m = self.acts(train_cache, val_idx, keep_s, flip=True)
         (test_f, n_tf), (val_f, n_vf) = (test_m.values, test_m.done), (val_m.values, val_m.done)

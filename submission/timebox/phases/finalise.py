@@ -38,9 +38,12 @@ def result(ctx: Context, val_accuracy: float, tta: bool) -> OnlineResult:
 
 
 def _output_val_probs(ctx: Context, scorer: Scorer, ensemble: EnsembleOutcome) -> np.ndarray | None:
-    """The output's val probabilities; its checkpoint's weights are loaded into the scored model unless the output
-    is final (then the weights in memory are the output's). None when they are not known and predicting
-    them would cut into the end reserve (a refit output, late): the report then has no confusion matrix."""
+    """The output's val probabilities (a refit output's: those of the output before it, when this session scored
+    it); its checkpoint's weights are loaded into the scored model unless the output is final (then the weights in
+    memory are the output's). None when they are not known and predicting them would cut into the end reserve (a
+    refit output, late): the report then has no confusion matrix."""
+    if ctx.outputs.record.refit and scorer.output_val is not None:
+        return scorer.output_val
     source, own = scorer.last.source, scorer.output_weights()
     if own is not None:
         scorer.scored.load_weights(own[0])
@@ -56,7 +59,8 @@ def _output_val_probs(ctx: Context, scorer: Scorer, ensemble: EnsembleOutcome) -
 
 
 def _reported_accuracy(ctx: Context, val_probs: np.ndarray | None, y_val: np.ndarray,
-                       ensemble: EnsembleOutcome) -> float:
+                       ensemble: EnsembleOutcome, unseen: bool) -> float:
+    """The val accuracy reported (``unseen``: ``val_probs`` are those of a refit output's predecessor)."""
     record = ctx.outputs.record
     if val_probs is None:
         return record.val_accuracy
@@ -65,7 +69,10 @@ def _reported_accuracy(ctx: Context, val_probs: np.ndarray | None, y_val: np.nda
                          "model in memory")
         return record.val_accuracy
     if record.refit:  # its val accuracy is of images it trained on
-        ctx.session.note("the val accuracy reported is that of the output before the refit; the val confusion matrix "
+        ctx.session.note("the output was refit on the training and val images: the val accuracy and the val report "
+                         "(confusion matrix, per class) are those of the output before the refit, on val images it had "
+                         "not trained on" if unseen else
+                         "the val accuracy reported is that of the output before the refit; the val confusion matrix "
                          "is of the refit output, on val images it trained on")
         return record.val_accuracy
     return accuracy(val_probs, y_val)
@@ -91,12 +98,13 @@ def finalise(ctx: Context, ext: Extraction, scorer: Scorer, head: HeadOutcome, f
     if not ctx.outputs.record.exported:  # else OUT/model already holds the ensemble of predictions.csv
         ctx.outputs.export(ensemble.model or single_model(ext.extractor, head_model, scorer.scored, scorer.n_views))
     ctx.session.phase("finalise", t, ctx.planner.reserve_s())
-    val_acc = _reported_accuracy(ctx, val_probs, ext.acts.y_val, ensemble)
+    unseen = ctx.outputs.record.refit and scorer.output_val is not None
+    val_acc = _reported_accuracy(ctx, val_probs, ext.acts.y_val, ensemble, unseen)
     history = {"head": head.history, "head_chosen_epoch": head.chosen_epoch, "finetune": ft.info(),
                "ensemble": ensemble.info, "checkpoints": scorer.checkpoints.entries}
-    summary = _summary(ctx, ext, val_acc, head.tta)
+    summary = {**_summary(ctx, ext, val_acc, head.tta), "val_unseen": not ctx.outputs.record.refit or unseen}
     cm = None if val_probs is None else confusion_matrix(val_probs.argmax(1), ext.acts.y_val, ctx.num_classes)
-    if cm is not None:  # the output's, on val (trained on, after a refit: the notes say so)
+    if cm is not None:  # the output's on val (a refit output's predecessor's, or trained on: the notes say which)
         per_class = per_class_accuracy(cm)
         summary["val_per_class"] = {n: None if np.isnan(a) else round(float(a), 4)
                                     for n, a in zip(class_names, per_class)}

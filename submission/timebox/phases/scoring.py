@@ -38,13 +38,15 @@ class Scored:
 
 class Scorer:
     """The scored model (the top from the cut, and the head) and what scoring it keeps: the checkpoints, the
-    ensemble's candidates and the last model scored."""
+    ensemble's candidates, the last model scored, and the output's val probabilities (``output_val``, when this
+    session scored it: a refit output's report shows the output before it, on val images it had not trained on)."""
 
     def __init__(self, ctx: Context, acts: Activations, scored: keras.Model, n_views: int,
                  checkpoints: CheckpointManager):
         self.ctx, self.acts, self.scored, self.n_views, self.checkpoints = ctx, acts, scored, n_views, checkpoints
         self.candidates: dict[str, Candidate] = {}  # source -> candidate
         self.last = Scored(ctx.outputs.record.val_accuracy, ctx.outputs.record.source)
+        self.output_val: np.ndarray | None = None
         checkpoints.protected = ctx.outputs.record.checkpoint
 
     def score(self, phase: str, epoch: int, step: int,
@@ -75,6 +77,7 @@ class Scorer:
         if ctx.outputs.improves(acc) and (record.source is None or not ctx.planner.expired()):
             self.write(OutputRecord(float(acc), self.last.source, checkpoint=path.name if path else None),
                        test_probs=known[1] if known else None)
+            self.output_val = probs
         return path
 
     def write(self, record: OutputRecord, test_probs: np.ndarray | None = None) -> None:
@@ -86,10 +89,13 @@ class Scorer:
         self.ctx.outputs.adopt(test_probs, acts.usable, record)
         self.checkpoints.protected = record.checkpoint
 
-    def stands(self, record: OutputRecord) -> None:
-        """The predictions written are those of ``record`` (see :meth:`timebox.outputs.Outputs.stands`)."""
+    def stands(self, record: OutputRecord, val_probs: list[np.ndarray] | None = None) -> None:
+        """The predictions written are those of ``record`` (see :meth:`timebox.outputs.Outputs.stands`);
+        ``val_probs``: its val probabilities per view, when known."""
         self.ctx.outputs.stands(record)
         self.checkpoints.protected = record.checkpoint
+        if val_probs is not None:
+            self.output_val = sum(val_probs[: self.n_views]) / self.n_views
 
     def output_weights(self) -> tuple[str, str] | None:
         """The file with the output's weights and the output's source, unless the output is final (its weights are

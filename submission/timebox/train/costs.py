@@ -81,16 +81,18 @@ def _cost(entry: dict, where: str) -> float:
 
 
 def check_val_unseen(summary_json: Path) -> None:
-    """A UsageError when a run's summary says its output was refit on the val images: its val confusion matrix
-    then counts mistakes on images it trained on. A missing or unreadable summary passes."""
+    """A UsageError when a run's summary says its val report is of a model that trained on the val images (an output
+    refit on them, whose predecessor's val figures were not kept): its val confusion matrix then counts mistakes on
+    images it trained on. A missing or unreadable summary passes; one without ``val_unseen`` goes by ``refit``."""
     try:
-        refit = json.loads(Path(summary_json).read_text(encoding="utf-8")).get("refit")
+        summary = json.loads(Path(summary_json).read_text(encoding="utf-8"))
+        unseen = summary.get("val_unseen", not summary.get("refit"))
     except (OSError, ValueError, AttributeError):
         return
-    if refit:
-        raise UsageError(f"{summary_json}: this run's output was refit on the training and val images, so its "
-                         "report/confusion_val.csv counts mistakes on images it trained on; propose costs from a run "
-                         "with --no-refit")
+    if not unseen:
+        raise UsageError(f"{summary_json}: this run's val report is of its output refit on the training and val "
+                         "images, so its report/confusion_val.csv counts mistakes on images it trained on; propose "
+                         "costs from a run with --no-refit")
 
 
 def propose_costs(confusion_csv: Path, top: int = 10) -> dict:
