@@ -20,11 +20,10 @@ from typing import Callable
 
 import numpy as np
 
-from ..metrics import accuracy, log_loss
 from ..models.heads import HeadRows, HeadSpec, build_head
 from ..settings import SETTING
 from .head import HeadResult
-from .linear_head import CHECK_EVERY, lipschitz, probs
+from .linear_head import CHECK_EVERY, lipschitz, probs, result, targets
 
 ITERATIONS = 100  # 300 did no better on trashnet, flowers5 and its long-tailed subset
 
@@ -67,10 +66,7 @@ def fit_cosine_head(
         raise ValueError(f"fit_cosine_head takes class ids (1-D), not labels of shape {train_y.shape}")
     t0 = time.perf_counter()
     x = _unit(np.asarray(train_x, np.float32), axis=1)
-    target = np.full((len(x), num_classes), label_smoothing / num_classes, np.float32)
-    target[np.arange(len(x)), train_y] += 1 - label_smoothing
-    sw = (np.ones(len(x), np.float32) if class_weights is None else
-          np.asarray(class_weights, np.float32)[train_y])[:, None] / len(x)  # each image's share of the loss
+    target, sw = targets(train_y, num_classes, label_smoothing, class_weights)
     w = _start(x, train_y, num_classes, init, seed)
     scale = spec.cosine_scale
     top = lipschitz(x * np.sqrt(sw * len(x)))  # the largest eigenvalue of the weighted x.T @ x
@@ -85,9 +81,5 @@ def fit_cosine_head(
     model = build_head(x.shape[1], num_classes, seed=seed, spec=HeadSpec("cosine", spec.dropout, 0, scale,
                                                                          spec.learn_scale))
     model.get_layer("head_dense").set_weights([w, np.asarray(scale, np.float32)])
-    val_probs = probs(scale * (_unit(np.asarray(val_x, np.float32), axis=1) @ w))
-    entry = {"epoch": done, "train_loss": float("nan"), "val_accuracy": accuracy(val_probs, val_y),
-             "val_loss": log_loss(val_probs, val_y)}
-    return HeadResult(model=model, val_accuracy=entry["val_accuracy"], val_loss=entry["val_loss"], chosen_epoch=done,
-                      epochs_planned=iterations, epochs_run=done, stopped_by_deadline=done < iterations,
-                      step_time_s=(time.perf_counter() - t0) / max(done, 1), history=[entry])
+    return result(model, probs(scale * (_unit(np.asarray(val_x, np.float32), axis=1) @ w)), val_y, done, iterations,
+                  t0)

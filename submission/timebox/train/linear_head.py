@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+import keras
 import numpy as np
 
 from ..metrics import accuracy, log_loss
@@ -46,6 +47,24 @@ def lipschitz(x: np.ndarray, iterations: int = 20) -> float:
         v = x.T @ (x @ v)
         v /= np.linalg.norm(v) + 1e-12
     return float(v @ (x.T @ (x @ v))) / len(x)
+
+
+def targets(labels: np.ndarray, num_classes: int, label_smoothing: float,
+            class_weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The smoothed one-hot targets of class ids ``labels``, and each image's share of the (weighted) loss."""
+    target = np.full((len(labels), num_classes), label_smoothing / num_classes, np.float32)
+    target[np.arange(len(labels)), labels] += 1 - label_smoothing
+    weight = np.ones(len(labels), np.float32) if class_weights is None else np.asarray(class_weights, np.float32)[labels]
+    return target, weight[:, None] / len(labels)
+
+
+def result(model: keras.Model, val_probs: np.ndarray, val_y: np.ndarray, done: int, iterations: int, t0: float) -> HeadResult:
+    """A numpy-fitted head as :func:`timebox.train.head.fit_head` reports one: its ``done`` iterations as epochs."""
+    entry = {"epoch": done, "train_loss": float("nan"), "val_accuracy": accuracy(val_probs, val_y),
+             "val_loss": log_loss(val_probs, val_y)}
+    return HeadResult(model=model, val_accuracy=entry["val_accuracy"], val_loss=entry["val_loss"], chosen_epoch=done,
+                      epochs_planned=iterations, epochs_run=done, stopped_by_deadline=done < iterations,
+                      step_time_s=(time.perf_counter() - t0) / max(done, 1), history=[entry])
 
 
 def fit_linear_head(
@@ -75,10 +94,7 @@ def fit_linear_head(
     scale = float(x.std()) or 1.0
     x = np.hstack([(x - mean) / scale, np.ones((len(x), 1), np.float32)])  # the last column: the bias
     xt = np.ascontiguousarray(x.T)
-    target = np.full((len(x), num_classes), label_smoothing / num_classes, np.float32)
-    target[np.arange(len(x)), train_y] += 1 - label_smoothing
-    sw = (np.ones(len(x), np.float32) if class_weights is None else
-          np.asarray(class_weights, np.float32)[train_y])[:, None] / len(x)  # each image's share of the loss
+    target, sw = targets(train_y, num_classes, label_smoothing, class_weights)
     penalised = np.ones((x.shape[1], 1), np.float32)
     penalised[-1] = 0.0  # the bias is not
     step = 1.0 / (0.5 * lipschitz(x * np.sqrt(sw * len(x))) + 2 * l2)  # of the weighted loss
@@ -97,9 +113,4 @@ def fit_linear_head(
     bias = w[-1] - mean @ kernel
     model = build_head(len(mean), num_classes, seed=seed)
     model.get_layer("head_dense").set_weights([kernel, bias])
-    val_probs = probs(np.asarray(val_x, np.float32) @ kernel + bias)
-    entry = {"epoch": done, "train_loss": float("nan"), "val_accuracy": accuracy(val_probs, val_y),
-             "val_loss": log_loss(val_probs, val_y)}
-    return HeadResult(model=model, val_accuracy=entry["val_accuracy"], val_loss=entry["val_loss"], chosen_epoch=done,
-                      epochs_planned=iterations, epochs_run=done, stopped_by_deadline=done < iterations,
-                      step_time_s=(time.perf_counter() - t0) / max(done, 1), history=[entry])
+    return result(model, probs(np.asarray(val_x, np.float32) @ kernel + bias), val_y, done, iterations, t0)
