@@ -38,7 +38,10 @@ RECIPES = {"default": {}, "before": {"class_weight": "none", "head": "softmax"},
            "sampling": {"sampling": "balanced", "class_weight": "none"},
            "mixup": {"mixup": 0.2}, "cutmix": {"cutmix": 1.0}, "hidden": {"head_hidden": 512},
            "step": {"lr_schedule": "step"}, "plateau": {"lr_schedule": "plateau"},
-           "crops": {"tta_crops": 4, "refit": False}, "no-refit": {"refit": False}}
+           "crops": {"tta_crops": 4, "refit": False}, "no-refit": {"refit": False},
+           # augment acts at the image cut only: read "augment" against "image-cut" (flowers5's photos are 128 px)
+           "image-cut": {"finetune_cut": 0, "size": 128},
+           "augment": {"finetune_cut": 0, "size": 128, "augment": "crop,flip,color,erase"}}
 
 
 def long_tailed(dest: Path, seed: int = 0) -> Path:
