@@ -39,3 +39,15 @@ def test_a_small_crop_enlarges_a_part_of_the_image():
     assert 16 <= len(columns) <= 17 and columns.max() - columns.min() <= 16  # half the width (its edge may fall mid-pixel)
     assert counts.max() == 2  # ... each column drawn about twice
     assert (out[0] == out[0, :1]).all()  # still the same column pattern on every row
+
+
+def test_colour_jitter_varies_images_around_their_own_colours():
+    """``color`` jitters brightness, contrast and saturation mildly: the batch's mean stays near the input's (a
+    scalar saturation factor in Keras draws from (0, f), 0.5 being no change: 0.2 shifted it from 127 to 188) while
+    the images do change."""
+    from timebox.train.augment import ImageAugment
+
+    batch = np.random.default_rng(0).uniform(0, 255, (32, 32, 32, 3)).astype(np.float32)
+    out = ImageAugment("color", seed=0)(batch, np.random.default_rng(0))
+    assert abs(float(out.mean()) - float(batch.mean())) < 10
+    assert float(np.abs(out - batch).mean()) > 1
