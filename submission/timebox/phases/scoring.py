@@ -57,7 +57,7 @@ class Scorer:
         ctx, acts = self.ctx, self.acts
         ctx.session.collect_garbage()
         per_view = known[0] if known else [ctx.predict(self.scored, [view]) for view in acts.val]  # all: candidates
-        probs = sum(per_view[: self.n_views]) / self.n_views
+        probs = self.averaged(per_view)
         acc, loss = accuracy(probs, acts.y_val), log_loss(probs, acts.y_val)
         t = time.time()
         path = self.checkpoints.consider(lambda p: self.scored.save_weights(str(p)), model=ctx.spec.name,
@@ -89,13 +89,17 @@ class Scorer:
         self.ctx.outputs.adopt(test_probs, acts.usable, record)
         self.checkpoints.protected = record.checkpoint
 
+    def averaged(self, per_view: list[np.ndarray]) -> np.ndarray:
+        """Probabilities per view averaged over the views the output uses (its flip TTA)."""
+        return sum(per_view[: self.n_views]) / self.n_views
+
     def stands(self, record: OutputRecord, val_probs: list[np.ndarray] | None = None) -> None:
         """The predictions written are those of ``record`` (see :meth:`timebox.outputs.Outputs.stands`);
         ``val_probs``: its val probabilities per view, when known."""
         self.ctx.outputs.stands(record)
         self.checkpoints.protected = record.checkpoint
         if val_probs is not None:
-            self.output_val = sum(val_probs[: self.n_views]) / self.n_views
+            self.output_val = self.averaged(val_probs)
 
     def output_weights(self) -> tuple[str, str] | None:
         """The file with the output's weights and the output's source, unless the output is final (its weights are
@@ -123,5 +127,5 @@ class Scorer:
         """The val probabilities of the model ``source`` on its views: kept if scored in this session, else those
         of the scored model in memory."""
         if source in self.candidates:
-            return sum(self.candidates[source].val[: self.n_views]) / self.n_views
+            return self.averaged(self.candidates[source].val)
         return self.ctx.predict(self.scored, self.acts.val[: self.n_views])
