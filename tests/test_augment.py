@@ -51,3 +51,32 @@ def test_colour_jitter_varies_images_around_their_own_colours():
     out = ImageAugment("color", seed=0)(batch, np.random.default_rng(0))
     assert abs(float(out.mean()) - float(batch.mean())) < 10
     assert float(np.abs(out - batch).mean()) > 1
+
+
+def test_the_layers_transform_pixels_when_the_batch_is_scaled_by_the_backbones_preprocessing():
+    """At the image cut fine-tuning trains on images already scaled by the backbone ((x - 127) / 128 for Lite):
+    the colour and erasing layers must see 0-255 pixels (their value range), or a brightness shift of 0.2 x 255
+    swamps the scaled image (this broke `augment color,erase` at the image cut). Scaled in, the same transform
+    of the pixels out, scaled and within valid pixels."""
+    from timebox.models.preprocessing import MODES
+    from timebox.train.augment import ImageAugment
+
+    pixels = np.random.default_rng(0).uniform(0, 255, (16, 24, 24, 3)).astype(np.float32)
+    scale, offset = (np.float32(v[0]) for v in MODES["lite"][:2])
+    out = ImageAugment("color,erase", seed=3, preprocess="lite")(pixels * scale + offset, np.random.default_rng(0))
+    expected = np.clip(ImageAugment("color,erase", seed=3)(pixels, np.random.default_rng(0)), 0, 255)
+    np.testing.assert_allclose(out, expected * scale + offset, atol=1e-3)
+    assert out.min() >= offset - 1e-6 and out.max() <= 255 * scale + offset + 1e-6
+
+
+def test_bgr_preprocessing_is_augmented_in_rgb():
+    """caffe-scaled images are BGR: a colour operation that weighs channels (grayscale) must read them as RGB."""
+    from timebox.models.preprocessing import MODES
+    from timebox.train.augment import ImageAugment
+
+    pixels = np.random.default_rng(1).uniform(0, 255, (8, 16, 16, 3)).astype(np.float32)
+    scale, offset, _ = (np.asarray(v, np.float32) for v in MODES["caffe"])
+    scaled = pixels[..., ::-1] * scale + offset
+    out = ImageAugment("color", seed=5, preprocess="caffe")(scaled, np.random.default_rng(0))
+    expected = np.clip(ImageAugment("color", seed=5)(pixels, np.random.default_rng(0)), 0, 255)
+    np.testing.assert_allclose(out, expected[..., ::-1] * scale + offset, atol=1e-3)

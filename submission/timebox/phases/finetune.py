@@ -154,7 +154,8 @@ class FineTunePhase:
 
     def _announce(self, rnd: _Round, time_s: float) -> None:
         ctx = self.ctx
-        where = "whole, on random crops of the images" if self.image_cut else f"from block {ctx.planner.cut}"
+        where = f"whole, on images augmented by {ctx.recipe.augment}" if self.image_cut else \
+            f"from block {ctx.planner.cut}"
         line = (f"fine-tuning {ctx.spec.name} {where} for up to {time_s:.0f}s"
                 + (" on the training and val images (refit)" if rnd.refit else "")
                 + (f" (round {rnd.r + 1} of {rnd.rounds})" if rnd.rounds > 1 else "")
@@ -196,7 +197,7 @@ class FineTunePhase:
 
         callbacks = [DeadlineStop(ctx.planner.expired), ScoreEpoch(on_epoch),
                      EpochEvents(ctx.session.events, rnd.phase, ctx.budget.remaining), RecoveryState(on_state)]
+        augment = ctx.recipe.image_augment(ctx.cfg.seed, ctx.spec.preprocess) if self.image_cut else None
         return fine_tune(scorer.scored, views, labels, ctx.num_classes, time_s, 0.0 if rnd.refit else eval_s,
                          callbacks, seed=ctx.cfg.seed + rnd.r, batch_size=ctx.cfg.batch_size, lr=ctx.cfg.finetune_lr,
-                         resume=resume, augment=ctx.recipe.image_augment(ctx.cfg.seed) if self.image_cut else None,
-                         recipe=ctx.recipe, devices=list(ctx.devices))
+                         resume=resume, augment=augment, recipe=ctx.recipe, devices=list(ctx.devices))

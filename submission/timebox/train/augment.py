@@ -11,9 +11,11 @@ cut is the image itself, every batch gets fresh transforms:
   ``RandAugment``, ``RandomErasing``), run on the accelerator when there is one. Mixing of images (settings
   ``mixup``, ``cutmix``) uses Keras' ``MixUp`` and ``CutMix`` layers (:class:`ImageMixer`).
 
-Off at prediction time. Example::
+At the image cut the batches are images already scaled by the backbone's preprocessing (``preprocess``, a mode of
+:data:`timebox.models.preprocessing.MODES`: Lite's are (x - 127) / 128); the layers see them as 0-255 pixels again,
+and the result is clipped to valid pixels and scaled back. Off at prediction time. Example::
 
-    augment = ImageAugment("crop,flip,randaugment", seed=0)
+    augment = ImageAugment("crop,flip,randaugment", seed=0, preprocess="lite")
     batch = augment(batch, np.random.default_rng(0))   # (n, h, w, c) -> (n, h, w, c)
 """
 
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
+from ..models.preprocessing import MODES
 from ..settings import augment_names
 from .sampling import Mixer
 
@@ -43,10 +46,11 @@ def _layer(name: str, seed: int) -> keras.layers.Layer:
 
 @dataclass
 class ImageAugment:
-    """``augment``'s transforms of a batch of images (n, h, w, c) in 0-255."""
+    """``augment``'s transforms of a batch of images (n, h, w, c), scaled as ``preprocess`` says."""
 
     names: str = "crop"
     seed: int = 0
+    preprocess: str = "raw"
     layers: list = field(init=False)
 
     crop: bool = field(init=False)
@@ -59,8 +63,14 @@ class ImageAugment:
     def __call__(self, batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if self.crop:
             batch = random_resized_crop(batch, rng)
-        for layer in self.layers:
-            batch = keras.ops.convert_to_numpy(layer(batch, training=True))
+        if self.layers:
+            scale, offset, bgr = (np.asarray(v, np.float32) for v in MODES[self.preprocess])
+            pixels = (np.asarray(batch, np.float32) - offset) / scale
+            pixels = pixels[..., ::-1] if bgr else pixels  # the layers' colour operations read RGB
+            for layer in self.layers:
+                pixels = keras.ops.convert_to_numpy(layer(pixels, training=True))
+            pixels = np.clip(pixels, 0, 255)
+            batch = (pixels[..., ::-1] if bgr else pixels) * scale + offset
         return np.asarray(batch, np.float32)
 
 

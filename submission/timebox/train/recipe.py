@@ -78,9 +78,9 @@ class Recipe:
         images."""
         return (ImageMixer if images else Mixer)(self.mixup, self.cutmix, num_classes)
 
-    def image_augment(self, seed: int = 0) -> ImageAugment:
-        """The augmentation of training images (the image cut only)."""
-        return ImageAugment(self.augment, seed)
+    def image_augment(self, seed: int = 0, preprocess: str = "raw") -> ImageAugment:
+        """The augmentation of training images (the image cut only), scaled by the backbone's ``preprocess``."""
+        return ImageAugment(self.augment, seed, preprocess)
 
     def weights(self, labels: np.ndarray, num_classes: int) -> np.ndarray | None:
         """Each class's weight (None: all 1), a training image's mean weight 1; a class with no image gets 0."""
