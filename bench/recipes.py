@@ -41,7 +41,8 @@ RECIPES = {"default": {}, "before": {"class_weight": "none", "head": "softmax"},
            "crops": {"tta_crops": 4, "refit": False}, "no-refit": {"refit": False},
            # augment acts at the image cut only: read "augment" against "image-cut" (flowers5's photos are 128 px)
            "image-cut": {"finetune_cut": 0, "size": 128},
-           "augment": {"finetune_cut": 0, "size": 128, "augment": "crop,flip,color,erase"}}
+           "augment": {"finetune_cut": 0, "size": 128, "augment": "crop,flip,color,erase"},
+           "randaugment": {"finetune_cut": 0, "size": 128, "augment": "crop,randaugment"}}
 
 
 def long_tailed(dest: Path, seed: int = 0) -> Path:
