@@ -112,7 +112,7 @@ def test_the_image_cut_is_named_as_training_the_whole_backbone_on_crops():
     costs = [*COSTS, CutCost(0, 0.01, 500)]
     plan = choose_cut(costs, time_s=1e9, **KW, image_cut=0)
     assert plan.cut == 0
-    assert plan.reason.startswith("fine-tuning the whole backbone, on random crops of the images (default: from block 12)")
+    assert plan.reason.startswith("fine-tuning the whole backbone, on augmented images (default: from block 12)")
 
 
 def test_the_image_cut_needs_its_own_number_of_epochs():

@@ -191,7 +191,7 @@ def test_fine_tuning_goes_deeper_when_its_epochs_fit(run):
     report = run["out"] / "report"
     extract = next(p for p in json.loads((report / "timeline.json").read_text())["phases"] if p["phase"] == "extract")
     assert extract["cut"] in (11, 8, 5, 3, 0)  # the budget skips block 1 (test_depth)
-    where = "the whole backbone, on random crops of the images" if extract["cut"] == 0 else f"from block {extract['cut']}"
+    where = "the whole backbone, on augmented images" if extract["cut"] == 0 else f"from block {extract['cut']}"
     notes = json.loads((report / "summary.json").read_text())["notes"]
     assert any(n.startswith(f"fine-tuning {where} (default: from block 12)") for n in notes)
     assert json.loads((report / "history.json").read_text())["finetune"]["epochs_run"] >= 1

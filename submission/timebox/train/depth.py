@@ -70,7 +70,7 @@ def choose_cut(costs: list[CutCost], time_s: float, n_train: int, n_scored: int,
         return CutPlan(default.cut, epochs, 1.0, f"fine-tuning from block {default.cut}: no deeper cut fits "
                                                  f"{min_epochs:g} epochs and its activations in memory")
     chosen = fits[-1]
-    where = ("the whole backbone, on random crops of the images" if chosen.cut == image_cut
+    where = ("the whole backbone, on augmented images" if chosen.cut == image_cut
              else f"from block {chosen.cut}")
     return CutPlan(chosen.cut, epochs, chosen.top_s / default.top_s,
                    f"fine-tuning {where} (default: from block {default.cut}): ~{epochs[chosen.cut]:.0f} epochs "
