@@ -384,3 +384,30 @@ def test_class_with_only_unreadable_images_returns_2_naming_it(tmp_path, capsys)
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "square" in err and "Traceback" not in err
+
+
+def test_a_fitted_head_scoring_below_the_early_head_on_val_does_not_replace_it(tmp_path, monkeypatch):
+    """The early output is replaced only by a better model: a Keras head that scores lower on val than the early
+    head (here made so by flipping its class directions; in real runs a head squeezed to one epoch by a loaded
+    machine, 0.16 against 0.81) leaves the early head as the head, and its output stands."""
+    root = make_synthetic(tmp_path / "data", n_per_class=12, n_test_per_class=4, size=SIZE)
+    monkeypatch.delenv("TIMEBOX_START", raising=False)
+    writes, real_fit, real_write = [], head_phase.fit_head, Outputs.write
+
+    def worse_head(*args, **kwargs):
+        head = real_fit(*args, **kwargs)
+        dense = head.model.get_layer("head_dense")
+        dense.set_weights([-w if i == 0 else w for i, w in enumerate(dense.get_weights())])
+        return head
+
+    monkeypatch.setattr(head_phase, "fit_head", worse_head)
+    monkeypatch.setattr(Outputs, "write", lambda self, *a: writes.append(a[-1]) or real_write(self, *a))
+    out = tmp_path / "out"
+    run_online(OnlineConfig(root / "train", root / "test", out, 90.0, size=SIZE, cache_dir=tmp_path / "cache",
+                            workers=1, train_mirror_min_epochs=0, deep_min_epochs=1e9, image_min_epochs=1e9))
+    log = (out / "report" / "log.txt").read_text()
+    assert ", train skipped" not in log  # a Keras head was fitted, on both training views
+    assert "head (the early head)" in log and "stands: the head is the early head" in log
+    assert writes[0] == "the early head" and not any(w.startswith("head epoch") for w in writes)
+    notes = json.loads((out / "report" / "summary.json").read_text())["notes"]
+    assert any(n.startswith("the head is the early head (val accuracy") for n in notes)

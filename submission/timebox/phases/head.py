@@ -1,6 +1,7 @@
-"""The head: a softmax head on the pooled features of every training view (or the early head, when no training
-view came after it), its share of the budget planned by :meth:`timebox.plan.Planner.head_plan`; or, in a resumed
-session, the head an earlier one fitted."""
+"""The head: the run's head fitted on the pooled features of every training view (or the early head, when no
+training view came after it), its share of the budget planned by :meth:`timebox.plan.Planner.head_plan`, and kept
+only if val does not score it below the numpy head of the early output; or, in a resumed session, the head an
+earlier one fitted."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import keras
 import numpy as np
 
 from ..train.callbacks import EpochEvents
-from ..train.head import fit_head
+from ..train.head import HeadResult, fit_head
+from .activations import Activations
 from .context import Context
+from .early import fit_early_head
 from .extract import Extraction
 from .latency import measure_latency
 from .transfer import head_init
@@ -77,27 +80,48 @@ def run_head(ctx: Context, ext: Extraction) -> HeadOutcome:
     planner.ensemble_time = plan.ensemble_time
     if plan.note:
         ctx.session.note(plan.note)
-    if plan.early:
-        head = ext.early_head
-    else:
-        head_end = time.time() + plan.time_s
-        head = fit_head(np.concatenate(pooled_train), np.tile(acts.y_train, len(pooled_train)), pooled_val[0],
-                        acts.y_val, ctx.num_classes, time_s=plan.time_s,
-                        expired=lambda: planner.expired() or time.time() > head_end, seed=ctx.cfg.seed,
-                        init=head_init(ctx, pooled_val[0].shape[1], ctx.recipe.head.kind),
-                        callbacks=[EpochEvents(ctx.session.events, "head", ctx.budget.remaining)],
-                        recipe=ctx.recipe)
-    val_probs = [ctx.predict(head.model, [p]) for p in pooled_val]
-    tta, val_accuracy = flip_tta_on_val(val_probs, acts.y_val)
+    candidates = [ext.early_head] if plan.early else [_fit(ctx, plan.time_s, pooled_train, pooled_val[0], acts)]
+    if not plan.early and not planner.keras_head and not ctx.budget.interrupted:  # a numpy head is its rival
+        candidates.append(ext.early_head or fit_early_head(ctx, pooled_train[0], acts.y_train, pooled_val[0],
+                                                           acts.y_val, planner.reserve_s()))
+    (tta, val_accuracy, val_probs), head = _best_on_val(ctx, candidates, pooled_val, acts.y_val)
+    early = plan.early or head is not candidates[0]
+    if early and not plan.early:
+        ctx.session.note(f"the head is the early head (val accuracy {val_accuracy:.4f}): the head fitted in "
+                         f"{plan.time_s:.0f}s scored lower on val")
     n_views = len(pooled_val) if tta else 1
     pooled_test = pool.known(acts.test[:n_views])  # from the early output, if any
     test_probs = ctx.predict(head.model, pooled_test) if pooled_test is not None else None
     pool.clear()
     outcome = HeadOutcome(head.model, bool(tta), n_views, float(val_accuracy), head.chosen_epoch, head.epochs_run,
-                          head.history, bool(plan.early), val_probs, test_probs)
+                          head.history, early, val_probs, test_probs)
     ctx.session.phase("head", t, planner.head_s, epochs=head.epochs_run, chosen_epoch=head.chosen_epoch,
-                      early_head=plan.early)
-    ctx.log(f"head{' (the early head)' if plan.early else ''}: val accuracy {val_accuracy:.4f} "
+                      early_head=early)
+    ctx.log(f"head{' (the early head)' if early else ''}: val accuracy {val_accuracy:.4f} "
             f"(epoch {head.chosen_epoch}/{head.epochs_run}), flip TTA {'on' if tta else 'off'}")
     ctx.state.write(RECORD, {**outcome.info(), "top_rate": planner.measured.top_rate}, weights=head.model)
     return outcome
+
+
+def _fit(ctx: Context, time_s: float, pooled_train: list[np.ndarray], pooled_val: np.ndarray,
+         acts: Activations) -> HeadResult:
+    """The run's head fitted in Keras for ``time_s`` on every training view's pooled features."""
+    planner = ctx.planner
+    head_end = time.time() + time_s
+    return fit_head(np.concatenate(pooled_train), np.tile(acts.y_train, len(pooled_train)), pooled_val, acts.y_val,
+                    ctx.num_classes, time_s=time_s, expired=lambda: planner.expired() or time.time() > head_end,
+                    seed=ctx.cfg.seed, init=head_init(ctx, pooled_val.shape[1], ctx.recipe.head.kind),
+                    callbacks=[EpochEvents(ctx.session.events, "head", ctx.budget.remaining)], recipe=ctx.recipe)
+
+
+def _best_on_val(ctx: Context, heads: list[HeadResult], pooled_val: list[np.ndarray],
+                 y_val: np.ndarray) -> tuple[tuple, HeadResult]:
+    """((flip TTA on, val accuracy, val probabilities per view), head) of the head scoring best on val; on a tie
+    the first. The fitted head replaces the early one only if val does not say it is worse (a head fitted in a few
+    seconds can score far below it: 0.16 against 0.81, bench/RESULTS.md, 2026-12-07 (18:16Z-), faults)."""
+    scored = []
+    for head in heads:
+        val_probs = [ctx.predict(head.model, [p]) for p in pooled_val]
+        scored.append((*flip_tta_on_val(val_probs, y_val), val_probs))
+    best = max(range(len(heads)), key=lambda i: (scored[i][1], -i))
+    return scored[best], heads[best]
