@@ -87,8 +87,8 @@ def run_head(ctx: Context, ext: Extraction) -> HeadOutcome:
     (tta, val_accuracy, val_probs), head = _best_on_val(ctx, candidates, pooled_val, acts.y_val)
     early = plan.early or head is not candidates[0]
     if early and not plan.early:
-        ctx.session.note(f"the head is the early head (val accuracy {val_accuracy:.4f}): the head fitted in "
-                         f"{plan.time_s:.0f}s scored lower on val")
+        ctx.session.note(f"the head is the early head (val accuracy {val_accuracy:.4f}): the head fitted in Keras "
+                         f"({candidates[0].epochs_run} epochs) scored lower on val")
     n_views = len(pooled_val) if tta else 1
     pooled_test = pool.known(acts.test[:n_views])  # from the early output, if any
     test_probs = ctx.predict(head.model, pooled_test) if pooled_test is not None else None
