@@ -26,7 +26,7 @@ import optuna
 
 from timebox.fileio import atomic_write_text
 
-from .schedule import ranking
+from .schedule import DEFAULTS_KEY, ranking
 from .study import trial_view
 
 COLUMNS = ("rank", "trial", "rung", "budget_s", "seed", "state", "val_accuracy", "stderr", "wall_s", "settings",
@@ -99,8 +99,11 @@ class Leaderboard:
         settings, rung, values = best
         mean = sum(values) / len(values)
         spread = f" (seeds: {', '.join(f'{100 * v:.2f}' for v in values)})" if len(values) > 1 else ""
+        defaults = dict(ranking([trial_view(t) for t in study.get_trials(deepcopy=False) if "rung" in t.user_attrs],
+                                rung)).get(DEFAULTS_KEY)
+        beside = f"; the defaults {100 * defaults:.2f}% there" if settings and defaults is not None else ""
         return (f"best: {json.dumps(settings, sort_keys=True) if settings else 'the defaults'}, held-out accuracy "
-                f"{100 * mean:.2f}%{spread} at rung {rung}")
+                f"{100 * mean:.2f}%{spread} at rung {rung}{beside}")
 
     def progress(self, study: optuna.Study, deadline: float, log: Callable[[str], None]) -> None:
         """Trials running/done/failed, the best so far and the time left: one updating line on a terminal."""

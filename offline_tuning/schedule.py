@@ -2,7 +2,9 @@
 
 Rung 0 runs many short trials (the first with a plain ``online`` run's settings); each later rung reruns the
 best configurations of the rung below with ``eta`` times the budget; the top rung runs its few
-configurations with ``seeds`` seeds each, so the winner is named on a mean, not on one noisy run. Each rung
+configurations with ``seeds`` seeds each, so the winner is named on a mean, not on one noisy run. The defaults
+are the incumbent: promoted to every rung beside the best (taking the last seat when they did not rank for one)
+and winning ties, so a configuration replaces them only by beating them at the same budget and seeds. Each rung
 is a fresh ``online`` run at its budget (an online run plans its whole schedule to its budget, so a run cut
 short is not a shorter run). Pure functions: no Optuna, no clock.
 
@@ -113,13 +115,24 @@ def plan(total_s: float, min_trial_s: float, overhead_s: float, eta: int = 3, to
 
 
 def ranking(trials: list[TrialView], rung: int) -> list[tuple[str, float]]:
-    """The configurations of ``rung`` with a COMPLETE trial, best mean value first (ties: first run first)."""
+    """The configurations of ``rung`` with a COMPLETE trial, best mean value first (ties: the defaults, then the
+    first run)."""
     values: dict[str, list[float]] = {}
     for t in sorted(trials, key=lambda t: t.number):
         if t.rung == rung and t.state == "COMPLETE" and t.value is not None:
             values.setdefault(t.config, []).append(t.value)
-    order = sorted(values.items(), key=lambda kv: -sum(kv[1]) / len(kv[1]))
+    order = sorted(values.items(), key=lambda kv: (-sum(kv[1]) / len(kv[1]), kv[0] != DEFAULTS_KEY))
     return [(config, sum(v) / len(v)) for config, v in order]
+
+
+def promoted(trials: list[TrialView], rung: Rung) -> list[str]:
+    """The configurations of the rung below that ``rung`` reruns: its best ``rung.configs``, the defaults among
+    them (with two seats or more, the last is theirs when they completed below but did not rank for one)."""
+    below = [config for config, _ in ranking(trials, rung.index - 1)]
+    best = below[: rung.configs]
+    if rung.configs > 1 and DEFAULTS_KEY in below and DEFAULTS_KEY not in best:
+        best = best[: rung.configs - 1] + [DEFAULTS_KEY]
+    return best
 
 
 def next_job(schedule: Schedule, trials: list[TrialView], time_left_s: float, seed: int) -> Job | str:
@@ -169,8 +182,8 @@ class _State:
 
     def _free_pairs(self, rung: Rung) -> list[tuple[str, int]]:
         """The (configuration, seed) pairs promoted to ``rung`` from the rung below that no trial took yet."""
-        below = ranking(self.filled, rung.index - 1)[: rung.configs]
-        return [(config, s) for config, _ in below for s in range(self.seed, self.seed + rung.seeds)
+        seeds = range(self.seed, self.seed + rung.seeds)
+        return [(config, s) for config in promoted(self.filled, rung) for s in seeds
                 if not any(t.rung == rung.index and t.config == config and t.seed == s for t in self.filled)]
 
     def _fits_first(self) -> bool:

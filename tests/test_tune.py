@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from offline_tuning.schedule import DEFAULTS_KEY, DONE, WAIT, Job, TrialView, next_job, plan
+from offline_tuning.schedule import DEFAULTS_KEY, DONE, WAIT, Job, Rung, TrialView, next_job, plan, promoted, ranking
+from offline_tuning.leaderboard import Leaderboard
 from offline_tuning.space import read_space
 from offline_tuning.study import open_study
 from offline_tuning.subsample import Subsample, draw_subsample
@@ -47,6 +48,30 @@ def test_the_first_trial_is_the_defaults_and_promotions_wait_for_their_rung():
     taken = done + [TrialView(7, 1, '{"k": 5}', 0, "RUNNING")]
     assert next_job(s, taken, 200, 0) == Job(1, 60, '{"k": 5}', 1)  # ... then its second seed
     assert next_job(s, done, 10, 0) == DONE  # nothing fits
+
+
+def test_the_defaults_are_promoted_beside_the_best_and_win_ties():
+    s = plan(585, 20, 2)  # rung 1: 2 configurations x 2 seeds
+    low = [TrialView(0, 0, DEFAULTS_KEY, 0, "COMPLETE", 0.40)]  # the defaults ranked last on rung 0
+    done = low + [TrialView(i, 0, f'{{"k": {i}}}', 0, "COMPLETE", 0.5 + i / 100) for i in range(1, 6)]
+    assert ranking(done, 0)[0][0] == '{"k": 5}'
+    assert promoted(done, s.rungs[1]) == ['{"k": 5}', DEFAULTS_KEY]  # the second seat is the incumbent's
+    top = [TrialView(10 + i, 1, c, i % 2, "COMPLETE", 0.7) for i, c in enumerate(['{"k": 5}'] * 2 + [DEFAULTS_KEY] * 2)]
+    assert ranking(done + top, 1)[0][0] == DEFAULTS_KEY  # a tie at the top rung keeps the defaults
+    alone = Rung(1, 60, 1, 2)  # one seat: the best alone
+    assert promoted(done, alone) == ['{"k": 5}']
+
+
+def test_the_leaderboard_names_the_winner_beside_the_defaults_on_its_rung(tmp_path):
+    import optuna
+
+    study = optuna.create_study(direction="maximize")
+    for i, (config, value) in enumerate([(DEFAULTS_KEY, 0.70), ('{"k": 1}', 0.75), ('{"k": 1}', 0.77),
+                                         (DEFAULTS_KEY, 0.72), (DEFAULTS_KEY, 0.74)]):
+        study.add_trial(optuna.trial.create_trial(value=value, user_attrs={"rung": int(i > 0), "config": config,
+                                                                            "seed": i % 2}))
+    summary = Leaderboard(tmp_path, n_val=300).summary(study)
+    assert summary.startswith('best: {"k": 1}, held-out accuracy 76.00%') and "the defaults 73.00% there" in summary
 
 
 def test_a_trial_whose_worker_died_frees_its_slot():
