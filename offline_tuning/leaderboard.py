@@ -26,11 +26,16 @@ import optuna
 
 from timebox.fileio import atomic_write_text
 
-from .schedule import DEFAULTS_KEY, ranking
+from .schedule import DEFAULTS_KEY, TrialView, ranking
 from .study import trial_view
 
 COLUMNS = ("rank", "trial", "rung", "budget_s", "seed", "state", "val_accuracy", "stderr", "wall_s", "settings",
            "reason")
+
+
+def _views(study: optuna.Study) -> list[TrialView]:
+    """The scheduler's view of every trial the search ran."""
+    return [trial_view(t) for t in study.get_trials(deepcopy=False) if "rung" in t.user_attrs]
 
 
 @dataclass
@@ -61,7 +66,7 @@ class Leaderboard:
 
     def best(self, study: optuna.Study) -> tuple[dict[str, Any], int, list[float]] | None:
         """The winner's settings, its rung and its seeds' accuracies; None before any trial completed."""
-        views = [trial_view(t) for t in study.get_trials(deepcopy=False) if "rung" in t.user_attrs]
+        views = _views(study)
         for rung in sorted({v.rung for v in views}, reverse=True):
             ranked = ranking(views, rung)
             if ranked:
@@ -99,8 +104,7 @@ class Leaderboard:
         settings, rung, values = best
         mean = sum(values) / len(values)
         spread = f" (seeds: {', '.join(f'{100 * v:.2f}' for v in values)})" if len(values) > 1 else ""
-        defaults = dict(ranking([trial_view(t) for t in study.get_trials(deepcopy=False) if "rung" in t.user_attrs],
-                                rung)).get(DEFAULTS_KEY)
+        defaults = dict(ranking(_views(study), rung)).get(DEFAULTS_KEY)
         beside = f"; the defaults {100 * defaults:.2f}% there" if settings and defaults is not None else ""
         return (f"best: {json.dumps(settings, sort_keys=True) if settings else 'the defaults'}, held-out accuracy "
                 f"{100 * mean:.2f}%{spread} at rung {rung}{beside}")
