@@ -1,10 +1,12 @@
 """What tuning is worth: ``tune`` on a 1,000/300 subsample of flowers5's training images, then ``online`` on the
 full training set with the tuned settings and with the defaults, side by side per seed, scored on flowers5 test.
 
-    .venv/bin/python bench/tune_value.py [--tune-budget 30m] [--online-budget 8m] [--seeds 0,1] [--out DIR]
+    .venv/bin/python bench/tune_value.py [--tune-budget 30m] [--online-budget 8m] [--seeds 0,1] [--no-target]
+                                         [--out DIR]
 
 Prints one line per online run, the medians of each and the gain (issue 30's goal: at least +1 point). The
-online runs alternate (defaults, tuned) per seed and share one warm decode cache; nothing else should run.
+online runs alternate (defaults, tuned) per seed and share one warm decode cache; nothing else should run. The
+search is told the online run it stands for (``--target BUDGET:IMAGES``), unless ``--no-target``.
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ import time
 from pathlib import Path
 
 from _online import FLOWERS, ROOT, online_run, work_dir
+from timebox.data.layouts import read_dataset
 
 
-def tune(out: Path, budget: str) -> Path:
-    """The search; the path of its best_config.json."""
+def tune(out: Path, budget: str, target: str | None) -> Path:
+    """The search (told the online run it stands for: ``target``, BUDGET:IMAGES); the path of its
+    best_config.json."""
     start = time.time()
     subprocess.run([str(ROOT / "run.sh"), "tune", "--data", str(FLOWERS / "train"), "--budget", budget,
-                    "--out", str(out)], check=True, stdout=open(out.with_suffix(".log"), "w"), stderr=subprocess.STDOUT)
+                    "--out", str(out), *(["--target", target] if target else [])], check=True, stdout=open(out.with_suffix(".log"), "w"), stderr=subprocess.STDOUT)
     best = out / "best_config.json"
     print(f"tune: {time.time() - start:.0f}s, best settings {best.read_text().strip()}", flush=True)
     return best
@@ -42,10 +46,12 @@ def main() -> None:
     p.add_argument("--tune-budget", default="30m")
     p.add_argument("--online-budget", default="8m")
     p.add_argument("--seeds", default="0,1")
+    p.add_argument("--no-target", action="store_true", help="plan the search's rungs from its budget alone")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
     out = work_dir(args.out, "tune_value-")
-    best = tune(out / "TUNE", args.tune_budget)
+    target = None if args.no_target else f"{args.online_budget}:{len(read_dataset(FLOWERS / 'train').files)}"
+    best = tune(out / "TUNE", args.tune_budget, target)
     cache, results = out / "cache", {"defaults": [], "tuned": []}
     for seed in [int(s) for s in args.seeds.split(",")]:
         for name, config in (("defaults", None), ("tuned", best)):

@@ -22,6 +22,14 @@ def _count(text: str) -> int | None:
     return int(text)
 
 
+def _target(text: str) -> tuple[float, int]:
+    budget, _, images = text.partition(":")
+    if not images.isdigit() or int(images) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give BUDGET:IMAGES, the online run's budget and training "
+                                         "images, such as 3h:6000")
+    return duration_arg(budget), int(images)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="run.sh tune", description="Offline tuning: many short online runs on a stratified subsample that "
@@ -41,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the subsample and the trials (default: 0)")
     p.add_argument("--min-trial", type=duration_arg, default=None,
                    help="budget of the first rung's trials (default: budget/30, between 30s and 5m)")
+    p.add_argument("--target", type=_target, default=None,
+                   help="the online run the search stands for, as BUDGET:IMAGES (a judge's 3h:6000): the top "
+                        "rung's trials get its seconds per training image, the rungs below 1/eta of that "
+                        "(default: rungs from --min-trial)")
     p.add_argument("--warm-up", type=duration_arg, default=60.0,
                    help="a plain online run first, decoding and extracting the images once for every trial "
                         "(0 for none; default: 60s)")
@@ -64,9 +76,12 @@ def _tune(args: argparse.Namespace) -> int:
 
     if args.eta < 2:
         raise UsageError(f"--eta {args.eta}: it must be at least 2")
+    if args.target and args.min_trial:
+        raise UsageError("--target and --min-trial both set the rungs' budgets: give one")
     cfg = TuneConfig(args.data, args.budget, args.out, space=args.space, storage=args.storage, study=args.study,
                      n_train=args.train, n_val=args.val, seed=args.seed, min_trial_s=args.min_trial,
-                     warmup_s=args.warm_up, eta=args.eta, apply_to=SHIPPED_CONFIG if args.apply else None,
+                     target=args.target, warmup_s=args.warm_up, eta=args.eta,
+                     apply_to=SHIPPED_CONFIG if args.apply else None,
                      **({"trial_command": tuple(shlex.split(args.trial_command))} if args.trial_command else {}))
     result = run_tune(cfg)
     print(f"leaderboard: {result.leaderboard}; best settings: {args.out / 'best_config.json'}")

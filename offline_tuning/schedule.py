@@ -100,18 +100,39 @@ def plan(total_s: float, min_trial_s: float, overhead_s: float, eta: int = 3, to
     configurations of rung 1; if even two do not fit, rung 0 and its best ``top_configs`` rerun at the same
     budget with ``seeds`` seeds (the winner is still named on a mean); else one rung."""
     for n_rungs in range(max_rungs, 1, -1):
-        budgets = [min_trial_s * eta ** r for r in range(n_rungs)]
-        configs = [top_configs * eta ** (n_rungs - 1 - r) for r in range(n_rungs)]
-        upper = [Rung(r, budgets[r], configs[r], seeds if r == n_rungs - 1 else 1) for r in range(1, n_rungs)]
-        left = total_s - sum(r.slots * (r.budget_s + overhead_s) for r in upper)
-        n0 = int(left // (min_trial_s + overhead_s))
-        if n0 >= eta * upper[0].configs:
-            return Schedule((Rung(0, min_trial_s, n0), *upper), overhead_s)
+        if schedule := _rungs(total_s, min_trial_s, overhead_s, n_rungs, eta, top_configs, seeds):
+            return schedule
     confirm = Rung(1, min_trial_s, top_configs, seeds)  # no room for a longer rung: the best rerun with more seeds
     n0 = int((total_s - confirm.slots * (min_trial_s + overhead_s)) // (min_trial_s + overhead_s))
     if n0 >= eta * top_configs:
         return Schedule((Rung(0, min_trial_s, n0), confirm), overhead_s)
     return Schedule((Rung(0, min_trial_s, max(1, int(total_s // (min_trial_s + overhead_s)))),), overhead_s)
+
+
+def plan_to(top_trial_s: float, total_s: float, floor_s: float, overhead_s: float, eta: int = 3,
+            top_configs: int = 2, seeds: int = 2, max_rungs: int = 3) -> Schedule | None:
+    """The most rungs (up to ``max_rungs``, at least two) whose top rung runs ``top_trial_s`` and whose first
+    rung is at least ``floor_s``, rung 0 keeping ``eta`` times the configurations of rung 1; None if none fits.
+
+    ``top_trial_s`` is the target run's seconds per training image times the tuning set's images, so the
+    winner is chosen at the time per image the online run it stands for will have."""
+    for n_rungs in range(max_rungs, 1, -1):
+        first = top_trial_s / eta ** (n_rungs - 1)
+        if first >= floor_s and (schedule := _rungs(total_s, first, overhead_s, n_rungs, eta, top_configs, seeds)):
+            return schedule
+    return None
+
+
+def _rungs(total_s: float, min_trial_s: float, overhead_s: float, n_rungs: int, eta: int, top_configs: int,
+           seeds: int) -> Schedule | None:
+    """``n_rungs`` rungs from ``min_trial_s``, each ``eta`` times longer with 1/``eta`` of the configurations
+    (the top one with ``seeds`` seeds), if rung 0 keeps ``eta`` times the configurations of rung 1."""
+    budgets = [round(min_trial_s * eta ** r, 1) for r in range(n_rungs)]
+    configs = [top_configs * eta ** (n_rungs - 1 - r) for r in range(n_rungs)]
+    upper = [Rung(r, budgets[r], configs[r], seeds if r == n_rungs - 1 else 1) for r in range(1, n_rungs)]
+    left = total_s - sum(r.slots * (r.budget_s + overhead_s) for r in upper)
+    n0 = int(left // (min_trial_s + overhead_s))
+    return Schedule((Rung(0, budgets[0], n0), *upper), overhead_s) if n0 >= eta * upper[0].configs else None
 
 
 def ranking(trials: list[TrialView], rung: int) -> list[tuple[str, float]]:

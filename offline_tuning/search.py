@@ -26,7 +26,7 @@ from timebox.filelock import FileLock
 from timebox.fileio import atomic_write_text
 
 from .leaderboard import Leaderboard, setup_share, write_results
-from .schedule import DEFAULTS_KEY, DONE, WAIT, Job, Schedule, config_key, next_job, plan
+from .schedule import DEFAULTS_KEY, DONE, WAIT, Job, Schedule, config_key, next_job, plan, plan_to
 from .space import DEFAULT_SPACE, SearchSpace, read_space
 from .study import WORKER, SharedStudy, open_study
 from .subsample import Subsample, draw_subsample
@@ -49,6 +49,7 @@ class TuneConfig:
     min_trial_s: float | None = None  # the first rung's trial budget (None: budget / 30, 30 s to 5 min)
     min_trial_floor_s: float = 30.0  # online's shortest useful run on 1,000/300 (bench/RESULTS.md, "tune: trials")
     warmup_s: float = 60.0  # the plain run that decodes and extracts for every trial (same section); 0: none
+    target: tuple[float, int] | None = None  # (budget s, training images) of the online run the search stands for
     eta: int = 3  # each rung keeps 1/eta of the configurations and gives them eta times the time
     overhead_s: float = 3.0  # a trial's seconds beyond its budget: process exit, scoring
     reserve_s: float = 20.0  # the end: stopping the last trials (kill_after_s), the leaderboard and the plots
@@ -89,7 +90,7 @@ def run_tune(cfg: TuneConfig, log: Callable[[str], None] = print) -> TuneResult:
     space = read_space(cfg.space)
     shared = open_study(cfg.out, cfg.storage, cfg.study)
     warm_up(cfg, data, budget.deadline - cfg.reserve_s, stop, log)
-    deadline, schedule = _agree(shared, cfg, budget.deadline - cfg.reserve_s)
+    deadline, schedule = _agree(shared, cfg, budget.deadline - cfg.reserve_s, data.n_train, log)
     log(f"tune: {len(data.val_labels)} held-out images, study {cfg.study!r} in {shared.location}; rungs "
         + ", ".join(f"{r.slots} x {r.budget_s:g}s" for r in schedule.rungs)
         + f"; trials end by {time.strftime('%H:%M:%S', time.localtime(deadline))}")
@@ -130,7 +131,8 @@ def warm_up(cfg: TuneConfig, data: Subsample, deadline: float, stop: _Stop, log:
         atomic_write_text(marker, json.dumps(asdict(outcome), indent=1) + "\n")
 
 
-def _agree(shared: SharedStudy, cfg: TuneConfig, own_deadline: float) -> tuple[float, Schedule]:
+def _agree(shared: SharedStudy, cfg: TuneConfig, own_deadline: float, n_train: int,
+           log: Callable[[str], None]) -> tuple[float, Schedule]:
     """The search's deadline and schedule: those of a search still running in the study (joined: a worker of it
     is still running, or was killed), else this worker's, stored for the others."""
     with shared.deciding():
@@ -138,10 +140,22 @@ def _agree(shared: SharedStudy, cfg: TuneConfig, own_deadline: float) -> tuple[f
         deadline = attrs.get("deadline", 0)
         if deadline > time.time() + cfg.first_rung_s() and attrs.get("ended") != deadline:
             return min(attrs["deadline"], own_deadline), Schedule.from_json(attrs["schedule"])
-        schedule = plan(own_deadline - time.time(), cfg.first_rung_s(), cfg.overhead_s, cfg.eta)
+        schedule = _plan(cfg, own_deadline - time.time(), n_train, log)
         shared.study.set_user_attr("deadline", own_deadline)
         shared.study.set_user_attr("schedule", schedule.to_json())
         return own_deadline, schedule
+
+
+def _plan(cfg: TuneConfig, total_s: float, n_train: int, log: Callable[[str], None]) -> Schedule:
+    """The rungs: up to the ``--target`` run's seconds per training image when it names one and they fit, else
+    from the first rung's budget."""
+    if cfg.target is not None:
+        top_s = cfg.target[0] / cfg.target[1] * n_train
+        if schedule := plan_to(top_s, total_s, cfg.min_trial_floor_s, cfg.overhead_s, cfg.eta):
+            return schedule
+        log(f"--target: rungs up to {top_s:.0f}s a trial ({cfg.target[0]:g}s for {cfg.target[1]} images, here "
+            f"{n_train}) from at least {cfg.min_trial_floor_s:g}s do not fit {total_s:.0f}s; planned from the budget")
+    return plan(total_s, cfg.first_rung_s(), cfg.overhead_s, cfg.eta)
 
 
 def _run_trials(cfg: TuneConfig, shared: SharedStudy, space: SearchSpace, data: Subsample, schedule: Schedule,

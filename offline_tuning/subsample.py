@@ -40,6 +40,7 @@ class Subsample:
     val: Path
     val_labels: dict[str, int]
     n_classes: int
+    n_train: int
 
 
 def draw_subsample(data: Path, folder: Path, n_train: int | None, n_val: int, seed: int) -> Subsample:
@@ -89,4 +90,4 @@ def _draw(data: Path, folder: Path, want: dict, n_train: int | None, n_val: int,
 
 def _loaded(folder: Path, record: dict) -> Subsample:
     return Subsample(folder / "train", folder / "val", {k: int(v) for k, v in record["val_labels"].items()},
-                     record["classes"])
+                     record["classes"], record["n_train"])

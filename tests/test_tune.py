@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from offline_tuning.schedule import DEFAULTS_KEY, DONE, WAIT, Job, Rung, TrialView, next_job, plan, promoted, ranking
+from offline_tuning.cli import build_parser, main as tune_main
+from offline_tuning.schedule import (DEFAULTS_KEY, DONE, WAIT, Job, Rung, TrialView, next_job, plan, plan_to, promoted,
+                                     ranking)
 from offline_tuning.leaderboard import Leaderboard
 from offline_tuning.space import read_space
 from offline_tuning.study import open_study
@@ -35,6 +37,26 @@ FAKE = f"{sys.executable} {ROOT / 'tests' / 'fake_online.py'}"
 ])
 def test_plan_keeps_eta_times_the_configurations_below_each_rung(total_s, first_s, rungs):
     assert [(r.budget_s, r.configs, r.seeds) for r in plan(total_s, first_s, 2).rungs] == rungs
+
+
+@pytest.mark.parametrize("top_s, total_s, rungs", [
+    (480 / 3453 * 1000, 1720, [(46.3, 23, 1), (139.0, 2, 2)]),  # 8 min on 3,453 images, tuned on 1,000
+    (540, 7200, [(60, 62, 1), (180, 6, 1), (540, 2, 2)]),       # two hours: three rungs up to 540 s
+    (1800, 1720, None),  # a judge's 3 h on 6,000 images, tuned on 1,000: 1,800 s a trial does not fit 30 min
+    (60, 1720, None),    # 60 s / 3 is under the 30 s floor: no second rung
+])
+def test_plan_to_a_target_puts_its_seconds_per_image_on_the_top_rung(top_s, total_s, rungs):
+    s = plan_to(top_s, total_s, floor_s=30, overhead_s=3)
+    assert (s and [(r.budget_s, r.configs, r.seeds) for r in s.rungs]) == rungs
+
+
+def test_target_is_budget_and_images_and_excludes_min_trial():
+    assert build_parser().parse_args(["--data", "d", "--budget", "30m", "--out", "o", "--target", "8m:3453"]
+                                     ).target == (480.0, 3453)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--data", "d", "--budget", "30m", "--out", "o", "--target", "8m"])
+    assert tune_main(["--data", "d", "--budget", "30m", "--out", "o", "--target", "3h:6000",
+                      "--min-trial", "60s"]) == 2
 
 
 def test_the_first_trial_is_the_defaults_and_promotions_wait_for_their_rung():
@@ -157,7 +179,7 @@ def test_two_workers_on_one_journal_run_no_trial_twice_and_resume_keeps_finished
 def test_a_hung_trial_is_killed_past_its_budget_and_recorded_as_failed(tmp_path):
     (tmp_path / "val").mkdir()
     (tmp_path / "subsample.json").write_text(json.dumps({"val_labels": {"a.jpg": 0}}))
-    data = Subsample(tmp_path / "train", tmp_path / "val", {"a.jpg": 0}, 2)
+    data = Subsample(tmp_path / "train", tmp_path / "val", {"a.jpg": 0}, 2, 1)
     spec = TrialSpec(tmp_path / "trial", data, {"keep": 3}, seed=0, budget_s=1.0, grace_s=1.0, kill_after_s=1.0,
                      command=tuple(FAKE.split()))  # keep=3: ignores SIGTERM and sleeps for an hour
     start = time.time()
