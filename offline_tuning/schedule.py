@@ -160,8 +160,9 @@ def next_job(schedule: Schedule, trials: list[TrialView], time_left_s: float, se
     """The next trial to run, WAIT (a running trial may still open a promotion) or DONE (nothing more fits).
 
     Later rungs come first: a rung's promotions start once the rung below is closed (it will start no more
-    trials and all of its trials finished). A rung-0 trial starts only if its budget fits in ``time_left_s``
-    beside the later rungs' open slots; a promoted one if its own budget fits."""
+    trials and all of its trials finished). A rung-0 trial starts only before any later rung has started and
+    if its budget fits in ``time_left_s`` beside the later rungs' open slots; a promoted one if its own budget
+    fits."""
     state = _State(schedule, [t for t in trials if t.fills_slot], time_left_s, seed)
     for rung in reversed(schedule.rungs):
         job = state.job_on(rung)
@@ -208,6 +209,10 @@ class _State:
                 if not any(t.rung == rung.index and t.config == config and t.seed == s for t in self.filled)]
 
     def _fits_first(self) -> bool:
+        """Rung 0 can start another trial: no later rung has started (a new rung-0 result would change what
+        they rerun) and one more fits beside the later rungs' open slots."""
+        if any(t.rung > 0 for t in self.filled):
+            return False
         rungs = self.schedule.rungs
         later = sum(self.schedule.cost_s(r, max(0, r.slots - self._count(r.index))) for r in rungs[1:])
         return rungs[0].budget_s + self.schedule.overhead_s + later <= self.time_left_s

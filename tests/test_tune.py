@@ -72,6 +72,17 @@ def test_the_first_trial_is_the_defaults_and_promotions_wait_for_their_rung():
     assert next_job(s, done, 10, 0) == DONE  # nothing fits
 
 
+def test_rung_0_starts_nothing_once_a_later_rung_has_started():
+    """Trials ending inside their budgets free time; a rung-0 trial started in it could outrank what rung 1 is
+    rerunning and displace a promotion halfway (seen in bench/tune_value.py: the defaults lost their seat)."""
+    s = plan(585, 20, 2)  # rung 1: 2 configurations x 2 seeds of 60 s
+    done = [TrialView(i, 0, f'{{"k": {i}}}', 0, "COMPLETE", 0.5 + i / 100) for i in range(6)]
+    half = done + [TrialView(6 + i, 1, '{"k": 5}', i, "COMPLETE", 0.6) for i in range(2)]
+    assert next_job(s, half, 1000, 0) == Job(1, 60, '{"k": 4}', 0)  # not a new rung-0 trial, with room for one
+    assert next_job(s, half + [TrialView(8 + i, 1, '{"k": 4}', i, "COMPLETE", 0.6) for i in range(2)],
+                    1000, 0) == DONE
+
+
 def test_the_defaults_are_promoted_beside_the_best_and_win_ties():
     s = plan(585, 20, 2)  # rung 1: 2 configurations x 2 seeds
     low = [TrialView(0, 0, DEFAULTS_KEY, 0, "COMPLETE", 0.40)]  # the defaults ranked last on rung 0
