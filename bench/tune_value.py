@@ -4,7 +4,8 @@ full training set with the tuned settings and with the defaults, side by side pe
     .venv/bin/python bench/tune_value.py [--tune-budget 30m] [--online-budget 8m] [--seeds 0,1] [--no-target]
                                          [--out DIR]
 
-Prints one line per online run, the medians of each and the gain (issue 30's goal: at least +1 point). The
+Prints one line per online run, the medians of each and the gain (issue 30's goal: at least +1 point); none when
+the search kept the defaults (its best_config.json is ``{}``, so both runs would be the same command). The
 online runs alternate (defaults, tuned) per seed and share one warm decode cache; nothing else should run. The
 search is told the online run it stands for (``--target BUDGET:IMAGES``), unless ``--no-target``.
 """
@@ -52,6 +53,10 @@ def main() -> None:
     out = work_dir(args.out, "tune_value-")
     target = None if args.no_target else f"{args.online_budget}:{len(read_dataset(FLOWERS / 'train').files)}"
     best = tune(out / "TUNE", args.tune_budget, target)
+    if json.loads(best.read_text()) == {}:
+        print("the search kept the defaults: the tuned online run is the defaults' run (gain 0 by construction); "
+              "no online runs")
+        return
     cache, results = out / "cache", {"defaults": [], "tuned": []}
     for seed in [int(s) for s in args.seeds.split(",")]:
         for name, config in (("defaults", None), ("tuned", best)):
