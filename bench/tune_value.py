@@ -28,7 +28,8 @@ def tune(out: Path, budget: str, target: str | None) -> Path:
     best_config.json."""
     start = time.time()
     subprocess.run([str(ROOT / "run.sh"), "tune", "--data", str(FLOWERS / "train"), "--budget", budget,
-                    "--out", str(out), *(["--target", target] if target else [])], check=True, stdout=open(out.with_suffix(".log"), "w"), stderr=subprocess.STDOUT)
+                    "--out", str(out), *(["--target", target] if target else [])],
+                   check=True, stdout=open(out.with_suffix(".log"), "w"), stderr=subprocess.STDOUT)
     best = out / "best_config.json"
     print(f"tune: {time.time() - start:.0f}s, best settings {best.read_text().strip()}", flush=True)
     return best
